@@ -1,0 +1,375 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Relational self-attention (RSA), the efficient form of Eq. 12.
+
+Kim, Kwon, Wang, Kwak, Cho. "Relational Self-Attention: What's Missing in
+Attention for Video Understanding". NeurIPS 2021.
+
+This module imports only torch. Registration into MMAction2's registries lives
+in :mod:`mmrsa.models.common` (glue), not here.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['RSA', 'l2_normalize']
+
+KERNEL_TYPES = ('V', 'R', 'VR')
+CONTEXT_TYPES = ('V', 'R', 'VR')
+NORM_TYPES = ('l2', 'none', 'bn')
+
+
+def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(sum(x ** 2) + eps)`` along ``dim`` (eps inside the root).
+
+    This is the normalisation of the official implementation; unlike
+    :func:`torch.nn.functional.normalize` the epsilon sits inside the square
+    root, so an all-zero vector stays zero and the gradient stays finite.
+    """
+    return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True) + eps)
+
+
+def _triple(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int, int]:
+    if isinstance(value, int):
+        value = (value, value, value)
+    value = tuple(value)
+    if len(value) != 3 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f'{name} must be an int or a sequence of 3 ints '
+                         f'(t, h, w), got {value!r}.')
+    if any(v <= 0 or v % 2 == 0 for v in value):
+        raise ValueError(f'{name} must hold positive odd sizes so the '
+                         f'context is centred on the query, got {value!r}.')
+    return value
+
+
+class RSA(nn.Module):
+    """Relational self-attention over a spatio-temporal neighbourhood.
+
+    For every position ``n`` of a video feature map, RSA transforms the query
+    ``x_n`` with its ``M = kt * kh * kw`` neighbourhood (the context) as
+
+    .. code-block:: none
+
+        y_n = (kV_n + kR_n) (XV_n + XR_n)                                (Eq. 8)
+        kV_n = q_n P^T,          P = H2 P1^T         basic kernel      [M]
+        kR_n = vec(1 q_n^T * XK_n) H1 H2^T           relational kernel [M]
+        XV_n                                         basic context     [M, Cq]
+        XR_n = XV_n (XV_n)^T G                       relational context[M, Cq]
+
+    and is computed in the memory-efficient order of Eq. 12 (supplementary
+    Fig. 2), never materialising an ``[M, Cq]`` tensor per position::
+
+        x ─ 1x1x1 projection ─┬─ q [L, Cq] ───────────────┐
+                              ├─ k ─ H1 (grouped conv) ─+P1─ kernel [L, D]
+                              └─ v ─┬─ H2 (conv, 1->D) ──┐       │
+                                    └─ G (conv, 1->Cq)+I ─ context [Cq, D]
+                                                             │
+                                     y = kernel · context^T  [Cq, L]
+
+    Symbols (paper / official code ``ops/rsa.py``):
+
+    - ``num_queries`` = L (``nh``). Each of the L queries has
+      ``Cq = out_channels / L`` channels (``dk`` = ``dv``); the key and the
+      value have ``Cq`` channels and are shared by all queries (multi-query).
+    - ``latent_dim`` = D (``dd``), the rank of ``H = H1 H2^T``. Defaults to
+      ``Cq``.
+    - ``kernel_size`` = M = (kt, kh, kw).
+    - ``corr_groups`` = G of the group-wise query-key correlation
+      (paper Table 4d); ``None`` means ``Cq`` (the Hadamard product).
+
+    Parameter layout (and the lossless map from the official implementation;
+    official names in brackets):
+
+    - ``projection``: ``Conv3d(in, L*Cq [+ Cq] + Cq, 1)`` producing
+      ``[query (L*Cq) | key (Cq, only with a relational kernel) | value (Cq)]``
+      [``projection``, identical].
+    - ``H1``: ``Conv3d(G, G*D, M, groups=G)`` [``H1``: ``Conv3d(dk, dk*dd, M,
+      groups=dk)``, identical for G = Cq]; channel ``c`` of the key uses the
+      filters of its group ``c // (Cq / G)``.
+    - ``H2``: ``Conv3d(1, D, M)`` [``H2``, identical].
+    - ``P1``: ``(Cq, D)`` [``P1`` of shape ``(1, dk, dd)``: drop the leading 1;
+      the official basic-only kernel ('V') has no ``P1`` and equals
+      ``P1 = eye(Cq)`` with ``D = Cq``].
+    - ``G``: ``Conv3d(1, Cq, M)`` [``G``, identical].
+    - ``I``: ``(Cq, Cq)``, initialised to the identity, added to ``(XV)^T G``
+      when both contexts are used [``I`` of shape ``(1, dk, dk)``].
+    - ``norm_layer``: ``BatchNorm3d`` over the projection output when
+      ``norm='bn'``, otherwise ``None``.
+
+    The output channel ``c * L + l`` holds value channel ``c`` of query ``l``
+    (value channel major, query minor), as in the official code.
+
+    Args:
+        in_channels (int): Channels C of the input ``[N, C, T, H, W]``.
+        out_channels (int, optional): Output channels ``L * Cq``. Defaults to
+            ``in_channels``.
+        kernel_size (int | Sequence[int]): Context size (kt, kh, kw), odd.
+            Defaults to ``(5, 7, 7)``.
+        stride (int): Spatial stride. When > 1 the output of the transform is
+            average-pooled with a (1, 3, 3) window, as the official code does.
+            Defaults to 1.
+        num_queries (int): Number of queries L. Defaults to 8.
+        latent_dim (int, optional): Latent dimension D. Defaults to ``None``
+            (= Cq).
+        kernel_type (str): 'V' (basic kernel only, involution-like), 'R'
+            (relational kernel only) or 'VR' (both). Defaults to 'VR'.
+        context_type (str): 'V' (basic context), 'R' (relational context) or
+            'VR' (both). Defaults to 'VR'.
+        corr_groups (int, optional): Groups G of the query-key correlation;
+            must divide Cq. Defaults to ``None`` (= Cq, Hadamard product).
+        norm (str): Normalisation of query, key and value: 'l2' (over
+            channels, eps 1e-6 inside the root), 'none' or 'bn'.
+            Defaults to 'l2'.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: Optional[int] = None,
+                 *,
+                 kernel_size: Union[int, Sequence[int]] = (5, 7, 7),
+                 stride: int = 1,
+                 num_queries: int = 8,
+                 latent_dim: Optional[int] = None,
+                 kernel_type: str = 'VR',
+                 context_type: str = 'VR',
+                 corr_groups: Optional[int] = None,
+                 norm: str = 'l2') -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        for name, value in (('in_channels', in_channels),
+                            ('out_channels', out_channels),
+                            ('num_queries', num_queries), ('stride', stride)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f'{name} must be a positive int, got {value!r}.')
+        if out_channels % num_queries != 0:
+            raise ValueError(
+                f'out_channels={out_channels} is not divisible by '
+                f'num_queries={num_queries}; choose num_queries among the '
+                f'divisors of out_channels.')
+        if kernel_type not in KERNEL_TYPES:
+            raise ValueError(f'kernel_type={kernel_type!r} is not supported; '
+                             f'choose one of {KERNEL_TYPES}.')
+        if context_type not in CONTEXT_TYPES:
+            raise ValueError(f'context_type={context_type!r} is not '
+                             f'supported; choose one of {CONTEXT_TYPES}.')
+        if norm not in NORM_TYPES:
+            raise ValueError(f'norm={norm!r} is not supported; choose one of '
+                             f'{NORM_TYPES}.')
+        query_channels = out_channels // num_queries
+        if latent_dim is None:
+            latent_dim = query_channels
+        if not isinstance(latent_dim, int) or latent_dim <= 0:
+            raise ValueError(f'latent_dim must be a positive int or None '
+                             f'(= out_channels / num_queries), got '
+                             f'{latent_dim!r}.')
+        if corr_groups is None:
+            corr_groups = query_channels
+        if (not isinstance(corr_groups, int) or corr_groups <= 0
+                or query_channels % corr_groups != 0):
+            raise ValueError(
+                f'corr_groups={corr_groups!r} must divide the query channels '
+                f'Cq = out_channels / num_queries = {query_channels}; choose '
+                f'a divisor of {query_channels} or None (Hadamard product).')
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _triple(kernel_size, 'kernel_size')
+        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.stride = stride
+        self.num_queries = num_queries
+        self.query_channels = query_channels
+        self.latent_dim = latent_dim
+        self.corr_groups = corr_groups
+        self.kernel_type = kernel_type
+        self.context_type = context_type
+        self.norm = norm
+
+        self.use_basic_kernel = 'V' in kernel_type
+        self.use_relational_kernel = 'R' in kernel_type
+        self.use_relational_context = 'R' in context_type
+        self.use_identity = context_type == 'VR'
+
+        cq, dim, groups = query_channels, latent_dim, corr_groups
+        key_channels = cq if self.use_relational_kernel else 0
+        self.split_sizes = (num_queries * cq, key_channels, cq)
+        proj_channels = sum(self.split_sizes)
+        self.projection = nn.Conv3d(in_channels, proj_channels, 1, bias=False)
+        self.norm_layer = (
+            nn.BatchNorm3d(proj_channels) if norm == 'bn' else None)
+        self.H1 = (
+            nn.Conv3d(
+                groups,
+                groups * dim,
+                self.kernel_size,
+                padding=self.padding,
+                groups=groups,
+                bias=False) if self.use_relational_kernel else None)
+        self.H2 = nn.Conv3d(
+            1, dim, self.kernel_size, padding=self.padding, bias=False)
+        self.P1 = (
+            nn.Parameter(torch.empty(cq, dim))
+            if self.use_basic_kernel else None)
+        self.G = (
+            nn.Conv3d(1, cq, self.kernel_size, padding=self.padding,
+                      bias=False) if self.use_relational_context else None)
+        self.I = nn.Parameter(torch.empty(cq, cq)) if self.use_identity \
+            else None
+        self.reset_parameters()
+
+    @property
+    def context_size(self) -> int:
+        """M, the number of positions in the context."""
+        return math.prod(self.kernel_size)
+
+    def reset_parameters(self) -> None:
+        """Initialise as the official implementation does.
+
+        Convolutions use PyTorch's default (Kaiming-uniform) initialisation,
+        ``P1`` is drawn from ``N(0, 1 / (M * D))`` and ``I`` is the identity.
+        """
+        for conv in (self.projection, self.H1, self.H2, self.G):
+            if conv is not None:
+                conv.reset_parameters()
+        if self.norm_layer is not None:
+            self.norm_layer.reset_parameters()
+        if self.P1 is not None:
+            nn.init.normal_(
+                self.P1, std=math.sqrt(1.0 / (self.context_size *
+                                              self.latent_dim)))
+        if self.I is not None:
+            with torch.no_grad():
+                self.I.copy_(torch.eye(self.query_channels))
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size='
+                f'{self.kernel_size}, stride={self.stride}, num_queries='
+                f'{self.num_queries}, latent_dim={self.latent_dim}, '
+                f'kernel_type={self.kernel_type!r}, context_type='
+                f'{self.context_type!r}, corr_groups={self.corr_groups}, '
+                f'norm={self.norm!r}')
+
+    # ------------------------------------------------------------------ #
+    # pieces shared with the literal reference implementation
+    # ------------------------------------------------------------------ #
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``[N, in_channels, T, H, W]``."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
+            raise ValueError(
+                f'RSA expects a 5-D input [N, C, T, H, W], got {shape}. '
+                f'Reshape frame batches [N*T, C, H, W] to [N, C, T, H, W] '
+                f'first.')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'RSA was built with in_channels={self.in_channels} but the '
+                f'input has {x.shape[1]} channels (shape {tuple(x.shape)}).')
+
+    def embed(self, x: torch.Tensor
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """Project and normalise the input into query, key and value.
+
+        Returns:
+            tuple: ``q`` ``[N, L, Cq, T, H, W]``, ``k`` ``[N, Cq, T, H, W]``
+            (``None`` without a relational kernel) and ``v``
+            ``[N, Cq, T, H, W]``.
+        """
+        n, _, t, h, w = x.shape
+        proj = self.projection(x)  # [N, L*Cq + Ck + Cq, T, H, W]
+        if self.norm_layer is not None:
+            proj = self.norm_layer(proj)
+        q, k, v = torch.split(proj, self.split_sizes, dim=1)
+        # [N, L*Cq, T, H, W] -> [N, L, Cq, T, H, W]
+        q = q.reshape(n, self.num_queries, self.query_channels, t, h, w)
+        if self.norm == 'l2':
+            q = l2_normalize(q, dim=2)
+            v = l2_normalize(v, dim=1)
+            if self.use_relational_kernel:
+                k = l2_normalize(k, dim=1)
+        return q, (k if self.use_relational_kernel else None), v
+
+    def h1_weight(self) -> torch.Tensor:
+        """``H1`` filters per key channel, ``[Cq * D, 1, kt, kh, kw]``.
+
+        With ``corr_groups`` G < Cq the G group filters are shared by the
+        ``Cq / G`` channels of each group, which is the group-wise
+        correlation computed in the switched order of Eq. 10.
+        """
+        weight = self.H1.weight  # [G*D, 1, kt, kh, kw]
+        groups, cq = self.corr_groups, self.query_channels
+        if groups == cq:
+            return weight
+        dim = self.latent_dim
+        # [G, 1, D, k...] -> [G, Cq/G, D, k...] -> [Cq*D, 1, k...]
+        weight = weight.reshape(groups, 1, dim, *self.kernel_size)
+        weight = weight.expand(groups, cq // groups, dim, *self.kernel_size)
+        return weight.reshape(cq * dim, 1, *self.kernel_size)
+
+    def downsample(self, out: torch.Tensor) -> torch.Tensor:
+        """Spatial stride as in the official code: (1, 3, 3) average pool."""
+        if self.stride == 1:
+            return out
+        return F.avg_pool3d(
+            out, (1, 3, 3), stride=(1, self.stride, self.stride),
+            padding=(0, 1, 1))
+
+    # ------------------------------------------------------------------ #
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply RSA.
+
+        Args:
+            x (torch.Tensor): ``[N, in_channels, T, H, W]``.
+
+        Returns:
+            torch.Tensor: ``[N, out_channels, T, H', W']`` with
+            ``H' = ceil(H / stride)``.
+        """
+        self.check_input(x)
+        n, _, t, h, w = x.shape
+        num_pos = t * h * w
+        nq, cq, dim = self.num_queries, self.query_channels, self.latent_dim
+        q, k, v = self.embed(x)
+
+        # query: [N, L, Cq, T, H, W] -> [N, THW, L, Cq]
+        q = q.reshape(n, nq, cq, num_pos).permute(0, 3, 1, 2)
+
+        # ---- kernel: q (P1 + XK * r(H1)), [N, THW, L, D] -------------- #
+        if self.use_relational_kernel:
+            # channel-wise convolution of the key (Eq. 10):
+            # [N, Cq, T, H, W] -> [N, Cq*D, T, H, W] -> [N, THW, Cq, D]
+            key_h1 = F.conv3d(
+                k, self.h1_weight(), padding=self.padding, groups=cq)
+            key_h1 = key_h1.reshape(n, cq, dim, num_pos).permute(0, 3, 1, 2)
+            if self.P1 is not None:
+                key_h1 = key_h1 + self.P1
+            kernel = torch.matmul(q, key_h1)  # [N, THW, L, D]
+        else:
+            kernel = torch.matmul(q, self.P1)  # [N, THW, L, D]
+
+        # ---- context: (H2^T XV)(I + XV^T G), [N, THW, Cq, D] ----------- #
+        # H2 and G convolve the same value maps: one convolution for both.
+        weight = self.H2.weight
+        if self.G is not None:
+            weight = torch.cat([weight, self.G.weight], dim=0)
+        # [N*Cq, 1, T, H, W] -> [N*Cq, D (+ Cq), T, H, W]
+        value = F.conv3d(
+            v.reshape(n * cq, 1, t, h, w), weight, padding=self.padding)
+        # -> [N, THW, Cq, D (+ Cq)]
+        value = value.reshape(n, cq, -1, num_pos).permute(0, 3, 1, 2)
+        value_h2 = value[..., :dim]  # H2^T XV, transposed: [N, THW, Cq, D]
+        if self.G is not None:
+            value_g = value[..., dim:]  # XV^T G: [N, THW, Cq(c), Cq(c')]
+            if self.I is not None:
+                value_g = value_g + self.I
+            # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N, THW, Cq, D]
+            context = torch.matmul(value_g.transpose(-1, -2), value_h2)
+        else:
+            context = value_h2
+
+        # ---- aggregate: y[c, l] = sum_d context[c, d] kernel[l, d] ----- #
+        out = torch.matmul(context, kernel.transpose(-1, -2))  # [N,THW,Cq,L]
+        # [N, THW, Cq, L] -> [N, Cq*L, T, H, W] (value major, query minor)
+        out = out.reshape(n, t, h, w, cq * nq).permute(0, 4, 1, 2, 3)
+        return self.downsample(out.contiguous())
