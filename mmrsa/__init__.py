@@ -1,0 +1,16 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Relational Self-Attention (RSA) for MMAction2.
+
+Importing this package first applies the runtime fixes of
+:mod:`mmrsa.utils.compat` (they must act before ``mmaction.models`` is
+imported), then imports :mod:`mmrsa.datasets` and :mod:`mmrsa.models`, whose
+modules register themselves into MMAction2's registries.
+"""
+from .utils.compat import apply_compat_fixes
+
+apply_compat_fixes()
+
+from . import datasets, models  # noqa: E402
+from .version import __version__, version_info  # noqa: E402
+
+__all__ = ['__version__', 'version_info', 'datasets', 'models']

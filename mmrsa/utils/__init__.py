@@ -1,0 +1,8 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+from .compat import (apply_compat_fixes, patch_cpu_distributed,
+                     patch_missing_drn, patch_numpy_aliases)
+
+__all__ = [
+    'apply_compat_fixes', 'patch_cpu_distributed', 'patch_missing_drn',
+    'patch_numpy_aliases'
+]

@@ -1,0 +1,268 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Tests for the runtime fixes in ``mmrsa.utils.compat``."""
+import importlib.machinery
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmrsa  # noqa: F401  (applies the fixes, as users get them)
+from mmrsa.utils import compat
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_python(code: str,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter that can import this checkout."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
+    return subprocess.run([sys.executable, '-c', code],
+                          cwd=REPO_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout)
+
+
+def _drn_is_placeholder() -> bool:
+    module = sys.modules.get(compat.DRN_MODULE + '.drn')
+    return module is not None and module.__doc__ == compat.PLACEHOLDER_DOC
+
+
+# ---------------------------------------------------------------- DRN ----
+
+
+def test_import_mmaction_models_after_mmrsa():
+    result = _run_python('import mmrsa, mmaction.models; '
+                         'from mmaction.models import Recognizer2D; '
+                         'print(Recognizer2D.__name__)')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == 'Recognizer2D'
+
+
+def test_import_mmaction_models_without_mmrsa_shows_the_upstream_bug():
+    if not _drn_is_placeholder():
+        pytest.skip('this mmaction2 installation ships the DRN package')
+    result = _run_python('import mmaction.models')
+    assert result.returncode != 0
+    assert ("No module named 'mmaction.models.localizers.drn'"
+            in result.stderr)
+
+
+def test_drn_placeholder_raises_a_clear_error():
+    if not _drn_is_placeholder():
+        pytest.skip('this mmaction2 installation ships the DRN package')
+    from mmaction.models.localizers import DRN
+    from mmaction.registry import MODELS
+
+    with pytest.raises(ImportError, match='open-mmlab/mmaction2#2714'):
+        DRN()
+    with pytest.raises(ImportError, match='DRN is not available'):
+        MODELS.build(dict(type='DRN', vocab_size=10))
+
+
+def test_patch_missing_drn_is_idempotent():
+    before = (sys.modules[compat.DRN_MODULE],
+              sys.modules[compat.DRN_MODULE + '.drn'])
+    assert compat.patch_missing_drn() is False
+    assert compat.patch_missing_drn() is False
+    after = (sys.modules[compat.DRN_MODULE],
+             sys.modules[compat.DRN_MODULE + '.drn'])
+    assert after[0] is before[0] and after[1] is before[1]
+
+
+def test_patch_missing_drn_is_a_noop_when_drn_is_installed(
+        tmp_path, monkeypatch):
+    # A fake mmaction tree that does ship localizers/drn/drn.py.
+    drn_dir = tmp_path / 'mmaction' / 'models' / 'localizers' / 'drn'
+    drn_dir.mkdir(parents=True)
+    (drn_dir / '__init__.py').write_text('')
+    (drn_dir / 'drn.py').write_text('')
+    spec = importlib.machinery.ModuleSpec(
+        'mmaction', loader=None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / 'mmaction')]
+    monkeypatch.setattr(compat.importlib.util, 'find_spec',
+                        lambda name, *args: spec)
+    for name in (compat.DRN_MODULE, compat.DRN_MODULE + '.drn'):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+    assert compat.patch_missing_drn() is False
+    assert compat.DRN_MODULE not in sys.modules
+
+
+def test_patch_missing_drn_inserts_placeholders_when_missing(
+        tmp_path, monkeypatch):
+    spec = importlib.machinery.ModuleSpec(
+        'mmaction', loader=None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / 'mmaction')]
+    monkeypatch.setattr(compat.importlib.util, 'find_spec',
+                        lambda name, *args: spec)
+    for name in (compat.DRN_MODULE, compat.DRN_MODULE + '.drn'):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+    assert compat.patch_missing_drn() is True
+    package = sys.modules[compat.DRN_MODULE]
+    module = sys.modules[compat.DRN_MODULE + '.drn']
+    assert package.drn is module
+    assert module.DRN.__name__ == 'DRN'
+    with pytest.raises(ImportError, match='DRN is not available'):
+        module.DRN()
+    assert compat.patch_missing_drn() is False
+
+
+def test_patch_missing_drn_without_mmaction(monkeypatch):
+    monkeypatch.setattr(compat.importlib.util, 'find_spec',
+                        lambda name, *args: None)
+    monkeypatch.delitem(sys.modules, compat.DRN_MODULE, raising=False)
+    assert compat.patch_missing_drn() is False
+
+
+# -------------------------------------------------------------- numpy ----
+
+
+def test_numpy_aliases_exist_and_compute():
+    assert np.Inf == np.inf
+    assert np.trapz([1.0, 2.0, 3.0]) == pytest.approx(4.0)
+    assert np.trapz([0.0, 1.0], x=[0.0, 2.0]) == pytest.approx(1.0)
+    np.testing.assert_array_equal(
+        np.in1d([[1, 2], [3, 4]], [2, 3]), [False, True, True, False])
+    np.testing.assert_array_equal(
+        np.in1d([1, 2, 3], [2], invert=True), [True, False, True])
+    # What mmaction's retrieval metric does with it.
+    assert int(np.in1d([5, 7], [7, 9]).max()) == 1
+
+
+def test_numpy_aliases_are_idempotent():
+    before = {name: vars(np)[name] for name in ('Inf', 'trapz', 'in1d')}
+    assert compat.patch_numpy_aliases() is False
+    assert compat.patch_numpy_aliases() is False
+    after = {name: vars(np)[name] for name in ('Inf', 'trapz', 'in1d')}
+    assert after == before
+
+
+@pytest.mark.parametrize('name', ['Inf', 'trapz', 'in1d'])
+def test_numpy_aliases_keep_existing_names(monkeypatch, name):
+    sentinel = object()
+    monkeypatch.setattr(np, name, sentinel, raising=False)
+    assert compat.patch_numpy_aliases() is False
+    assert getattr(np, name) is sentinel
+
+
+@pytest.mark.parametrize('name', ['Inf', 'trapz', 'in1d'])
+def test_numpy_aliases_restore_a_missing_name(monkeypatch, name):
+    original = vars(np)[name]
+    monkeypatch.delattr(np, name)
+    assert compat.patch_numpy_aliases() is True
+    assert name in vars(np)
+    # Put back the object numpy had, so other tests see the same state.
+    monkeypatch.setattr(np, name, original)
+
+
+# -------------------------------------------------------- distributed ----
+
+
+def test_cpu_distributed_patch_is_idempotent():
+    from mmengine.dist import utils as dist_utils
+    before = [getattr(dist_utils, n) for n in compat._DIST_INIT_FUNCTIONS]
+    assert compat.patch_cpu_distributed() is False
+    after = [getattr(dist_utils, n) for n in compat._DIST_INIT_FUNCTIONS]
+    assert after == before
+    assert all(getattr(fn, compat._PATCH_FLAG, False) for fn in after)
+
+
+def test_cpu_distributed_patch_is_a_noop_with_an_accelerator(monkeypatch):
+    import mmengine.device
+    from mmengine.dist import utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch', original.__wrapped__)
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cuda')
+    assert compat.patch_cpu_distributed() is False
+    assert dist_utils._init_dist_pytorch is original.__wrapped__
+
+
+def test_cpu_distributed_picks_gloo_and_skips_set_device(monkeypatch):
+    import mmengine.device
+    import torch
+    from mmengine.dist import utils as dist_utils
+
+    if mmengine.device.get_device() not in ('cpu', 'mps'):
+        pytest.skip('needs a machine without CUDA')
+    calls = []
+
+    def fake_set_device(device):
+        raise AssertionError('torch.cuda.set_device must not be called')
+
+    monkeypatch.setattr(torch.cuda, 'set_device', fake_set_device)
+    monkeypatch.setattr(dist_utils.torch_dist, 'init_process_group',
+                        lambda backend, **kwargs: calls.append(backend))
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+
+    dist_utils._init_dist_pytorch('nccl')
+    dist_utils._init_dist_pytorch('gloo')
+    assert calls == ['gloo', 'gloo']
+    assert torch.cuda.set_device is fake_set_device  # restored afterwards
+
+
+_TORCHRUN_WORKER = textwrap.dedent("""
+    import sys
+    import types
+
+    import mmrsa  # noqa: F401
+    import torch
+    from mmengine.dist import get_backend, get_rank, get_world_size
+    from mmengine.runner import Runner
+
+    # mmaction2's default_runtime env_cfg, i.e. backend='nccl'; Runner with
+    # launcher='pytorch' passes it to init_dist in setup_env.
+    env_cfg = dict(
+        cudnn_benchmark=False,
+        mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+        dist_cfg=dict(backend='nccl'))
+    runner = types.SimpleNamespace(distributed=True, launcher='pytorch')
+    Runner.setup_env(runner, env_cfg)
+
+    value = torch.tensor([float(get_rank() + 1)])
+    torch.distributed.all_reduce(value)
+    with open(f'{sys.argv[1]}/rank{get_rank()}.txt', 'w') as f:
+        f.write(f'rank={get_rank()} world={get_world_size()} '
+                f'backend={get_backend()} sum={value.item()}')
+    torch.distributed.destroy_process_group()
+""")
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    import mmengine.device
+    if mmengine.device.get_device() not in ('cpu', 'mps'):
+        pytest.skip('checks the CPU start-up path')
+    script = tmp_path / 'worker.py'
+    script.write_text(_TORCHRUN_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
+    command = [
+        sys.executable, '-m', 'torch.distributed.run', '--standalone',
+        '--nproc_per_node', '2',
+        str(script),
+        str(tmp_path)
+    ]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = [(tmp_path / f'rank{rank}.txt').read_text() for rank in (0, 1)]
+    assert results == [
+        'rank=0 world=2 backend=gloo sum=3.0',
+        'rank=1 world=2 backend=gloo sum=3.0',
+    ]

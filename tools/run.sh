@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project's virtual environment and run a command in it.
+#
+#   bash tools/run.sh test [PYTEST_ARGS...]   run the test suite (not slow, not gpu)
+#   bash tools/run.sh demo [ARGS...]          quick RSA benchmark on CPU
+#   bash tools/run.sh python [ARGS...]        any python command inside .venv
+#
+# The environment lives in .venv at the repository root. It is created when
+# missing and reinstalled when setup.py, setup.cfg or requirements/*.txt
+# change (a hash of them is kept in .venv/.mmrsa-install-stamp); otherwise
+# installation is skipped. Nothing here reads standard input.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${REPO_ROOT}/.venv"
+STAMP="${VENV}/.mmrsa-install-stamp"
+TORCH_PIN='torch==2.13.0'
+
+export PIP_NO_INPUT=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+die() { printf '[run.sh] error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+find_python() {
+  local candidate
+  for candidate in python3.11 python3; do
+    if command -v "${candidate}" >/dev/null 2>&1; then
+      echo "${candidate}"
+      return 0
+    fi
+  done
+  die 'no python3.11 or python3 on PATH'
+}
+
+install_hash() {
+  # Everything that decides what gets installed.
+  local files=(setup.py requirements/*.txt)
+  [[ -f "${REPO_ROOT}/setup.cfg" ]] && files+=(setup.cfg)
+  (cd "${REPO_ROOT}" && cat "${files[@]}") | sha256sum | cut -d' ' -f1
+}
+
+create_venv() {
+  local python
+  python="$(find_python)"
+  local version
+  version="$("${python}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [[ "${version}" != '3.11' ]]; then
+    log "warning: ${python} is Python ${version}; the pinned stack is tested on 3.11"
+  fi
+  log "creating ${VENV} with ${python} (Python ${version})"
+  "${python}" -m venv "${VENV}"
+}
+
+has_mmcv() {
+  # True when full mmcv or mmcv-lite is already installed in the venv.
+  "${VENV}/bin/python" - <<'PY'
+import importlib.metadata as metadata
+import importlib.util
+import sys
+
+for dist in ('mmcv', 'mmcv-lite', 'mmcv-full'):
+    try:
+        metadata.version(dist)
+        sys.exit(0)
+    except metadata.PackageNotFoundError:
+        pass
+sys.exit(0 if importlib.util.find_spec('mmcv') else 1)
+PY
+}
+
+check_torch_wheel() {
+  # Refuse a torch resolution that would pull CUDA libraries (several GB).
+  local report="${VENV}/.torch-resolution.json"
+  "${PIP[@]}" install --quiet --dry-run --ignore-installed --no-deps \
+    --report "${report}" "${TORCH_PIN}"
+  "${VENV}/bin/python" - "${report}" <<'PY'
+import json
+import sys
+
+with open(sys.argv[1]) as f:
+    report = json.load(f)
+for item in report.get('install', []):
+    meta = item['metadata']
+    cuda = [r for r in meta.get('requires_dist', []) if r.startswith('nvidia-')]
+    if cuda or '+cu' in meta['version']:
+        sys.exit(f"[run.sh] error: torch=={meta['version']} from "
+                 f"{item['download_info']['url']} is a CUDA build. Make a CPU "
+                 "wheel of torch 2.13.0 available to pip (e.g. PIP_FIND_LINKS or "
+                 "PIP_EXTRA_INDEX_URL pointing at the PyTorch CPU wheels) and "
+                 "run again.")
+PY
+  rm -f "${report}"
+}
+
+install_env() {
+  local started=${SECONDS}
+  PIP=("${VENV}/bin/python" -m pip)
+  log 'step 1/3: setuptools<81 and wheel'
+  "${PIP[@]}" install --quiet 'setuptools<81' wheel
+
+  if "${VENV}/bin/python" -c 'import torch' >/dev/null 2>&1 \
+      && [[ "$("${VENV}/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')" == '2.13.0' ]]; then
+    log "step 2/3: ${TORCH_PIN} already installed"
+  else
+    log "step 2/3: ${TORCH_PIN} (first, so no dependency can pull a CUDA build)"
+    check_torch_wheel
+    "${PIP[@]}" install --quiet "${TORCH_PIN}"
+  fi
+
+  local extras='tests'
+  if has_mmcv; then
+    log 'mmcv is already installed: keeping it (mmcv-lite not added)'
+  else
+    extras='tests,lite'
+  fi
+  log "step 3/3: mmrsa in editable mode with extras [${extras}]"
+  "${PIP[@]}" install --quiet --no-build-isolation -e "${REPO_ROOT}[${extras}]"
+
+  local torch_version
+  torch_version="$("${VENV}/bin/python" -c 'import torch; print(torch.__version__)')"
+  if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -qi '^nvidia-'; then
+    log "warning: nvidia-* packages are installed in ${VENV} (torch ${torch_version})"
+  fi
+  install_hash > "${STAMP}"
+  log "environment ready in $((SECONDS - started)) s (torch ${torch_version})"
+}
+
+ensure_env() {
+  if [[ ! -x "${VENV}/bin/python" ]]; then
+    create_venv
+  fi
+  if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "$(install_hash)" ]]; then
+    return 0
+  fi
+  if [[ -f "${STAMP}" ]]; then
+    log 'setup.py or requirements changed: refreshing the environment'
+  fi
+  install_env
+}
+
+main() {
+  if [[ $# -eq 0 ]]; then
+    usage
+    exit 2
+  fi
+  local command="$1"
+  shift
+  case "${command}" in
+    test)
+      ensure_env </dev/null
+      cd "${REPO_ROOT}"
+      # A later `-m EXPR` in the arguments replaces this one (e.g. -m slow).
+      if [[ $# -eq 0 ]]; then
+        set -- tests
+      fi
+      log "python -m pytest -m 'not slow and not gpu' $*"
+      exec "${VENV}/bin/python" -m pytest -m 'not slow and not gpu' "$@"
+      ;;
+    demo)
+      ensure_env </dev/null
+      cd "${REPO_ROOT}"
+      local script='tools/analysis_tools/benchmark_rsa.py'
+      [[ -f "${script}" ]] || die "${script} does not exist yet"
+      log "python ${script} --quick $*"
+      exec "${VENV}/bin/python" "${script}" --quick "$@"
+      ;;
+    python)
+      ensure_env </dev/null
+      exec "${VENV}/bin/python" "$@"
+      ;;
+    -h|--help|help)
+      usage
+      ;;
+    *)
+      usage
+      die "unknown command '${command}' (expected test, demo or python)"
+      ;;
+  esac
+}
+
+main "$@"
