@@ -1,0 +1,4 @@
+# Table 4b: latent dimension D = 8.
+_base_ = ['../rsanet_r50_8x1_ssv1.py']
+
+model = dict(backbone=dict(rsa_cfg=dict(latent_dim=8)))

@@ -1,0 +1,4 @@
+# Table 4d: group-wise query-key correlation with G = 1 groups.
+_base_ = ['../rsanet_r50_8x1_ssv1.py']
+
+model = dict(backbone=dict(rsa_cfg=dict(corr_groups=1)))

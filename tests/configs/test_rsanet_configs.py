@@ -1,0 +1,207 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Every config of ``configs/recognition/rsanet`` loads, builds its model and
+runs its pipelines on tiny fake data; the SSv1 recipe trains, validates and
+tests through MMAction2's ``Runner``."""
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+
+import mmrsa  # noqa: F401
+from mmaction.registry import DATASETS, MODELS, TRANSFORMS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
+CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
+MAIN = CONFIG_DIR / 'rsanet_r50_8x1_ssv1.py'
+NUM_FRAMES = 20
+
+
+@pytest.fixture(autouse=True, scope='module')
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def fake_data(tmp_path_factory):
+    """Two rawframe folders and two videos, with annotation lists."""
+    root = tmp_path_factory.mktemp('fake_data')
+    rng = np.random.default_rng(0)
+    frames_root = root / 'rawframes'
+    videos_root = root / 'videos'
+    videos_root.mkdir()
+    raw_lines, video_lines = [], []
+    for i, label in enumerate((86, 3)):
+        folder = frames_root / f'clip{i}'
+        folder.mkdir(parents=True)
+        for j in range(1, NUM_FRAMES + 1):
+            img = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+            cv2.imwrite(str(folder / f'{j:05}.jpg'), img)
+        raw_lines.append(f'clip{i} {NUM_FRAMES} {label}')
+        writer = cv2.VideoWriter(
+            str(videos_root / f'clip{i}.mp4'),
+            cv2.VideoWriter_fourcc(*'mp4v'), 10, (80, 60))
+        for _ in range(NUM_FRAMES):
+            writer.write(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+        writer.release()
+        video_lines.append(f'clip{i}.mp4 {label}')
+    (root / 'rawframes.txt').write_text('\n'.join(raw_lines) + '\n')
+    (root / 'videos.txt').write_text('\n'.join(video_lines) + '\n')
+    return root
+
+
+def point_to_fake_data(dataset_cfg, root: Path) -> bool:
+    """Point a dataset config at the fake data; False for unknown types."""
+    if dataset_cfg.type == 'RawframeDataset':
+        dataset_cfg.ann_file = str(root / 'rawframes.txt')
+        dataset_cfg.data_prefix = dict(img=str(root / 'rawframes'))
+    elif dataset_cfg.type == 'VideoDataset':
+        dataset_cfg.ann_file = str(root / 'videos.txt')
+        dataset_cfg.data_prefix = dict(video=str(root / 'videos'))
+    else:
+        return False
+    return True
+
+
+def load(path: Path) -> Config:
+    cfg = Config.fromfile(str(path))
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    return cfg
+
+
+def test_configs_are_found():
+    names = {p.name for p in CONFIGS}
+    for name in ('rsanet_r50_8x1_ssv1.py', 'rsanet_r50_16x1_ssv1.py',
+                 'rsanet_r50_8x1_ssv2.py', 'rsanet_r50_16x1_ssv2.py',
+                 'rsanet_r50_16x2_diving48.py', 'rsanet_r50_8x1_gym99.py',
+                 'rsanet_r50_8x1_gym288.py'):
+        assert name in names
+
+
+@pytest.mark.parametrize(
+    'path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
+def test_config_builds_model_and_pipelines(path, fake_data):
+    cfg = load(path)
+    assert 'mmrsa' in cfg.custom_imports['imports']
+    assert not cfg.custom_imports.get('allow_failed_imports', False)
+
+    cfg.model.backbone.pretrained = None  # no downloads
+    model = MODELS.build(cfg.model)
+    num_segments = getattr(model.backbone, 'num_segments', None)
+
+    for split in ('train', 'val', 'test'):
+        dataset_cfg = copy.deepcopy(cfg[f'{split}_dataloader'].dataset)
+        if not point_to_fake_data(dataset_cfg, fake_data):
+            # a dataset type this test cannot fake: build the transforms
+            for step in dataset_cfg.pipeline:
+                TRANSFORMS.build(step)
+            continue
+        dataset = DATASETS.build(dataset_cfg)
+        sample = dataset[0]
+        inputs = sample['inputs']
+        assert inputs.dtype == torch.uint8 and inputs.shape[1] == 3
+        if path.name.startswith('rsanet_r50'):  # the paper's recipes
+            assert inputs.shape[2:] == (224, 224)
+        if num_segments is not None:
+            # whole clips only; twice_sample gives two of them
+            assert inputs.shape[0] % num_segments == 0
+
+
+def test_metafile_paths_exist():
+    meta = yaml.safe_load((CONFIG_DIR / 'metafile.yml').read_text())
+    for collection in meta['Collections']:
+        assert (REPO_ROOT / collection['README']).is_file()
+    for model in meta['Models']:
+        assert (REPO_ROOT / model['Config']).is_file(), model['Config']
+        assert Path(model['Config']).stem == model['Name']
+
+
+def test_ss_flips_never_touch_left_right_classes():
+    ssv1 = load(MAIN)
+    ssv2 = load(CONFIG_DIR / 'rsanet_r50_8x1_ssv2.py')
+    for cfg, ids in ((ssv1, {2, 4, 30, 41, 52, 66}),
+                     (ssv2, {86, 87, 93, 94, 166, 167})):
+        flips = [
+            s for s in cfg.train_pipeline if s['type'] == 'LabelAwareFlip'
+        ]
+        assert len(flips) == 1 and set(flips[0]['no_flip_labels']) == ids
+        flip = TRANSFORMS.build(dict(flips[0], flip_ratio=1.0))
+        for label in ids:
+            img = np.arange(12, dtype=np.uint8).reshape(1, 4, 3)
+            results = flip(
+                dict(imgs=[img.copy()], label=label, img_shape=(1, 4),
+                     modality='RGB'))
+            np.testing.assert_array_equal(results['imgs'][0], img)
+
+
+def test_ssv1_recipe_is_the_papers():
+    cfg = load(MAIN)
+    backbone, head = cfg.model.backbone, cfg.model.cls_head
+    assert backbone.rsa_blocks == ((2, ), (1, 3), (1, 3, 5), (1, ))
+    assert backbone.drop_path_rate == 0.2
+    assert backbone.pretrained == 'torchvision://resnet50'
+    assert head.dropout_ratio == 0.3 and head.label_smooth_eps == 0.1
+    assert head.num_classes == 174
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.momentum, opt.weight_decay,
+            opt.nesterov) == ('SGD', 0.02, 0.9, 5e-4, True)
+    assert cfg.optim_wrapper.clip_grad.max_norm == 100
+    assert cfg.auto_scale_lr.base_batch_size == 64
+    assert cfg.train_dataloader.batch_size * 8 == 64
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 5)
+    assert (cosine.type, cosine.begin, cosine.end,
+            cosine.eta_min_ratio) == ('CosineAnnealingLR', 5, 50, 1e-3)
+    assert cfg.train_cfg.max_epochs == 50
+
+
+def _shrink(pipeline, size: int = 48):
+    """The recipe's pipeline at a small resolution (224 -> ``size``)."""
+    out = []
+    for step in copy.deepcopy(pipeline):
+        if step['type'] == 'Resize' and step['scale'] == (320, 240):
+            step['scale'] = (size * 4 // 3, size)
+        elif step['type'] == 'Resize':
+            step['scale'] = (size, size)
+        elif step['type'] == 'MultiScaleCrop':
+            step['input_size'] = size
+        elif step['type'] == 'CenterCrop':
+            step['crop_size'] = size
+        out.append(step)
+    return out
+
+
+def test_ssv1_recipe_runs_two_iterations(fake_data, tmp_path):
+    cfg = load(MAIN)
+    cfg.work_dir = str(tmp_path / 'work_dir')
+    cfg.model.backbone.pretrained = None
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.batch_size = 1
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        point_to_fake_data(loader.dataset, fake_data)
+        loader.dataset.pipeline = _shrink(loader.dataset.pipeline)
+    cfg.train_cfg.max_epochs = 1
+    cfg.default_hooks.logger.interval = 1
+    cfg.log_level = 'WARNING'
+
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    # two of the 5 x 2 linear warm-up iterations have passed
+    lr = runner.optim_wrapper.get_lr()['lr'][0]
+    assert 0.02 * 0.1 < lr < 0.02 * 0.3
+    assert (tmp_path / 'work_dir' / 'epoch_1.pth').is_file()
+    metrics = runner.test()
+    assert set(metrics) >= {'acc/top1', 'acc/top5', 'acc/mean1'}
