@@ -16,12 +16,21 @@ Examples::
     python tools/analysis_tools/benchmark_rsa.py               # 4 stage shapes
     python tools/analysis_tools/benchmark_rsa.py --quick       # fewer repeats
     python tools/analysis_tools/benchmark_rsa.py --reference   # + literal Eq. 8
+    python tools/analysis_tools/benchmark_rsa.py --compare-impl HEAD  # A/B
     python tools/analysis_tools/benchmark_rsa.py --device cuda --amp
+
+``--compare-impl REV`` loads the layer (``rsa.py`` and, where it exists,
+``rsa_ops.py``) as committed at git revision ``REV`` and times it beside the
+working tree's, with the same weights, to measure a change of the layer.
 """
 import argparse
+import importlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import torch
@@ -43,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=5,
                         help='alternating timed rounds (median reported)')
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument(
+        '--pause', type=float, default=0.2, metavar='SECONDS',
+        help='idle time before each timed call, so that one candidate does '
+        'not run in the wake of another (on a busy machine a layer that '
+        'runs thousands of tiny ops can slow the next one down for a while)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default)')
     parser.add_argument('--device', default='cpu')
@@ -50,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='autocast (bf16 on CPU, fp16 on CUDA)')
     parser.add_argument('--reference', action='store_true',
                         help='also time the literal Eq. 8 implementation')
+    parser.add_argument(
+        '--compare-impl', metavar='REV', default=None,
+        help='also time the RSA layer as committed at git revision REV '
+        '(e.g. HEAD), with the same weights')
     parser.add_argument('--quick', action='store_true',
                         help='1 warm-up round and 3 timed rounds')
     args = parser.parse_args(argv)
@@ -57,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.repeats, args.warmup = 3, 1
     if args.repeats < 1:
         parser.error('--repeats must be >= 1')
+    if args.pause < 0:
+        parser.error('--pause must be >= 0')
     shapes = []
     for item in args.shapes or [f'{c}@{s}' for c, s in STAGE_SHAPES]:
         try:
@@ -67,6 +87,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         shapes.append((c, s))
     args.shapes = shapes
     return args
+
+
+def load_committed_rsa(rev: str) -> type:
+    """The ``RSA`` class of ``mmrsa/models/common`` at git revision ``rev``.
+
+    ``rsa.py`` and ``rsa_ops.py`` (when the revision has it) are written to a
+    temporary package and imported from there.
+    """
+    package = Path(tempfile.mkdtemp(prefix='rsa_rev_')) / 'rsa_rev'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    for name in ('rsa.py', 'rsa_ops.py'):
+        result = subprocess.run(
+            ['git', 'show', f'{rev}:mmrsa/models/common/{name}'],
+            capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parents[2])
+        if result.returncode == 0:
+            (package / name).write_text(result.stdout)
+        elif name == 'rsa.py':
+            sys.exit(f'--compare-impl: cannot read mmrsa/models/common/rsa.py '
+                     f'at {rev!r}: {result.stderr.strip()}')
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module('rsa_rev.rsa').RSA
 
 
 def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
@@ -84,10 +127,13 @@ def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
     return sum(seen.values())
 
 
-def time_alternating(fns: Dict[str, Callable[[], None]], repeats: int,
-                     warmup: int, sync: Callable[[], None]
-                     ) -> Dict[str, float]:
-    """Median milliseconds per candidate, rounds alternating between them."""
+def time_alternating(fns: Dict[str, Callable[[], None]],
+                     repeats: int,
+                     warmup: int,
+                     sync: Callable[[], None],
+                     pause: float = 0.0) -> Dict[str, float]:
+    """Median milliseconds per candidate, rounds alternating between them,
+    with ``pause`` idle seconds before every timed call."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -99,6 +145,7 @@ def time_alternating(fns: Dict[str, Callable[[], None]], repeats: int,
             order.reverse()
         for name, fn in order:
             sync()
+            time.sleep(pause)
             start = time.perf_counter()
             fn()
             sync()
@@ -117,6 +164,8 @@ def main(argv=None) -> None:
     cuda = device.type == 'cuda'
     if cuda and not torch.cuda.is_available():
         sys.exit('--device cuda was given but CUDA is not available here.')
+    committed = (load_committed_rsa(args.compare_impl)
+                 if args.compare_impl else None)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     amp_dtype = torch.float16 if cuda else torch.bfloat16
 
@@ -124,16 +173,23 @@ def main(argv=None) -> None:
           f'{" (" + torch.cuda.get_device_name() + ")" if cuda else ""}, '
           f'threads {torch.get_num_threads()}, T={args.frames}, '
           f'AMP={"on (" + str(amp_dtype) + ")" if args.amp else "off"}, '
-          f'median of {args.repeats} alternating rounds')
+          f'median of {args.repeats} alternating rounds, '
+          f'{args.pause:g} s pause before each call')
     header = (f'{"layer":>12} {"N":>2} | {"conv ms":>8} {"RSA ms":>8} '
               f'{"RSA/conv":>8}')
     if args.reference:
         header += f' {"ref ms":>8} {"ref/RSA":>7}'
+    if committed:
+        header += f' {"rev ms":>8} {"rev/RSA":>7}'
     header += f' | {"conv MB":>7} {"RSA MB":>7}'
     if args.reference:
         header += f' {"ref MB":>7}'
+    if committed:
+        header += f' {"rev MB":>7}'
     if cuda:
         header += f' {"RSA peak MB":>11}'
+    if committed:
+        print(f'rev = the RSA layer at git revision {args.compare_impl}')
     print('forward + backward, one layer')
     print(header)
     print('-' * len(header))
@@ -150,6 +206,9 @@ def main(argv=None) -> None:
             if args.reference:
                 models['ref'] = RSAReference(channels)
                 models['ref'].load_state_dict(models['rsa'].state_dict())
+            if committed:
+                models['rev'] = committed(channels)
+                models['rev'].load_state_dict(models['rsa'].state_dict())
             models = {k: m.to(device) for k, m in models.items()}
 
             def forward(model):
@@ -172,7 +231,7 @@ def main(argv=None) -> None:
 
             times = time_alternating(
                 {k: train_step(m) for k, m in models.items()}, args.repeats,
-                args.warmup, sync)
+                args.warmup, sync, args.pause)
             mem = {k: saved_bytes(forward(m)) / 2**20
                    for k, m in models.items()}
             row = (f'{channels:>5}@{size:<3}T{args.frames:<2} {batch:>2} | '
@@ -181,9 +240,14 @@ def main(argv=None) -> None:
             if args.reference:
                 row += (f' {times["ref"]:8.1f} '
                         f'{times["ref"] / times["rsa"]:7.2f}')
+            if committed:
+                row += (f' {times["rev"]:8.1f} '
+                        f'{times["rev"] / times["rsa"]:7.2f}')
             row += f' | {mem["conv"]:7.1f} {mem["rsa"]:7.1f}'
             if args.reference:
                 row += f' {mem["ref"]:7.1f}'
+            if committed:
+                row += f' {mem["rev"]:7.1f}'
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()

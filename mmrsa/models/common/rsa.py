@@ -4,8 +4,9 @@
 Kim, Kwon, Wang, Kwak, Cho. "Relational Self-Attention: What's Missing in
 Attention for Video Understanding". NeurIPS 2021.
 
-This module imports only torch. Registration into MMAction2's registries lives
-in :mod:`mmrsa.models.common` (glue), not here.
+This module imports only torch (and :mod:`.rsa_ops`, its pure-torch fast
+primitives). Registration into MMAction2's registries lives in
+:mod:`mmrsa.models.common` (glue), not here.
 """
 import math
 from typing import Optional, Sequence, Tuple, Union
@@ -13,6 +14,9 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .rsa_ops import (channel_conv3d, contiguous_grad, per_position_matmul,
+                      use_position_loops)
 
 __all__ = ['RSA', 'l2_normalize']
 
@@ -67,6 +71,14 @@ class RSA(nn.Module):
                                     └─ G (conv, 1->Cq)+I ─ context [Cq, D]
                                                              │
                                      y = kernel · context^T  [Cq, L]
+
+    The products are evaluated in one of two memory layouts with the same
+    multiply-adds (and the same FLOP count for tracing counters): on CPU,
+    when L, Cq and D are at most 16, every per-position matrix is stored
+    ``[N, a, b, THW]`` and multiplied by vectorised loops over the positions;
+    otherwise ``[N*THW, a, b]`` and multiplied with ``bmm``. ``H1``, ``H2``
+    and ``G`` run as single-channel convolutions with a dedicated backward
+    pass (:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`).
 
     Symbols (paper / official code ``ops/rsa.py``):
 
@@ -328,48 +340,126 @@ class RSA(nn.Module):
         """
         self.check_input(x)
         n, _, t, h, w = x.shape
-        num_pos = t * h * w
-        nq, cq, dim = self.num_queries, self.query_channels, self.latent_dim
+        nq, cq = self.num_queries, self.query_channels
         q, k, v = self.embed(x)
-
-        # query: [N, L, Cq, T, H, W] -> [N, THW, L, Cq]
-        q = q.reshape(n, nq, cq, num_pos).permute(0, 3, 1, 2)
-
-        # ---- kernel: q (P1 + XK * r(H1)), [N, THW, L, D] -------------- #
-        if self.use_relational_kernel:
-            # channel-wise convolution of the key (Eq. 10):
-            # [N, Cq, T, H, W] -> [N, Cq*D, T, H, W] -> [N, THW, Cq, D]
-            key_h1 = F.conv3d(
-                k, self.h1_weight(), padding=self.padding, groups=cq)
-            key_h1 = key_h1.reshape(n, cq, dim, num_pos).permute(0, 3, 1, 2)
-            if self.P1 is not None:
-                key_h1 = key_h1 + self.P1
-            kernel = torch.matmul(q, key_h1)  # [N, THW, L, D]
+        # The same products in two memory layouts: positions last with
+        # vectorised loops for small per-position matrices on CPU,
+        # positions first with batched matrix products otherwise.
+        if use_position_loops(x, nq, cq, self.latent_dim):
+            out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
+            # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
+            out = out.reshape(n, cq * nq, t, h, w)
         else:
-            kernel = torch.matmul(q, self.P1)  # [N, THW, L, D]
+            out = self._transform_positions_first(q, k, v)  # [N*THW, Cq, L]
+            # [N*THW, Cq, L] -> [N, Cq*L, T, H, W] (value major, query minor)
+            out = contiguous_grad(out).reshape(n, t, h, w, cq * nq)
+            out = out.permute(0, 4, 1, 2, 3).contiguous()
+        return self.downsample(out)
 
-        # ---- context: (H2^T XV)(I + XV^T G), [N, THW, Cq, D] ----------- #
-        # H2 and G convolve the same value maps: one convolution for both.
-        weight = self.H2.weight
+    def _value_filters(self) -> torch.Tensor:
+        """``H2`` and ``G`` as one filter bank, ``[1, D (+ Cq), k...]``:
+        they convolve the same value maps."""
+        weight = self.H2.weight  # [D, 1, kt, kh, kw]
         if self.G is not None:
             weight = torch.cat([weight, self.G.weight], dim=0)
-        # [N*Cq, 1, T, H, W] -> [N*Cq, D (+ Cq), T, H, W]
-        value = F.conv3d(
-            v.reshape(n * cq, 1, t, h, w), weight, padding=self.padding)
-        # -> [N, THW, Cq, D (+ Cq)]
-        value = value.reshape(n, cq, -1, num_pos).permute(0, 3, 1, 2)
-        value_h2 = value[..., :dim]  # H2^T XV, transposed: [N, THW, Cq, D]
-        if self.G is not None:
-            value_g = value[..., dim:]  # XV^T G: [N, THW, Cq(c), Cq(c')]
-            if self.I is not None:
-                value_g = value_g + self.I
-            # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N, THW, Cq, D]
-            context = torch.matmul(value_g.transpose(-1, -2), value_h2)
+        return weight.transpose(0, 1)
+
+    def _key_filters(self) -> torch.Tensor:
+        """``H1`` as G filter banks, ``[G, D, k...]``."""
+        return self.H1.weight.view(self.corr_groups, self.latent_dim,
+                                   *self.kernel_size)
+
+    def _transform_positions_last(self, q: torch.Tensor,
+                                  k: Optional[torch.Tensor],
+                                  v: torch.Tensor) -> torch.Tensor:
+        """Eq. 12 with every per-position matrix indexed ``[N, a, b, THW]``.
+
+        Returns:
+            torch.Tensor: ``y`` as ``[N, Cq, L, THW]``.
+        """
+        n, nq, cq = q.shape[:3]
+        num_pos, dim = math.prod(q.shape[3:]), self.latent_dim
+        q = q.reshape(n, nq, cq, num_pos)  # [N, L, Cq, THW]
+
+        # ---- kernel: q (P1 + XK * r(H1)), [N, L, D, THW] -------------- #
+        if self.use_relational_kernel:
+            # channel-wise convolution of the key (Eq. 10):
+            # [N, Cq, T, H, W] -> [N, Cq, D, T, H, W] -> [N, Cq, D, THW]
+            key_h1 = channel_conv3d(k, self._key_filters(), self.padding)
+            key_h1 = key_h1.reshape(n, cq, dim, num_pos)
+            if self.P1 is not None:
+                key_h1 = key_h1 + self.P1[..., None]
+            kernel = per_position_matmul(q, key_h1)  # [N, L, D, THW]
         else:
-            context = value_h2
+            # sum_c P1[c, d] q[l, c]: [N, L, D, Cq] @ [N, L, Cq, THW]
+            # -> [N, L, D, THW] (P1 expanded so that FLOP counters see
+            # every multiply-add)
+            kernel = torch.matmul(self.P1.t().expand(n, nq, dim, cq), q)
+
+        # ---- context: (H2^T XV)(I + XV^T G), [N, Cq, D, THW] ----------- #
+        # [N, Cq, T, H, W] -> [N, Cq, D (+ Cq), THW]
+        value = channel_conv3d(v, self._value_filters(), self.padding)
+        value = value.reshape(n, cq, -1, num_pos)
+        if self.G is not None:
+            # H2^T XV (transposed) [N, Cq, D, THW] and XV^T G
+            # [N, Cq(c), Cq(c'), THW]
+            value_h2, value_g = torch.split(value, [dim, cq], dim=2)
+            if self.I is not None:
+                value_g = value_g + self.I[..., None]
+            # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N, Cq, D, THW]
+            context = per_position_matmul(value_g.transpose(1, 2), value_h2)
+        else:
+            context = value  # [N, Cq, D, THW]
 
         # ---- aggregate: y[c, l] = sum_d context[c, d] kernel[l, d] ----- #
-        out = torch.matmul(context, kernel.transpose(-1, -2))  # [N,THW,Cq,L]
-        # [N, THW, Cq, L] -> [N, Cq*L, T, H, W] (value major, query minor)
-        out = out.reshape(n, t, h, w, cq * nq).permute(0, 4, 1, 2, 3)
-        return self.downsample(out.contiguous())
+        # [N, Cq, D, THW] @ [N, D, L, THW] -> [N, Cq, L, THW]
+        return per_position_matmul(context, kernel.transpose(1, 2))
+
+    def _transform_positions_first(self, q: torch.Tensor,
+                                   k: Optional[torch.Tensor],
+                                   v: torch.Tensor) -> torch.Tensor:
+        """Eq. 12 with every per-position matrix indexed ``[N*THW, a, b]``.
+
+        Returns:
+            torch.Tensor: ``y`` as ``[N*THW, Cq, L]``.
+        """
+        n, nq, cq = q.shape[:3]
+        num_pos, dim = math.prod(q.shape[3:]), self.latent_dim
+        # query: [N, L, Cq, T, H, W] -> [N, THW, L*Cq] -> [N*THW, L, Cq]
+        # (copied: bmm wants a unit stride inside each matrix)
+        q = q.reshape(n, nq * cq, num_pos).transpose(1, 2).contiguous()
+        q = q.view(n * num_pos, nq, cq)
+
+        # ---- kernel: q (P1 + XK * r(H1)), [N*THW, L, D] --------------- #
+        if self.use_relational_kernel:
+            # channel-wise convolution of the key (Eq. 10):
+            # [N, Cq, T, H, W] -> [Cq, N, T, H, W, D] -> [Cq, N*THW, D]
+            key_h1 = channel_conv3d(
+                k, self._key_filters(), self.padding, channels_last=True)
+            key_h1 = key_h1.reshape(cq, n * num_pos, dim)
+            if self.P1 is not None:
+                key_h1 = key_h1 + self.P1.unsqueeze(1)
+            # [N*THW, L, Cq] @ [N*THW, Cq, D] -> [N*THW, L, D]
+            kernel = torch.bmm(q, key_h1.transpose(0, 1))
+        else:
+            kernel = torch.matmul(q, self.P1)  # [N*THW, L, D]
+
+        # ---- context: (H2^T XV)(I + XV^T G), [N*THW, Cq, D] ------------ #
+        # [N, Cq, T, H, W] -> [Cq, N, T, H, W, D (+ Cq)]
+        value = channel_conv3d(
+            v, self._value_filters(), self.padding, channels_last=True)
+        # -> [Cq, N*THW, D (+ Cq)] -> [N*THW, Cq, D (+ Cq)]
+        value = value.reshape(cq, n * num_pos, -1).transpose(0, 1)
+        if self.G is not None:
+            # H2^T XV (transposed) [N*THW, Cq, D] and XV^T G
+            # [N*THW, Cq(c), Cq(c')]
+            value_h2, value_g = torch.split(value, [dim, cq], dim=2)
+            if self.I is not None:
+                value_g = value_g + self.I
+            # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
+            context = torch.bmm(value_g.transpose(1, 2), value_h2)
+        else:
+            context = value  # [N*THW, Cq, D]
+
+        # ---- aggregate: y[c, l] = sum_d context[c, d] kernel[l, d] ----- #
+        return torch.bmm(context, kernel.transpose(1, 2))  # [N*THW, Cq, L]

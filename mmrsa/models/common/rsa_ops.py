@@ -1,0 +1,327 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Fast primitives of the RSA layer (pure torch).
+
+The efficient form of RSA (Eq. 12) spends its time in two kinds of
+operations that PyTorch's generic kernels handle poorly on CPU:
+
+- **Single-channel convolutions** (``H1``, ``H2`` and ``G``): every channel
+  of the key or value map is filtered by a bank of ``O`` single-channel
+  ``kt x kh x kw`` filters. As a grouped ``conv3d`` the forward pass is slow,
+  and for any single-input-channel convolution oneDNN's input gradient is
+  slow. :func:`channel_conv3d` runs the forward as ``1 -> O`` convolutions
+  (fast) and computes the input gradient as a depthwise convolution of the
+  output gradient with the flipped filters followed by a sum over the ``O``
+  filters, which is the same product in another order.
+- **Tiny per-position matrix products** (the kernel, context and output
+  contractions): on millions of ``8 x 8`` products CPU ``bmm`` is slow,
+  whether it hands them to batched GEMM or (for strided inputs) loops over
+  the matrices one by one. :func:`per_position_matmul` keeps the positions
+  as the last, contiguous dimension and loops over the (short) contracted
+  dimension, so every step is one vectorised multiply-add over all
+  positions. From about ``32 x 32`` matrices on, ``bmm`` on contiguous
+  per-position matrices wins again (:func:`use_position_loops` decides);
+  :func:`contiguous_grad` keeps its backward off the slow strided path.
+
+Both are :class:`torch.autograd.Function` s with hand-written backward passes.
+The multiply-add count is the same as that of the plain operations they
+replace. FLOP counters that trace the model (MMEngine's ``FlopAnalyzer``
+traces with :func:`torch.jit.trace`) cannot see inside an autograd
+function, so while tracing each primitive runs its plain equivalent
+(``conv3d`` per filter bank / ``matmul``): the traced graph, and hence the
+FLOP count, is that of the plain formulation, with the same result.
+"""
+import contextlib
+import warnings
+from typing import Iterator, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    'channel_conv3d', 'per_position_matmul', 'contiguous_grad',
+    'use_position_loops'
+]
+
+#: Longest contracted dimension for which :func:`per_position_matmul` (a
+#: loop of vectorised multiply-adds) beats batched matrix multiplication on
+#: CPU; measured for the RSANet stage shapes (``8 x 16 @ 16 x 16`` products
+#: favour the loop by 1.5-3x, ``32 x 32 @ 32 x 32`` favour ``bmm`` by 2x).
+MAX_LOOP_CONTRACTION = 16
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+@contextlib.contextmanager
+def _static_structure() -> Iterator[None]:
+    """While tracing, the primitives branch on the number of filter banks
+    and on the layout, which the trace then records as constants, as it
+    should; silence the tracer's warning about reading sizes as Python
+    values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        yield
+
+
+def use_position_loops(x: torch.Tensor, *sizes: int) -> bool:
+    """Whether per-position products of matrices with ``sizes`` should use
+    :func:`per_position_matmul` (CPU, every size at most
+    :data:`MAX_LOOP_CONTRACTION`) rather than batched ``bmm``."""
+    return x.device.type == 'cpu' and max(sizes) <= MAX_LOOP_CONTRACTION
+
+
+# ---------------------------------------------------------------------- #
+# single-channel convolutions
+# ---------------------------------------------------------------------- #
+def _conv_batch(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``[N, C, T, H, W]`` -> one-channel batch ``[B, 1, T, H, W]``.
+
+    With ``channels_last`` the batch runs over (c, n) and has channels-last
+    strides, so that a convolution writes its ``O`` outputs innermost;
+    otherwise it runs over (n, c) and is contiguous.
+    """
+    n, c, t, h, w = x.shape
+    if not channels_last:
+        return x.reshape(n * c, 1, t, h, w)
+    out = torch.empty_strided((c * n, 1, t, h, w), (t * h * w, 1, h * w, w, 1),
+                              dtype=x.dtype, device=x.device)
+    # [N, C, T, H, W] -> [C, N, T, H, W]
+    out.view(c, n, t, h, w).copy_(x.transpose(0, 1))
+    return out
+
+
+def _bank_rows(batch: torch.Tensor, bank: int, banks: int, n: int,
+               channels_last: bool) -> torch.Tensor:
+    """The rows of a batch laid out by :func:`_conv_batch` (``[B, ...]``)
+    that filter bank ``bank`` of ``banks`` reads or writes."""
+    if banks == 1:
+        return batch
+    rows = batch.shape[0] // banks  # channels per bank times N
+    if channels_last or (not _tracing() and n == 1):  # contiguous rows
+        return batch[bank * rows:(bank + 1) * rows]
+    # batch order (n, c): [N*C, ...] -> [N, C, ...] -> [N*group, ...]
+    group = rows // n
+    per_sample = batch.view(n, -1, *batch.shape[1:])
+    return per_sample[:, bank * group:(bank + 1) * group].reshape(
+        rows, *batch.shape[1:])
+
+
+def _join_banks(parts, n: int, channels_last: bool) -> torch.Tensor:
+    """Inverse of :func:`_bank_rows`: one ``[rows, ...]`` part per bank ->
+    ``[B, ...]`` in the order of :func:`_conv_batch`."""
+    if len(parts) == 1:
+        return parts[0]
+    if channels_last or (not _tracing() and n == 1):
+        return torch.cat(parts)
+    # banks x [N*group, ...] -> [N, C, ...] -> [N*C, ...]
+    out = torch.cat([p.view(n, -1, *p.shape[1:]) for p in parts], dim=1)
+    return out.view(-1, *out.shape[2:])
+
+
+def _channel_conv_forward(x: torch.Tensor, weight: torch.Tensor,
+                          padding: Tuple[int, int, int],
+                          channels_last: bool
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Plain-op forward of :func:`channel_conv3d`; also returns the
+    one-channel input batch (what the backward pass needs)."""
+    n, c, t, h, w = x.shape
+    banks, o = weight.shape[:2]
+    xb = _conv_batch(x, channels_last)  # [B, 1, T, H, W]
+    # per bank: [rows, 1, T, H, W] -> [rows, O, T, H, W]
+    y = _join_banks([
+        F.conv3d(
+            _bank_rows(xb, g, banks, n, channels_last),
+            weight[g].unsqueeze(1),
+            padding=padding) for g in range(banks)
+    ], n, channels_last)
+    if channels_last:
+        # [(C, N), O, T, H, W] (channels-last) -> [C, N, T, H, W, O]
+        return y.permute(0, 2, 3, 4, 1).reshape(c, n, t, h, w, o), xb
+    # [(N, C), O, T, H, W] -> [N, C, O, T, H, W]
+    return y.view(n, c, o, t, h, w), xb
+
+
+class _ChannelConv3d(torch.autograd.Function):
+    """:func:`channel_conv3d` with a backward pass that avoids oneDNN's slow
+    input gradient of single-channel convolutions."""
+
+    @staticmethod
+    def forward(ctx, x, weight, padding, channels_last):
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # run (and save) in the autocast dtype, as F.conv3d would
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+        with torch.autocast(device, enabled=False):
+            out, xb = _channel_conv_forward(x, weight, padding,
+                                            channels_last)
+        ctx.save_for_backward(xb, weight)
+        ctx.padding, ctx.channels_last = padding, channels_last
+        ctx.in_shape = x.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        xb, weight = ctx.saved_tensors
+        padding, channels_last = ctx.padding, ctx.channels_last
+        n, c, t, h, w = ctx.in_shape
+        banks, o = weight.shape[:2]
+        grad = grad.to(xb.dtype)
+        if channels_last:
+            # [C, N, T, H, W, O] -> [(C, N), O, T, H, W], channels-last
+            grad = grad.reshape(c * n, t, h, w, o).permute(0, 4, 1, 2, 3)
+        else:
+            # [N, C, O, T, H, W] -> [(N, C), O, T, H, W]
+            grad = grad.reshape(n * c, o, t, h, w)
+
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            # oneDNN's weight gradient of a 1 -> O convolution is fast
+            grad_w = torch.stack([
+                torch.ops.aten.convolution_backward(
+                    _bank_rows(grad, g, banks, n, channels_last),
+                    _bank_rows(xb, g, banks, n, channels_last),
+                    weight[g].unsqueeze(1), None, [1, 1, 1], list(padding),
+                    [1, 1, 1], False, [0, 0, 0], 1,
+                    [False, True, False])[1].squeeze(1)
+                for g in range(banks)
+            ])  # [banks, O, kt, kh, kw]
+        if ctx.needs_input_grad[0]:
+            # dx = sum_o corr(dy_o, flip(w_o)): a depthwise convolution of
+            # the O gradient maps (fast in channels-last), then a sum
+            grad = grad.contiguous(memory_format=torch.channels_last_3d)
+            flipped = weight.flip(2, 3, 4).unsqueeze(2)  # [banks, O, 1, k..]
+            # per bank: [rows, O, T, H, W] -> [rows, T, H, W]
+            grad_x = _join_banks([
+                F.conv3d(
+                    _bank_rows(grad, g, banks, n, channels_last),
+                    flipped[g],
+                    padding=padding,
+                    groups=o).sum(1) for g in range(banks)
+            ], n, channels_last)
+            if channels_last:  # [(C, N), T, H, W] -> [N, C, T, H, W]
+                grad_x = grad_x.view(c, n, t, h, w).transpose(0, 1)
+            else:  # [(N, C), T, H, W] -> [N, C, T, H, W]
+                grad_x = grad_x.view(n, c, t, h, w)
+        return grad_x, grad_w, None, None
+
+
+def channel_conv3d(x: torch.Tensor,
+                   weight: torch.Tensor,
+                   padding: Sequence[int],
+                   channels_last: bool = False) -> torch.Tensor:
+    """Filter each channel of ``x`` with a bank of single-channel filters.
+
+    Channel ``c`` is filtered by bank ``c // (C / banks)``; with one bank all
+    channels share it (``H2``/``G``), with ``C`` banks each channel has its
+    own (``H1``, Hadamard correlation), in between channels are grouped
+    (``H1`` with ``corr_groups``). Stride 1, zero padding.
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``.
+        weight (torch.Tensor): ``[banks, O, kt, kh, kw]``; ``banks``
+            divides ``C``.
+        padding (Sequence[int]): ``(pt, ph, pw)``, usually half the kernel.
+        channels_last (bool): Output layout, see Returns. Defaults to False.
+
+    Returns:
+        torch.Tensor: ``[N, C, O, T, H, W]`` (positions last), or
+        ``[C, N, T, H, W, O]`` (filters innermost) with
+        ``channels_last=True``.
+    """
+    padding = tuple(int(p) for p in padding)
+    if _tracing():
+        with _static_structure():
+            return _channel_conv_forward(x, weight, padding,
+                                         channels_last)[0]
+    if x.dim() != 5 or weight.dim() != 5 or x.shape[1] % weight.shape[0]:
+        raise ValueError(
+            f'channel_conv3d expects x [N, C, T, H, W] and weight '
+            f'[banks, O, kt, kh, kw] with banks dividing C, got '
+            f'{tuple(x.shape)} and {tuple(weight.shape)}.')
+    return _ChannelConv3d.apply(x, weight, padding, channels_last)
+
+
+# ---------------------------------------------------------------------- #
+# per-position matrix products
+# ---------------------------------------------------------------------- #
+def _position_loop(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_k a[:, :, k] * b[:, k]``, one multiply-add per ``k``."""
+    # [N, m, 1, P] * [N, 1, n, P] -> [N, m, n, P]
+    out = torch.mul(a[:, :, :1], b[:, :1])
+    for i in range(1, a.shape[2]):
+        out.addcmul_(a[:, :, i:i + 1], b[:, i:i + 1])
+    return out
+
+
+class _PerPositionMatmul(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _position_loop(a, b)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:  # [m, n] @ [n, k]
+            grad_a = _position_loop(grad, b.transpose(1, 2))
+        if ctx.needs_input_grad[1]:  # [k, m] @ [m, n]
+            grad_b = _position_loop(a.transpose(1, 2), grad)
+        return grad_a, grad_b
+
+
+def per_position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One matrix product per position, positions last.
+
+    ``out[:, i, j, p] = sum_k a[:, i, k, p] * b[:, k, j, p]``. Meant for
+    short contractions (a few dozen terms) over many positions, where it
+    beats ``bmm`` on CPU by a wide margin; on other devices, and while
+    tracing, it is ``torch.matmul`` on ``[N, P, m, k]`` views (the same
+    multiply-adds).
+
+    Args:
+        a (torch.Tensor): ``[N, m, k, P]``.
+        b (torch.Tensor): ``[N, k, n, P]``.
+
+    Returns:
+        torch.Tensor: ``[N, m, n, P]``.
+    """
+    if _tracing() or a.device.type != 'cpu':
+        # [N, P, m, k] @ [N, P, k, n] -> [N, P, m, n] -> [N, m, n, P]
+        out = torch.matmul(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2))
+        return out.permute(0, 2, 3, 1)
+    if (a.dim() != 4 or b.dim() != 4 or a.shape[2] != b.shape[1]
+            or a.shape[0] != b.shape[0] or a.shape[3] != b.shape[3]):
+        raise ValueError(
+            f'per_position_matmul expects a [N, m, k, P] and b '
+            f'[N, k, n, P], got {tuple(a.shape)} and {tuple(b.shape)}.')
+    return _PerPositionMatmul.apply(a, b)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def contiguous_grad(x: torch.Tensor) -> torch.Tensor:
+    """Identity whose backward makes the incoming gradient contiguous.
+
+    Placed after a ``bmm`` whose result is then transposed: the gradient of
+    the transpose arrives strided, and a strided gradient sends CPU ``bmm``
+    backward down its slow one-matrix-at-a-time path.
+    """
+    if _tracing():
+        return x
+    return _ContiguousGrad.apply(x)
