@@ -4,13 +4,15 @@
 Importing this package first applies the runtime fixes of
 :mod:`mmrsa.utils.compat` (they must act before ``mmaction.models`` is
 imported), then imports :mod:`mmrsa.datasets` and :mod:`mmrsa.models`, whose
-modules register themselves into MMAction2's registries.
+modules register themselves into MMAction2's registries, and
+:mod:`mmrsa.engine`, whose checks (safe checkpoint loading, clip length,
+annotation lines) only act when something is wrong.
 """
 from .utils.compat import apply_compat_fixes
 
 apply_compat_fixes()
 
-from . import datasets, models  # noqa: E402
+from . import datasets, engine, models  # noqa: E402
 from .version import __version__, version_info  # noqa: E402
 
-__all__ = ['__version__', 'version_info', 'datasets', 'models']
+__all__ = ['__version__', 'version_info', 'datasets', 'engine', 'models']

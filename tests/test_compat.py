@@ -266,3 +266,147 @@ def test_torchrun_two_cpu_processes(tmp_path):
         'rank=0 world=2 backend=gloo sum=3.0',
         'rank=1 world=2 backend=gloo sum=3.0',
     ]
+
+
+def _single_process_group(tmp_path):
+    import torch.distributed as dist
+    dist.init_process_group(
+        'gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+
+
+def test_cpu_ddp_patch_is_idempotent():
+    from mmengine.model.wrappers import distributed
+    init_fn = distributed.MMDistributedDataParallel.__init__
+    assert getattr(init_fn, compat._PATCH_FLAG, False)
+    assert compat.patch_cpu_ddp() is False
+    assert distributed.MMDistributedDataParallel.__init__ is init_fn
+
+
+def test_cpu_ddp_patch_is_a_noop_with_an_accelerator(monkeypatch):
+    import mmengine.device
+    from mmengine.model.wrappers import distributed
+    original = distributed.MMDistributedDataParallel.__init__
+    monkeypatch.setattr(distributed.MMDistributedDataParallel, '__init__',
+                        original.__wrapped__)
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cuda')
+    assert compat.patch_cpu_ddp() is False
+    assert (distributed.MMDistributedDataParallel.__init__ is
+            original.__wrapped__)
+
+
+def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path):
+    """What ``Runner.wrap_model`` does under torchrun, on a CPU model with
+    SyncBN layers."""
+    import mmengine.device
+    import torch
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    if mmengine.device.get_device() != 'cpu':
+        pytest.skip('checks the CPU path')
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.SyncBatchNorm(4))
+    _single_process_group(tmp_path)
+    try:
+        wrapped = MMDistributedDataParallel(module=model, device_ids=[0])
+        assert wrapped.device_ids is None
+        assert not any(
+            isinstance(m, torch.nn.SyncBatchNorm) for m in wrapped.modules())
+        wrapped(torch.randn(2, 3, 8, 8)).sum().backward()
+    finally:
+        dist.destroy_process_group()
+
+
+# ------------------------------------------------------- safe loading ----
+
+
+def _runner_like_checkpoint(path) -> None:
+    import torch
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('mmrsa_test_compat_safe_globals')
+    hub.update_scalar('train/loss', 2.0)
+    hub.update_scalar('val/acc', np.float64(0.5))
+    hub.update_info('iter', 3)
+    torch.save(
+        dict(
+            meta=dict(epoch=1, seed=np.int64(3), shape=np.array([1, 2])),
+            state_dict={'w': torch.ones(2)},
+            message_hub=hub.state_dict()), path)
+
+
+def test_runner_checkpoint_loads_with_weights_only(tmp_path):
+    import torch
+    path = tmp_path / 'epoch_1.pth'
+    _runner_like_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt['meta']['seed'] == 3
+    buffer = ckpt['message_hub']['log_scalars']['train/loss']
+    assert buffer.mean() == 2.0 and buffer.statistics('current') == 2.0
+
+
+def test_without_the_allowlist_the_upstream_error_shows(tmp_path):
+    import torch
+    path = tmp_path / 'epoch_1.pth'
+    _runner_like_checkpoint(path)
+    result = _run_python(
+        'import torch; '
+        f'torch.load({str(path)!r}, weights_only=True)')
+    assert result.returncode != 0
+    assert 'Weights only load failed' in result.stderr
+    assert 'Unsupported global' in result.stderr
+
+
+def test_checkpoint_safe_globals_is_idempotent():
+    assert compat.patch_checkpoint_safe_globals() is False
+    assert compat.patch_checkpoint_safe_globals() is False
+
+
+class _GetattrPayload:
+
+    def __init__(self, target, name):
+        self.target, self.name = target, name
+
+    def __reduce__(self):
+        return (getattr, (self.target, self.name))
+
+
+@pytest.mark.parametrize('target, name', [
+    ('HistoryBuffer', '__init__'),
+    ('HistoryBuffer', '_set_default_statistics'),
+    ('ndarray', 'tofile'),
+])
+def test_getattr_is_allowed_only_for_history_buffer_statistics(
+        tmp_path, target, name):
+    import pickle
+
+    import torch
+    from mmengine.logging import HistoryBuffer
+    target = dict(HistoryBuffer=HistoryBuffer, ndarray=np.ndarray)[target]
+    path = tmp_path / 'payload.pth'
+    torch.save({'x': _GetattrPayload(target, name)}, path)
+    with pytest.raises(pickle.UnpicklingError, match='getattr'):
+        torch.load(path, weights_only=True)
+    torch.save({'x': _GetattrPayload(HistoryBuffer, 'mean')}, path)
+    assert torch.load(path, weights_only=True)['x'] is HistoryBuffer.mean
+
+
+def test_apply_compat_fixes_lists_every_fix():
+    assert set(compat.apply_compat_fixes()) == {
+        'numpy_aliases', 'missing_drn', 'cpu_distributed', 'cpu_ddp',
+        'checkpoint_safe_globals'
+    }
+
+
+def test_bf16_head_loss_is_computed_in_float32():
+    import torch
+    from mmaction.models import TSNHead
+    from mmaction.structures import ActionDataSample
+
+    from mmrsa.utils.compat import patch_bf16_head_loss
+    assert patch_bf16_head_loss() is False  # applied by `import mmrsa`
+    head = TSNHead(num_classes=4, in_channels=8)
+    samples = [ActionDataSample().set_gt_label(i) for i in (0, 3)]
+    scores = torch.randn(2, 4, dtype=torch.bfloat16)
+    losses = head.loss_by_feat(scores, samples)
+    assert losses['loss_cls'].dtype == torch.float32
+    assert 'top1_acc' in losses

@@ -2,7 +2,7 @@
 # Set up (or refresh) the project's virtual environment and run a command in it.
 #
 #   bash tools/run.sh test [PYTEST_ARGS...]   run the test suite (not slow, not gpu)
-#   bash tools/run.sh demo [ARGS...]          quick RSA benchmark on CPU
+#   bash tools/run.sh demo [ARGS...]          SynthMotion demo: RSANet vs TSN on CPU
 #   bash tools/run.sh python [ARGS...]        any python command inside .venv
 #
 # The environment lives in .venv at the repository root. It is created when
@@ -164,10 +164,9 @@ main() {
     demo)
       ensure_env </dev/null
       cd "${REPO_ROOT}"
-      local script='tools/analysis_tools/benchmark_rsa.py'
-      [[ -f "${script}" ]] || die "${script} does not exist yet"
-      log "python ${script} --quick $*"
-      exec "${VENV}/bin/python" "${script}" --quick "$@"
+      local script='tools/demo_synthmotion.py'
+      log "python ${script} $*"
+      exec "${VENV}/bin/python" "${script}" "$@"
       ;;
     python)
       ensure_env </dev/null

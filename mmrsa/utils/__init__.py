@@ -1,8 +1,9 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-from .compat import (apply_compat_fixes, patch_cpu_distributed,
-                     patch_missing_drn, patch_numpy_aliases)
+from .compat import (apply_compat_fixes, patch_checkpoint_safe_globals,
+                     patch_cpu_ddp, patch_cpu_distributed, patch_missing_drn,
+                     patch_numpy_aliases)
 
 __all__ = [
-    'apply_compat_fixes', 'patch_cpu_distributed', 'patch_missing_drn',
-    'patch_numpy_aliases'
+    'apply_compat_fixes', 'patch_checkpoint_safe_globals', 'patch_cpu_ddp',
+    'patch_cpu_distributed', 'patch_missing_drn', 'patch_numpy_aliases'
 ]

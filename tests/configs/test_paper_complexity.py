@@ -2,9 +2,10 @@
 """Parameters and FLOPs of the configs against the paper's tables.
 
 The paper's numbers live in ``configs/recognition/rsanet/metafile.yml``
-(``Metadata.FLOPs`` / ``Metadata.Parameters``); each row is reproduced by
-building the row's config and counting one clip of 224x224 frames with
-:func:`mmrsa.models.utils.recognizer_complexity` (batch norm excluded).
+(``Metadata['Paper FLOPs']`` / ``Metadata['Paper Parameters']``); each row
+is reproduced by building the row's config and counting one clip of 224x224
+frames with :func:`mmrsa.models.utils.recognizer_complexity` (batch norm
+excluded).
 """
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def paper_rows():
     models = yaml.safe_load(METAFILE.read_text())['Models']
     return {
         m['Name']: (REPO_ROOT / m['Config'], m['Metadata'].get('Frames', 8),
-                    m['Metadata'].get('FLOPs'),
-                    m['Metadata'].get('Parameters'))
+                    m['Metadata'].get('Paper FLOPs'),
+                    m['Metadata'].get('Paper Parameters'))
         for m in models
     }
 

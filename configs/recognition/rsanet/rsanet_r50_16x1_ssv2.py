@@ -3,7 +3,9 @@ _base_ = ['rsanet_r50_8x1_ssv2.py']
 
 num_frames = 16
 
-model = dict(backbone=dict(num_segments=num_frames))
+model = dict(
+    backbone=dict(num_segments=num_frames),
+    cls_head=dict(num_segments=num_frames))
 
 train_pipeline = _base_.train_pipeline[:1] + [
     dict(type='SampleFrames', clip_len=1, frame_interval=1,

@@ -7,7 +7,8 @@ num_frames = 16
 
 model = dict(
     backbone=dict(num_segments=num_frames),
-    cls_head=dict(num_classes=48, dropout_ratio=0.5))
+    cls_head=dict(
+        num_segments=num_frames, num_classes=48, dropout_ratio=0.5))
 
 # dataset: MMAction2's diving48 layout (tools/data/diving48)
 dataset_type = 'VideoDataset'

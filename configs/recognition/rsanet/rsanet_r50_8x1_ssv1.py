@@ -26,8 +26,13 @@ model = dict(
             norm='l2'),
         drop_path_rate=0.2,
         norm_eval=False),
+    # The classifier runs on every frame and the frame scores of each clip
+    # are averaged (as the official TSN code does); per-clip scores let
+    # multi-clip testing average softmax scores over clips, as the paper.
     cls_head=dict(
-        type='TSNHead',
+        type='TSMHead',
+        num_segments=num_frames,
+        is_shift=False,
         num_classes=174,
         in_channels=2048,
         spatial_type='avg',

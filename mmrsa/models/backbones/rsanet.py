@@ -284,7 +284,8 @@ class RSANet(ResNet):
        loaded from the ImageNet checkpoint (torchvision layout); the blocks
        that contain RSA are not;
     3. the last BN of every block that was not loaded gets gamma 0, so it
-       starts as the identity.
+       starts as the identity (``zero_init_residual=True``, the paper's
+       choice; a network trained from scratch may learn faster without it).
 
     What was loaded, what was not and which checkpoint tensors went unused
     are logged through :class:`~mmengine.logging.MMLogger`.
@@ -311,6 +312,8 @@ class RSANet(ResNet):
         pretrained (str, optional): ImageNet checkpoint in the torchvision
             layout: ``'torchvision://resnet50'``, a URL or a local path.
             Defaults to None.
+        zero_init_residual (bool): Set the last BN's gamma of every block
+            not loaded from ``pretrained`` to zero. Defaults to True.
         **kwargs: Other arguments of MMAction2's :class:`ResNet`
             (``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``,
             ``partial_bn``, ``norm_cfg``, ...).
@@ -330,6 +333,7 @@ class RSANet(ResNet):
                  rsa_cfg: Optional[Dict] = None,
                  drop_path_rate: float = 0.,
                  pretrained: Optional[str] = None,
+                 zero_init_residual: bool = True,
                  **kwargs) -> None:
         if depth not in self.arch_settings:
             raise ValueError(f'depth={depth!r} is not supported; choose one '
@@ -368,6 +372,7 @@ class RSANet(ResNet):
                     f'rsa_cfg[{key!r}]={value!r} must be a single value or '
                     f'one value per stage ({self.num_stages} stages).')
         self.num_segments = num_segments
+        self.zero_init_residual = bool(zero_init_residual)
         self.rsa_cfg = rsa_cfg
         self.drop_path_rate = float(drop_path_rate)
         self.rsa_blocks = self._check_rsa_blocks(rsa_blocks)
@@ -601,10 +606,13 @@ class RSANet(ResNet):
         if self.pretrained is None:
             not_loaded = [name for name, _ in self._blocks()]
             logger.info('RSANet: no `pretrained`, every layer MSRA-'
-                        'initialised with zero last-BN gamma.')
+                        'initialised' + (' with zero last-BN gamma.'
+                                         if self.zero_init_residual else '.'))
         else:
             _, not_loaded = self.load_imagenet_weights(self.pretrained,
                                                        logger)
+        if not self.zero_init_residual:
+            return
         blocks = dict(self._blocks())
         for name in not_loaded:
             if name in blocks:

@@ -480,3 +480,15 @@ def test_with_cp_frozen_stages_and_norm_eval():
     x = frames().requires_grad_()
     net(x).sum().backward()
     assert net.layer2[1].conv2.conv.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize('zero', [True, False])
+def test_zero_init_residual_switch(zero):
+    from mmrsa.models import RSANet
+    net = RSANet(depth=18, num_segments=2, rsa_blocks=((), (1, ), (), ()),
+                 rsa_cfg=dict(kernel_size=(1, 3, 3), num_queries=4),
+                 zero_init_residual=zero)
+    net.init_weights()
+    gamma = net.layer2[1].last_norm.weight
+    assert bool((gamma == 0).all()) is zero
+    assert bool((gamma == 1).all()) is (not zero)

@@ -1,0 +1,215 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Errors that name the annotation file and line of a bad sample.
+
+MMAction2's ``RawframeDataset`` and ``VideoDataset`` forget where a sample
+came from, so a missing frame or a corrupt video stops a long run at some
+random iteration with an error that names neither the annotation file nor
+the line. :func:`install_data_errors` adds three things to them:
+
+* every sample records its line in the annotation file (``ann_line``);
+* when a dataset is built, each line is checked to point at something that
+  exists (the frame folder with its first and last frame, or the video
+  file), so a wrong path, ``filename_tmpl`` or frame count fails before
+  training starts, listing the bad lines. Remote paths (``s3://...``) are
+  not checked; ``MMRSA_CHECK_DATA=0`` turns the check off;
+* a sample that fails in the pipeline (missing frame, corrupt video, ...)
+  raises :class:`SampleLoadError` naming the annotation file, the line and
+  the file, with the original error chained.
+
+An annotation line that cannot be parsed is reported with its number too.
+"""
+import functools
+import os
+import os.path as osp
+from typing import Callable, List, Optional, Tuple
+
+__all__ = [
+    'CHECK_ENV', 'SampleLoadError', 'AnnotationError', 'install_data_errors'
+]
+
+#: Set to ``0`` to skip the existence check at dataset build time.
+CHECK_ENV = 'MMRSA_CHECK_DATA'
+#: How many bad lines an error lists.
+MAX_LISTED = 10
+_PATCH_FLAG = '_mmrsa_data_errors'
+
+
+class SampleLoadError(RuntimeError):
+    """A sample of an annotation file could not be loaded."""
+
+
+class AnnotationError(ValueError):
+    """An annotation file has lines that cannot be parsed or used."""
+
+
+def _read_lines(ann_file: str) -> List[str]:
+    from mmengine.fileio import list_from_file
+    return list_from_file(ann_file)
+
+
+def _parse_problem(dataset, line: str) -> Optional[str]:
+    """Why MMAction2 cannot parse ``line``, or ``None`` if it can."""
+    from mmaction.datasets import RawframeDataset
+    if isinstance(dataset, RawframeDataset):
+        fields = line.split()
+        counts = 3 if dataset.with_offset else 2
+        layout = ('<frame_dir> <offset> <total_frames> <label>'
+                  if dataset.with_offset else
+                  '<frame_dir> <total_frames> <label>')
+        numbers = fields[1:]
+    else:
+        fields = line.split(dataset.delimiter)
+        counts = 1
+        layout = '<video> <label>'
+        numbers = fields[1:]
+        if not dataset.multi_class and len(fields) > 2:
+            return f'expected "{layout}", got {len(fields)} fields'
+    if len(fields) < counts:
+        return f'expected "{layout}", got {len(fields)} field(s)'
+    try:
+        [int(x) for x in numbers]
+    except ValueError:
+        return f'expected "{layout}" with integer numbers'
+    labels = fields[counts:]
+    if not dataset.multi_class and len(labels) > 1:
+        return (f'expected one label (set multi_class=True for several), '
+                f'got {len(labels)}')
+    return None
+
+
+def _where(dataset, line_no: Optional[int]) -> str:
+    if line_no is None:
+        return f'{dataset.ann_file}'
+    return f'{dataset.ann_file}, line {line_no}'
+
+
+def _missing_parts(dataset, info: dict) -> Optional[str]:
+    """What a sample points at that does not exist, or ``None``."""
+    from mmaction.datasets import RawframeDataset
+    if isinstance(dataset, RawframeDataset):
+        frame_dir = info['frame_dir']
+        if '://' in frame_dir:
+            return None
+        if not osp.isdir(frame_dir):
+            return f'frame folder {frame_dir} does not exist'
+        if dataset.modality != 'RGB':
+            return None
+        first = dataset.start_index + info.get('offset', 0)
+        last = first + info['total_frames'] - 1
+        for index in (first, last):
+            path = osp.join(frame_dir, dataset.filename_tmpl.format(index))
+            if not osp.isfile(path):
+                return (f'frame {path} does not exist (total_frames='
+                        f'{info["total_frames"]}, filename_tmpl='
+                        f'{dataset.filename_tmpl!r})')
+        return None
+    filename = info['filename']
+    if '://' in filename or osp.isfile(filename):
+        return None
+    return f'video {filename} does not exist'
+
+
+def _check_exists(dataset, data_list: List[dict]) -> None:
+    if os.environ.get(CHECK_ENV, '1') == '0':
+        return
+    bad: List[Tuple[Optional[int], str]] = []
+    for info in data_list:
+        problem = _missing_parts(dataset, info)
+        if problem is not None:
+            bad.append((info.get('ann_line'), problem))
+    if not bad:
+        return
+    listed = '\n'.join(f'  line {line}: {problem}'
+                       for line, problem in bad[:MAX_LISTED])
+    more = len(bad) - MAX_LISTED
+    if more > 0:
+        listed += f'\n  ... and {more} more'
+    raise AnnotationError(
+        f'{dataset.ann_file}: {len(bad)} of {len(data_list)} samples point '
+        f'at missing data (data_prefix={dataset.data_prefix}):\n{listed}\n'
+        f'Fix the annotation file or the data paths, or regenerate the '
+        f'data; set {CHECK_ENV}=0 to skip this check.')
+
+
+def _numbered(load_data_list: Callable) -> Callable:
+
+    @functools.wraps(load_data_list)
+    def wrapper(self) -> List[dict]:
+        is_text = not str(self.ann_file).endswith('.json')
+        try:
+            data_list = load_data_list(self)
+        except (ValueError, IndexError, AssertionError, TypeError) as e:
+            if not is_text or not osp.isfile(self.ann_file):
+                raise
+            for number, line in enumerate(_read_lines(self.ann_file), 1):
+                problem = _parse_problem(self, line.strip())
+                if problem is not None:
+                    raise AnnotationError(
+                        f'{_where(self, number)}: cannot parse {line!r}: '
+                        f'{problem}') from e
+            raise
+        if is_text:
+            lines = _read_lines(self.ann_file)
+            if len(lines) == len(data_list):
+                for number, info in enumerate(data_list, 1):
+                    info['ann_line'] = number
+        _check_exists(self, data_list)
+        return data_list
+
+    setattr(wrapper, _PATCH_FLAG, True)
+    return wrapper
+
+
+def _describe(dataset, idx: int) -> str:
+    try:
+        info = dataset.get_data_info(idx)
+    except Exception:  # the sample index itself is bad
+        return f'{dataset.ann_file}, sample {idx}'
+    where = (
+        _where(dataset, info['ann_line'])
+        if 'ann_line' in info else f'{dataset.ann_file}, sample {idx}')
+    if 'frame_dir' in info:
+        return f'{where}: cannot load the frames in {info["frame_dir"]}'
+    if 'filename' in info:
+        return f'{where}: cannot load the video {info["filename"]}'
+    return f'{where}: cannot load the sample'
+
+
+def _reported(prepare_data: Callable) -> Callable:
+
+    @functools.wraps(prepare_data)
+    def wrapper(self, idx: int):
+        try:
+            return prepare_data(self, idx)
+        except SampleLoadError:
+            raise
+        except Exception as e:
+            detail = str(e).strip().splitlines()
+            detail = detail[0] if detail else ''
+            raise SampleLoadError(f'{_describe(self, idx)}: '
+                                  f'{type(e).__name__}: {detail}') from e
+
+    setattr(wrapper, _PATCH_FLAG, True)
+    return wrapper
+
+
+def install_data_errors() -> bool:
+    """Add line numbers, the build-time check and the error context to
+    MMAction2's ``RawframeDataset`` and ``VideoDataset``.
+
+    Returns:
+        bool: ``True`` if installed now, ``False`` if it already was.
+    """
+    from mmaction.datasets import (BaseActionDataset, RawframeDataset,
+                                   VideoDataset)
+    changed = False
+    for cls in (RawframeDataset, VideoDataset):
+        load = cls.__dict__['load_data_list']
+        if not getattr(load, _PATCH_FLAG, False):
+            cls.load_data_list = _numbered(load)
+            changed = True
+    prepare = getattr(BaseActionDataset, 'prepare_data')
+    if not getattr(prepare, _PATCH_FLAG, False):
+        BaseActionDataset.prepare_data = _reported(prepare)
+        changed = True
+    return changed

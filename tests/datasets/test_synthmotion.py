@@ -1,0 +1,324 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Tests of mmrsa/datasets/synthmotion.py and its command-line tool."""
+import hashlib
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+import mmrsa  # noqa: F401  (compat fixes, registration)
+from mmrsa.datasets import direction_label_ids
+from mmrsa.datasets.synthmotion import (HFLIP_LABEL_MAP, REVERSED_PAIRS,
+                                        SYNTHMOTION_CLASSES,
+                                        generate_synthmotion,
+                                        read_label_map, render_clip,
+                                        synthmotion_is_complete)
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
+                  'rsanet_r18_8x1_synthmotion.py')
+TOOL = osp.join(ROOT, 'tools/data/generate_synthmotion.py')
+
+
+def _tree_digest(root):
+    """{relative path: md5} of every file under ``root``."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = osp.join(folder, name)
+            with open(path, 'rb') as f:
+                out[osp.relpath(path, root)] = hashlib.md5(
+                    f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope='module')
+def tiny_set(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('synthmotion'))
+    generate_synthmotion(
+        out,
+        formats=('rawframes', 'videos'),
+        num_train=12,
+        num_val=10,
+        seed=3,
+        min_frames=10,
+        max_frames=14)
+    return out
+
+
+# --------------------------------------------------------------------- #
+# classes
+# --------------------------------------------------------------------- #
+def test_classes_and_pairs():
+    assert len(SYNTHMOTION_CLASSES) == 10
+    assert len(set(SYNTHMOTION_CLASSES)) == 10
+    members = [c for pair in REVERSED_PAIRS for c in pair]
+    assert len(members) == len(set(members)) == 8
+    # the flip map is an involution among the pair classes
+    for a, b in HFLIP_LABEL_MAP.items():
+        assert HFLIP_LABEL_MAP[b] == a
+        assert (min(a, b), max(a, b)) in REVERSED_PAIRS
+
+
+def test_label_aware_flip_ids_match_config():
+    cfg = Config.fromfile(CONFIG)
+    flip = [t for t in cfg.train_pipeline if t['type'] == 'LabelAwareFlip']
+    assert len(flip) == 1
+    # the classes a flip changes are exactly those the flip skips
+    assert sorted(flip[0]['no_flip_labels']) == sorted(HFLIP_LABEL_MAP)
+
+
+def test_direction_words_select_flip_classes(tmp_path):
+    path = tmp_path / 'labels.txt'
+    path.write_text('\n'.join(SYNTHMOTION_CLASSES) + '\n')
+    assert direction_label_ids(str(path)) == (0, 1)
+    ids = direction_label_ids(
+        str(path), keywords=('left', 'right', 'clockwise', 'anticlockwise'))
+    assert ids == tuple(sorted(HFLIP_LABEL_MAP))
+
+
+# --------------------------------------------------------------------- #
+# rendering
+# --------------------------------------------------------------------- #
+@pytest.mark.parametrize('label', range(10))
+def test_render_clip_shape_and_determinism(label):
+    a = render_clip(label, np.random.default_rng(7), size=32, num_frames=9)
+    b = render_clip(label, np.random.default_rng(7), size=32, num_frames=9)
+    assert a.shape == (9, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    c = render_clip(label, np.random.default_rng(8), size=32, num_frames=9)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize('pair', REVERSED_PAIRS)
+def test_reversed_class_is_forward_class_played_backwards(pair):
+    forward, backward = pair
+    a = render_clip(forward, np.random.default_rng(11), num_frames=12)
+    b = render_clip(backward, np.random.default_rng(11), num_frames=12)
+    np.testing.assert_array_equal(a[::-1], b)
+
+
+def test_moving_classes_move_and_still_class_does_not():
+    # mean absolute change between first and last frame
+    def change(label):
+        diffs = []
+        for seed in range(4):
+            clip = render_clip(
+                label, np.random.default_rng(seed), num_frames=16)
+            diffs.append(
+                np.abs(clip[-1].astype(int) - clip[0].astype(int)).mean())
+        return np.mean(diffs)
+
+    still = change(8)
+    for label in (0, 2, 4, 6):
+        assert change(label) > 2 * still
+
+
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [(dict(label=10), 'label'), (dict(label=-1), 'label'),
+     (dict(label=0, size=8), 'size'), (dict(label=0, num_frames=1),
+                                       'num_frames')])
+def test_render_clip_invalid(kwargs, match):
+    label = kwargs.pop('label')
+    with pytest.raises(ValueError, match=match):
+        render_clip(label, np.random.default_rng(0), **kwargs)
+
+
+# --------------------------------------------------------------------- #
+# writing
+# --------------------------------------------------------------------- #
+def test_layout(tiny_set):
+    root = tiny_set
+    assert read_label_map(osp.join(root, 'label_map.txt')) == list(
+        SYNTHMOTION_CLASSES)
+    with open(osp.join(root, 'meta.json')) as f:
+        meta = json.load(f)
+    assert meta['seed'] == 3 and meta['num_train'] == 12
+    assert meta['reversed_pairs'] == [list(p) for p in REVERSED_PAIRS]
+
+    for split, count in (('train', 12), ('val', 10)):
+        raw = osp.join(root, f'synthmotion_{split}_list_rawframes.txt')
+        with open(raw) as f:
+            lines = [line.split() for line in f]
+        assert len(lines) == count
+        for i, (clip, num_frames, label) in enumerate(lines):
+            assert clip == f'{split}_{i:05}'
+            assert int(label) == i % 10
+            assert 10 <= int(num_frames) <= 14
+            frames = sorted(os.listdir(osp.join(root, 'rawframes', clip)))
+            assert frames == [
+                f'{j:05}.jpg' for j in range(1, int(num_frames) + 1)
+            ]
+        vid = osp.join(root, f'synthmotion_{split}_list_videos.txt')
+        with open(vid) as f:
+            lines = [line.split() for line in f]
+        assert [v for v, _ in lines] == [
+            f'{split}_{i:05}.mp4' for i in range(count)
+        ]
+        for v, _ in lines:
+            assert osp.isfile(osp.join(root, 'videos', v))
+
+
+def test_generation_is_deterministic(tiny_set, tmp_path):
+    again = str(tmp_path / 'again')
+    generate_synthmotion(
+        again,
+        formats=('rawframes', 'videos'),
+        num_train=12,
+        num_val=10,
+        seed=3,
+        min_frames=10,
+        max_frames=14)
+    assert _tree_digest(again) == _tree_digest(tiny_set)
+
+
+def test_clip_does_not_depend_on_set_size(tiny_set, tmp_path):
+    small = str(tmp_path / 'small')
+    generate_synthmotion(
+        small, num_train=3, num_val=0, seed=3, min_frames=10, max_frames=14)
+    big, little = _tree_digest(tiny_set), _tree_digest(small)
+    for path, digest in little.items():
+        if path.startswith('rawframes'):
+            assert big[path] == digest
+
+
+def test_seed_changes_the_set(tmp_path):
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    generate_synthmotion(a, num_train=2, num_val=0, seed=0)
+    generate_synthmotion(b, num_train=2, num_val=0, seed=1)
+    da, db = _tree_digest(a), _tree_digest(b)
+    frame = osp.join('rawframes', 'train_00000', '00001.jpg')
+    assert da[frame] != db[frame]
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    out = str(tmp_path / 'set')
+    generate_synthmotion(out, num_train=2, num_val=1)
+    with pytest.raises(FileExistsError, match='overwrite'):
+        generate_synthmotion(out, num_train=2, num_val=1)
+    generate_synthmotion(out, formats=('videos', ), num_train=3, num_val=1,
+                         overwrite=True)
+    assert not osp.exists(osp.join(out, 'rawframes'))
+    assert not osp.exists(
+        osp.join(out, 'synthmotion_train_list_rawframes.txt'))
+    assert len(os.listdir(osp.join(out, 'videos'))) == 4
+
+
+def test_is_complete(tmp_path):
+    out = str(tmp_path / 'set')
+    assert not synthmotion_is_complete(out)
+    generate_synthmotion(out, num_train=2, num_val=1, seed=5)
+    assert synthmotion_is_complete(out)
+    assert synthmotion_is_complete(out, seed=5, num_train=2)
+    assert not synthmotion_is_complete(out, seed=6)
+    assert synthmotion_is_complete(out, formats=('rawframes', ))
+    assert not synthmotion_is_complete(out, formats=('rawframes', 'videos'))
+
+
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [(dict(formats=('frames', )), 'formats'), (dict(formats=()), 'formats'),
+     (dict(num_train=-1), 'num_train'),
+     (dict(min_frames=8, max_frames=4), 'min_frames'),
+     (dict(min_frames=1), 'min_frames'), (dict(size=8), 'size')])
+def test_generate_invalid(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        generate_synthmotion(str(tmp_path / 'x'), **kwargs)
+
+
+def test_command_line_tool(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location('generate_synthmotion',
+                                                  TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / 'cli')
+    tool.main([
+        '--out', out, '--format', 'videos', '--num-train', '3', '--num-val',
+        '2', '--seed', '4', '--quiet'
+    ])
+    assert 'wrote 3 + 2 clips' in capsys.readouterr().out
+    assert synthmotion_is_complete(out, seed=4, formats=('videos', ))
+    # a second run without --overwrite is refused with a clear message
+    with pytest.raises(SystemExit, match='--overwrite'):
+        tool.main(['--out', out, '--format', 'videos', '--quiet'])
+
+
+# --------------------------------------------------------------------- #
+# loading through MMAction2's datasets and the SS pipelines
+# --------------------------------------------------------------------- #
+def _build(dataset_cfg):
+    from mmaction.registry import DATASETS
+    from mmaction.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    return DATASETS.build(dataset_cfg)
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_rawframes_load_with_config_pipelines(tiny_set, split):
+    cfg = Config.fromfile(CONFIG)
+    loader = cfg[f'{split}_dataloader']
+    dataset_cfg = dict(loader['dataset'])
+    dataset_cfg.update(
+        ann_file=osp.join(tiny_set,
+                          f'synthmotion_{split}_list_rawframes.txt'),
+        data_prefix=dict(img=osp.join(tiny_set, 'rawframes')))
+    dataset = _build(dataset_cfg)
+    assert dataset_cfg['type'] == 'RawframeDataset'
+    assert len(dataset) == (12 if split == 'train' else 10)
+    crop = [t for t in cfg.val_pipeline
+            if t['type'] == 'CenterCrop'][0]['crop_size']
+    for i in range(3):
+        item = dataset[i]
+        assert tuple(item['inputs'].shape) == (8, 3, crop, crop)
+        assert int(item['data_samples'].gt_label) == i % 10
+
+
+def test_videos_load_with_ss_video_pipeline(tiny_set):
+    pipeline = [
+        dict(type='DecordInit'),
+        dict(
+            type='SampleFrames',
+            clip_len=1,
+            frame_interval=1,
+            num_clips=8,
+            test_mode=True),
+        dict(type='DecordDecode'),
+        dict(type='Resize', scale=(-1, 64)),
+        dict(type='CenterCrop', crop_size=56),
+        dict(type='FormatShape', input_format='NCHW'),
+        dict(type='PackActionInputs')
+    ]
+    dataset = _build(
+        dict(
+            type='VideoDataset',
+            ann_file=osp.join(tiny_set, 'synthmotion_val_list_videos.txt'),
+            data_prefix=dict(video=osp.join(tiny_set, 'videos')),
+            pipeline=pipeline,
+            test_mode=True))
+    assert len(dataset) == 10
+    item = dataset[4]
+    assert tuple(item['inputs'].shape) == (8, 3, 56, 56)
+    assert int(item['data_samples'].gt_label) == 4
+
+
+def test_video_frames_match_rawframes(tiny_set):
+    import cv2
+    import decord
+    with open(osp.join(tiny_set, 'synthmotion_val_list_rawframes.txt')) as f:
+        clip, num_frames, _ = f.readline().split()
+    reader = decord.VideoReader(osp.join(tiny_set, 'videos', f'{clip}.mp4'))
+    assert len(reader) == int(num_frames)
+    video = reader.get_batch(list(range(len(reader)))).asnumpy()
+    frames = np.stack([
+        cv2.imread(osp.join(tiny_set, 'rawframes', clip,
+                            f'{i:05}.jpg'))[..., ::-1]
+        for i in range(1, int(num_frames) + 1)
+    ])
+    assert video.shape == frames.shape == (int(num_frames), 64, 64, 3)
+    # both are lossy encodings of the same frames
+    assert np.abs(video.astype(int) - frames.astype(int)).mean() < 8

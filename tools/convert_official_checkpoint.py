@@ -1,0 +1,833 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Convert a checkpoint of the authors' RSA implementation to mmrsa.
+
+The authors' code (github.com/KimManjin/RSA) trains a TSN wrapper around a
+``Conv3d`` ResNet-50 inside ``torch.nn.DataParallel`` and saves
+``{'epoch', 'arch', 'state_dict', 'best_prec1'}``. This tool maps its
+``state_dict`` onto the matching mmrsa recognizer (``Recognizer2D`` +
+:class:`~mmrsa.models.RSANet` + the recipe's head) and writes
+``{'meta': {...}, 'state_dict': {...}}`` with tensors and plain metadata
+only, so the result loads with ``torch.load(weights_only=True)`` and with a
+config's ``load_from``.
+
+Usage::
+
+    python tools/convert_official_checkpoint.py SRC DST [--config CFG]
+        [--verify] [--trust-pickle]
+
+With ``--config`` the checkpoint must match the config's RSA layers
+(positions, L, D, M, kernel and context types) and classes; otherwise the
+tool refuses. Without it the settings are read from the tensor shapes, the
+model is the ``rsanet_r50_8x1_ssv1.py`` recipe with those settings, and the
+overrides to put in a config are printed. ``--verify`` runs an independent
+re-implementation of the authors' forward pass on the original tensors and
+compares its logits with the converted model's.
+
+Key and layout map (official key with ``module.`` dropped -> mmrsa key;
+``X`` = 1..4 is the stage, ``Y`` the block, ``K`` = 1, 2, 3)::
+
+    base_model.conv1.weight       -> backbone.conv1.conv.weight
+        [64, 3, 1, 7, 7] -> [64, 3, 7, 7]
+    base_model.bn1.*              -> backbone.conv1.bn.*
+    base_model.layerX.Y.convK.weight (plain convolutions)
+                                  -> backbone.layerX.Y.convK.conv.weight
+        [O, I, 1, k, k] -> [O, I, k, k]
+    base_model.layerX.Y.bnK.*     -> backbone.layerX.Y.convK.bn.*
+    base_model.layerX.Y.downsample.0.weight
+                                  -> backbone.layerX.Y.downsample.conv.weight
+        [O, I, 1, 1, 1] -> [O, I, 1, 1]
+    base_model.layerX.Y.downsample.1.*
+                                  -> backbone.layerX.Y.downsample.bn.*
+    RSA layers: base_model.layerX.Y.conv2.<p>
+                                  -> backbone.layerX.Y.conv2.conv.<p>
+    projection.weight  same, [L*Cq (+ Cq) + Cq, C, 1, 1, 1],
+                       rows [query | key (relational kernel only) | value]
+    H1.weight          same, [Cq*D, 1, kt, kh, kw]
+    H2.weight          same, [D, 1, kt, kh, kw]
+    G.weight           same, [Cq, 1, kt, kh, kw]
+    P1                 [1, Cq, D] -> [Cq, D]; absent in the official
+                       basic-only kernel ('V'), which is P1 = eye(Cq), D = Cq
+    I                  [1, Cq, Cq] -> [Cq, Cq]
+    new_fc.weight      -> cls_head.fc_cls.weight
+        [classes, 2048, 1] -> [classes, 2048]
+    new_fc.bias        -> cls_head.fc_cls.bias
+    (base_model.fc1.* instead of new_fc.* when trained with dropout 0)
+
+Official RSA options and ours: ``nh`` = ``num_queries`` (L), ``dk`` = ``dv``
+= Cq (mmrsa needs them equal), ``dd`` = ``latent_dim`` (D),
+``kernel_size`` = ``kernel_size`` (M), ``kernel_type`` / ``feat_type``
+``'V' | 'R' | 'VplusR'`` = ``kernel_type`` / ``context_type``
+``'V' | 'R' | 'VR'``; the official layer always L2-normalises
+(``norm='l2'``) and correlates channel-wise (``corr_groups=None``). The
+official layer's output channel ``c * L + l`` (value channel major) is ours.
+BN step counters missing from old checkpoints are set to 0. Both
+classifiers give the same logits: the official one applies ``new_fc`` to
+each frame and averages, as the recipes' ``TSMHead(is_shift=False)`` does
+with ``fc_cls`` (``TSNHead`` averages first and applies ``fc_cls`` after,
+which commutes: the same logits).
+
+Safety: ``SRC`` is read with ``torch.load(weights_only=True)``, which runs
+no code from the file; a file that needs more (arbitrary pickled objects) is
+refused unless ``--trust-pickle`` is given for a source you trust.
+"""
+import argparse
+import hashlib
+import os
+import os.path as osp
+import re
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+# runnable from a source checkout without installing mmrsa
+REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+sys.path.insert(0, REPO_ROOT)
+
+import mmrsa  # noqa: E402  (compat fixes before mmaction.models)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+from mmaction.registry import MODELS  # noqa: E402
+from mmrsa.models.common.rsa import RSA  # noqa: E402
+
+DEFAULT_CONFIG = osp.join(REPO_ROOT, 'configs', 'recognition', 'rsanet',
+                          'rsanet_r50_8x1_ssv1.py')
+
+#: official ``kernel_type`` / ``feat_type`` -> mmrsa ``kernel_type`` /
+#: ``context_type``
+TYPE_MAP = {'V': 'V', 'R': 'R', 'VplusR': 'VR'}
+
+#: stage blocks -> ResNet depth, for the depths with bottleneck blocks
+DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+
+class ConversionError(Exception):
+    """The source is not a convertible official checkpoint."""
+
+
+# ---------------------------------------------------------------------- #
+# loading
+# ---------------------------------------------------------------------- #
+def load_official(path: str, trust_pickle: bool = False) -> Dict:
+    """Read ``path`` without running code from it (unless trusted).
+
+    Returns:
+        dict: The checkpoint (a dict with ``state_dict``, or a bare state
+        dict).
+
+    Raises:
+        ConversionError: The file is missing, is not a torch file, or needs
+            unpickling of objects that ``weights_only=True`` refuses.
+    """
+    if not osp.isfile(path):
+        raise ConversionError(f'{path}: no such file.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # noqa: BLE001 (report any load failure)
+        unsafe = _unsafe_globals(path, err)
+        if unsafe is None:
+            raise ConversionError(
+                f'{path} is not a PyTorch checkpoint that torch.load can '
+                f'read ({type(err).__name__}: {_first_line(err)}).') from err
+        if not trust_pickle:
+            listed = f' ({", ".join(unsafe)})' if unsafe else ''
+            raise ConversionError(
+                f'{path} holds pickled objects{listed} that a safe load '
+                f'(torch.load(weights_only=True)) refuses, because loading '
+                f'them could run arbitrary code. The authors\' checkpoints '
+                f'hold only tensors and plain numbers and load safely. If '
+                f'you trust where this file comes from, pass --trust-pickle.'
+            ) from err
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def _unsafe_globals(path: str, err: Exception) -> Optional[List[str]]:
+    """The globals a safe load refused, ``[]`` if unknown, or None when
+    ``path`` is not a torch checkpoint at all."""
+    import pickle
+    if not isinstance(err, pickle.UnpicklingError):
+        return None
+    try:
+        return list(
+            torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 (not a zip checkpoint)
+        text = str(err)
+        return [] if 'GLOBAL' in text or 'global' in text else None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def official_state_dict(checkpoint) -> 'OrderedDict[str, torch.Tensor]':
+    """The model tensors of an official checkpoint, ``module.`` dropped.
+
+    Raises:
+        ConversionError: The object is not an official RSA checkpoint.
+    """
+    if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
+        state_dict = checkpoint['state_dict']
+    else:
+        state_dict = checkpoint
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise ConversionError(
+            'not a checkpoint of the authors\' RSA implementation: expected a '
+            'dict with a "state_dict" of tensors.')
+    non_tensors = [k for k, v in state_dict.items()
+                   if not isinstance(v, torch.Tensor)]
+    if non_tensors or not all(isinstance(k, str) for k in state_dict):
+        raise ConversionError(
+            'not a checkpoint of the authors\' RSA implementation: its '
+            f'state_dict holds non-tensor entries {non_tensors[:5]}.')
+    keys = list(state_dict)
+    if all(k.startswith('module.') for k in keys):
+        keys = [k[len('module.'):] for k in keys]
+    out = OrderedDict(zip(keys, state_dict.values()))
+    if not any(k.startswith('base_model.layer') for k in out):
+        sample = ', '.join(keys[:3])
+        raise ConversionError(
+            'not a checkpoint of the authors\' RSA implementation: expected '
+            'keys "module.base_model.layer..." (TSN wrapper around their '
+            f'ResNet) and "module.new_fc.*", found e.g. {sample}. mmrsa and '
+            'MMAction2 checkpoints need no conversion.')
+    return out
+
+
+# ---------------------------------------------------------------------- #
+# reading the structure and the RSA settings from the shapes
+# ---------------------------------------------------------------------- #
+_BLOCK = re.compile(r'^base_model\.layer(\d)\.(\d+)\.')
+
+
+def official_blocks(sd: Dict[str, torch.Tensor]) -> List[Tuple[int, ...]]:
+    """Per stage, the block indices present in the official state dict."""
+    blocks: Dict[int, set] = {}
+    for key in sd:
+        match = _BLOCK.match(key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(
+                int(match.group(2)))
+    if sorted(blocks) != [1, 2, 3, 4]:
+        raise ConversionError(
+            f'expected ResNet stages layer1..layer4, found '
+            f'{["layer%d" % s for s in sorted(blocks)]}.')
+    return [tuple(sorted(blocks[s])) for s in (1, 2, 3, 4)]
+
+
+def official_rsa_settings(sd: Dict[str, torch.Tensor],
+                          prefix: str) -> Dict:
+    """The RSA options of the official layer at ``prefix`` (``...conv2.``).
+
+    Returns:
+        dict: ``kernel_size``, ``num_queries`` (nh), ``query_channels``
+        (dk = dv), ``latent_dim`` (dd), ``kernel_type``, ``context_type``
+        (mmrsa names) and ``out_channels``.
+
+    Raises:
+        ConversionError: The shapes are not those of an official RSA layer,
+            or it uses ``dk != dv``, which mmrsa's layer does not support.
+    """
+    name = prefix.rstrip('.')
+    get = sd.get
+    proj, h1, h2 = (get(prefix + 'projection.weight'),
+                    get(prefix + 'H1.weight'), get(prefix + 'H2.weight'))
+    g, p1, eye = (get(prefix + 'G.weight'), get(prefix + 'P1'),
+                  get(prefix + 'I'))
+    bn = get(prefix.replace('conv2.', 'bn2.') + 'weight')
+    if proj is None or h2 is None or proj.dim() != 5 or h2.dim() != 5:
+        raise ConversionError(f'{name}: an RSA layer needs projection.weight '
+                              f'and H2.weight (5-D Conv3d weights).')
+    if bn is None:
+        raise ConversionError(f'{name}: no bn2 after the RSA layer.')
+    out_channels, hidden = bn.shape[0], proj.shape[0]
+    dd, kernel_size = h2.shape[0], tuple(h2.shape[2:])
+    if h1 is not None:
+        dk = h1.shape[0] // dd
+    elif eye is not None:
+        dk = eye.shape[-1]
+    else:
+        dk = dd  # the official basic-only kernel multiplies q by identity
+    kernel_type = 'VplusR' if h1 is not None and p1 is not None else (
+        'R' if h1 is not None else 'V')
+    if p1 is not None and h1 is None:
+        raise ConversionError(f'{name}: P1 without H1 is not an official '
+                              f'RSA layer.')
+    feat_type = 'VplusR' if eye is not None else (
+        'R' if g is not None else 'V')
+    if eye is not None and g is None:
+        raise ConversionError(f'{name}: I without G is not an official RSA '
+                              f'layer.')
+    key = dk if h1 is not None else 0
+    # hidden = nh * dk + key + dv with nh * dv = out_channels
+    candidates = [
+        nh for nh in range(1, out_channels + 1) if out_channels % nh == 0
+        and nh * dk + key + out_channels // nh == hidden
+    ]
+    if g is not None:
+        candidates = [nh for nh in candidates
+                      if out_channels // nh == g.shape[0]]
+    if not candidates:
+        raise ConversionError(
+            f'{name}: projection has {hidden} channels, which no number of '
+            f'queries gives for dk={dk} and {out_channels} output channels.')
+    nh = min(candidates, key=lambda n: abs(out_channels // n - dk))
+    dv = out_channels // nh
+    if dv != dk:
+        raise ConversionError(
+            f'{name}: the official layer uses dk={dk} != dv={dv}; mmrsa\'s '
+            f'RSA has one query width Cq for query, key and value.')
+    if h1 is not None and tuple(h1.shape) != (dk * dd, 1) + kernel_size:
+        raise ConversionError(f'{name}: H1 has shape {tuple(h1.shape)}, '
+                              f'expected {(dk * dd, 1) + kernel_size}.')
+    if p1 is not None and tuple(p1.shape) != (1, dk, dd):
+        raise ConversionError(f'{name}: P1 has shape {tuple(p1.shape)}, '
+                              f'expected (1, {dk}, {dd}).')
+    return dict(
+        kernel_size=kernel_size,
+        num_queries=nh,
+        query_channels=dk,
+        latent_dim=dd,
+        kernel_type=TYPE_MAP[kernel_type],
+        context_type=TYPE_MAP[feat_type],
+        out_channels=out_channels)
+
+
+def official_settings(sd: Dict[str, torch.Tensor]) -> Dict:
+    """Depth, RSA blocks and settings, and classes of an official model.
+
+    Returns:
+        dict: ``depth``, ``rsa_blocks`` (per stage), ``rsa_layers``
+        (``{'layerX.Y': settings}``), ``num_classes``, ``in_channels``.
+    """
+    blocks = official_blocks(sd)
+    stage_blocks = tuple(len(b) for b in blocks)
+    if any(b != tuple(range(len(b))) for b in blocks):
+        raise ConversionError(f'block indices are not contiguous: {blocks}.')
+    if stage_blocks not in DEPTHS:
+        raise ConversionError(
+            f'stages with {stage_blocks} blocks are not a bottleneck ResNet '
+            f'(50: (3, 4, 6, 3), 101: (3, 4, 23, 3)).')
+    rsa_layers, rsa_blocks = OrderedDict(), []
+    for stage, indices in enumerate(blocks, 1):
+        in_stage = []
+        for i in indices:
+            prefix = f'base_model.layer{stage}.{i}.conv2.'
+            if prefix + 'projection.weight' in sd:
+                rsa_layers[f'layer{stage}.{i}'] = official_rsa_settings(
+                    sd, prefix)
+                in_stage.append(i)
+        rsa_blocks.append(tuple(in_stage))
+    fc = sd.get('new_fc.weight', sd.get('base_model.fc1.weight'))
+    if fc is None:
+        raise ConversionError('no classifier: expected new_fc.weight (or '
+                              'base_model.fc1.weight when dropout was 0).')
+    return dict(
+        depth=DEPTHS[stage_blocks],
+        rsa_blocks=tuple(rsa_blocks),
+        rsa_layers=rsa_layers,
+        num_classes=fc.shape[0],
+        in_channels=fc.shape[1])
+
+
+def _latent_dim_option(rsa_layers: Dict[str, Dict]):
+    """``rsa_cfg.latent_dim`` for these layers: None (D = Cq), one D, or one
+    D per stage (e.g. D = Cq / 2)."""
+    if all(v['latent_dim'] == v['query_channels']
+           for v in rsa_layers.values()):
+        return None
+    per_stage = []
+    for stage in range(1, 5):
+        dims = {
+            v['latent_dim']
+            for name, v in rsa_layers.items()
+            if name.startswith(f'layer{stage}.')
+        }
+        if len(dims) > 1:
+            raise ConversionError(
+                f'RSA layers of stage {stage} differ in latent_dim; write a '
+                f'config for this model and pass --config.')
+        per_stage.append(dims.pop() if dims else None)
+    used = [d for d in per_stage if d is not None]
+    if len(set(used)) == 1:
+        return used[0]
+    return tuple(d if d is not None else used[0] for d in per_stage)
+
+
+def settings_cfg_options(settings: Dict) -> Dict:
+    """Config overrides that build the model of ``settings``."""
+    layers = list(settings['rsa_layers'].values())
+    rsa_cfg = dict(norm='l2', corr_groups=None)
+    if layers:
+        for key in ('kernel_size', 'num_queries', 'kernel_type',
+                    'context_type'):
+            values = {tuple(v[key]) if key == 'kernel_size' else v[key]
+                      for v in layers}
+            if len(values) > 1:
+                raise ConversionError(
+                    f'the RSA layers differ in {key} ({sorted(values)}); '
+                    f'write a config for this model and pass --config.')
+            rsa_cfg[key] = values.pop()
+        rsa_cfg['latent_dim'] = _latent_dim_option(settings['rsa_layers'])
+    return {
+        'model.backbone.depth': settings['depth'],
+        'model.backbone.rsa_blocks': settings['rsa_blocks'],
+        'model.backbone.rsa_cfg': rsa_cfg,
+        'model.cls_head.num_classes': settings['num_classes'],
+        'model.cls_head.in_channels': settings['in_channels'],
+    }
+
+
+def model_rsa_settings(model: torch.nn.Module) -> Dict[str, Dict]:
+    """``{'layerX.Y': settings}`` of the RSA layers of an mmrsa recognizer,
+    in the terms of :func:`official_rsa_settings`, plus ``corr_groups``
+    and ``norm``."""
+    out = OrderedDict()
+    for name, module in model.backbone.named_modules():
+        if isinstance(module, RSA):
+            block = name[:-len('.conv2.conv')]
+            out[block] = dict(
+                kernel_size=tuple(module.kernel_size),
+                num_queries=module.num_queries,
+                query_channels=module.query_channels,
+                latent_dim=module.latent_dim,
+                kernel_type=module.kernel_type,
+                context_type=module.context_type,
+                out_channels=module.out_channels,
+                corr_groups=module.corr_groups,
+                norm=module.norm)
+    return out
+
+
+def settings_mismatch(settings: Dict, model: torch.nn.Module) -> List[str]:
+    """Human-readable differences between a checkpoint and a model."""
+    problems = []
+    ours = model_rsa_settings(model)
+    theirs = settings['rsa_layers']
+    if list(ours) != list(theirs):
+        problems.append(f'RSA layers in the checkpoint: {list(theirs)}; in '
+                        f'the config: {list(ours)}')
+    compared = ('kernel_size', 'num_queries', 'latent_dim', 'kernel_type',
+                'context_type')
+    for block in sorted(set(ours) & set(theirs)):
+        diffs = [
+            f'{key} {theirs[block][key]!r} vs {ours[block][key]!r}'
+            for key in compared if theirs[block][key] != ours[block][key]
+        ]
+        layer = ours[block]
+        if layer['corr_groups'] != layer['query_channels']:
+            diffs.append(f'corr_groups {layer["query_channels"]} (the '
+                         f'official layer is channel-wise) vs '
+                         f'{layer["corr_groups"]}')
+        if layer['norm'] != 'l2':
+            diffs.append(f'norm \'l2\' (the official layer) vs '
+                         f'{layer["norm"]!r}')
+        if diffs:
+            problems.append(f'{block} (checkpoint vs config): ' +
+                            ', '.join(diffs))
+    head = model.cls_head.fc_cls
+    if head.out_features != settings['num_classes']:
+        problems.append(f'classes: checkpoint {settings["num_classes"]}, '
+                        f'config {head.out_features}')
+    depth = getattr(model.backbone, 'depth', None)
+    if depth != settings['depth']:
+        problems.append(f'depth: checkpoint ResNet-{settings["depth"]}, '
+                        f'config ResNet-{depth}')
+    return problems
+
+
+# ---------------------------------------------------------------------- #
+# the map
+# ---------------------------------------------------------------------- #
+_RULES = (
+    # (pattern on the official key, mmrsa key template, layout)
+    (r'^base_model\.conv1\.weight$', 'backbone.conv1.conv.weight', 'conv'),
+    (r'^base_model\.bn1\.(\w+)$', r'backbone.conv1.bn.\1', 'same'),
+    (r'^base_model\.layer(\d)\.(\d+)\.conv2\.(projection|H1|H2|G)\.weight$',
+     r'backbone.layer\1.\2.conv2.conv.\3.weight', 'same'),
+    (r'^base_model\.layer(\d)\.(\d+)\.conv2\.(P1|I)$',
+     r'backbone.layer\1.\2.conv2.conv.\3', 'squeeze0'),
+    (r'^base_model\.layer(\d)\.(\d+)\.conv([123])\.weight$',
+     r'backbone.layer\1.\2.conv\3.conv.weight', 'conv'),
+    (r'^base_model\.layer(\d)\.(\d+)\.bn([123])\.(\w+)$',
+     r'backbone.layer\1.\2.conv\3.bn.\4', 'same'),
+    (r'^base_model\.layer(\d)\.(\d+)\.downsample\.0\.weight$',
+     r'backbone.layer\1.\2.downsample.conv.weight', 'conv'),
+    (r'^base_model\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)$',
+     r'backbone.layer\1.\2.downsample.bn.\3', 'same'),
+    (r'^(?:new_fc|base_model\.fc1)\.weight$', 'cls_head.fc_cls.weight',
+     'fc'),
+    (r'^(?:new_fc|base_model\.fc1)\.bias$', 'cls_head.fc_cls.bias', 'same'),
+)
+
+
+def map_key(key: str) -> Tuple[str, str]:
+    """``(mmrsa key, layout)`` of an official key.
+
+    Raises:
+        ConversionError: The key is not part of the official model.
+    """
+    for pattern, template, layout in _RULES:
+        match = re.match(pattern, key)
+        if match:
+            return match.expand(template), layout
+    raise ConversionError(f'unknown key {key!r}')
+
+
+def _convert_tensor(key: str, tensor: torch.Tensor,
+                    layout: str) -> torch.Tensor:
+    if layout == 'conv':
+        if tensor.dim() != 5 or tensor.shape[2] != 1:
+            raise ConversionError(
+                f'{key}: expected a Conv3d weight with a (1, k, k) kernel, '
+                f'got shape {tuple(tensor.shape)}; only TSN-ResNets (2D '
+                f'convolutions outside RSA) convert.')
+        return tensor[:, :, 0].clone()
+    if layout == 'squeeze0':
+        if tensor.dim() != 3 or tensor.shape[0] != 1:
+            raise ConversionError(
+                f'{key}: expected shape (1, a, b), got {tuple(tensor.shape)}.')
+        return tensor[0].clone()
+    if layout == 'fc':
+        if tensor.dim() == 3 and tensor.shape[2] == 1:
+            return tensor[:, :, 0].clone()
+        if tensor.dim() == 2:
+            return tensor.clone()
+        raise ConversionError(f'{key}: expected a Conv1d weight '
+                              f'[classes, C, 1], got {tuple(tensor.shape)}.')
+    return tensor.clone()
+
+
+def convert_state_dict(sd: Dict[str, torch.Tensor],
+                       settings: Optional[Dict] = None
+                       ) -> 'OrderedDict[str, torch.Tensor]':
+    """Map an official state dict (``module.`` dropped) to mmrsa keys.
+
+    Adds ``P1 = eye(Cq)`` for official basic-only ('V') kernels and zero BN
+    step counters where the checkpoint has none.
+
+    Raises:
+        ConversionError: A key has no counterpart or an unexpected shape.
+    """
+    settings = settings or official_settings(sd)
+    out, unknown = OrderedDict(), []
+    for key, tensor in sd.items():
+        try:
+            new_key, layout = map_key(key)
+        except ConversionError:
+            unknown.append(key)
+            continue
+        out[new_key] = _convert_tensor(key, tensor, layout)
+    if unknown:
+        raise ConversionError(
+            f'{len(unknown)} keys have no counterpart in RSANet: '
+            f'{unknown[:8]}{" ..." if len(unknown) > 8 else ""}')
+    for block, layer in settings['rsa_layers'].items():
+        p1 = f'backbone.{block}.conv2.conv.P1'
+        if layer['kernel_type'] == 'V' and p1 not in out:
+            out[p1] = torch.eye(layer['query_channels'])
+    for key in list(out):
+        if key.endswith('.bn.running_var'):
+            counter = key[:-len('running_var')] + 'num_batches_tracked'
+            if counter not in out:
+                out[counter] = torch.tensor(0, dtype=torch.long)
+    return out
+
+
+# ---------------------------------------------------------------------- #
+# an independent forward pass of the official model (for --verify)
+# ---------------------------------------------------------------------- #
+def _bn(x: torch.Tensor, sd: Dict, prefix: str) -> torch.Tensor:
+    return F.batch_norm(x, sd[prefix + 'running_mean'],
+                        sd[prefix + 'running_var'], sd[prefix + 'weight'],
+                        sd[prefix + 'bias'], False, 0., 1e-5)
+
+
+def _l2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x / (x.pow(2).sum(dim, keepdim=True) + 1e-6).sqrt()
+
+
+def official_rsa_forward(x: torch.Tensor, sd: Dict, prefix: str,
+                         settings: Dict, stride: int) -> torch.Tensor:
+    """The official RSA layer, written from its equations and tensor names.
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``.
+        sd (dict): Official state dict.
+        prefix (str): ``'base_model.layerX.Y.conv2.'``.
+        settings (dict): From :func:`official_rsa_settings`.
+        stride (int): Spatial stride of the block.
+    """
+    n, _, t, h, w = x.shape
+    nh, ck, dd = (settings['num_queries'], settings['query_channels'],
+                  settings['latent_dim'])
+    pad = tuple(k // 2 for k in settings['kernel_size'])
+    relational_kernel = prefix + 'H1.weight' in sd
+    proj = F.conv3d(x, sd[prefix + 'projection.weight'])
+    sizes = [nh * ck] + ([ck] if relational_kernel else []) + [ck]
+    parts = torch.split(proj, sizes, dim=1)
+    q = _l2(parts[0].reshape(n, nh, ck, t, h, w), 2)  # [n, l, c, t, h, w]
+    v = _l2(parts[-1], 1)  # [n, c, t, h, w]
+    if relational_kernel:
+        k = _l2(parts[1], 1)
+        # XK (*) r(H1): [n, c*d, t, h, w] -> [n, c, d, t, h, w]
+        kh1 = F.conv3d(k, sd[prefix + 'H1.weight'], padding=pad, groups=ck)
+        kh1 = kh1.reshape(n, ck, dd, t, h, w)
+        if prefix + 'P1' in sd:
+            kh1 = kh1 + sd[prefix + 'P1'][0][:, :, None, None, None]
+        kernel = torch.einsum('nlcthw,ncdthw->nldthw', q, kh1)
+    else:
+        kernel = q  # P1 = identity: [n, l, d = c, t, h, w]
+    # H2^T XV: each value channel convolved on its own
+    vv = v.reshape(n * ck, 1, t, h, w)
+    context = F.conv3d(vv, sd[prefix + 'H2.weight'], padding=pad)
+    context = context.reshape(n, ck, dd, t, h, w)  # [n, c, d, ...]
+    if prefix + 'G.weight' in sd:
+        vg = F.conv3d(vv, sd[prefix + 'G.weight'], padding=pad)
+        vg = vg.reshape(n, ck, ck, t, h, w)  # [n, c, c', ...]
+        if prefix + 'I' in sd:
+            vg = vg + sd[prefix + 'I'][0][:, :, None, None, None]
+        context = torch.einsum('nabthw,nadthw->nbdthw', vg, context)
+    out = torch.einsum('nldthw,ncdthw->nclthw', kernel, context)
+    out = out.reshape(n, ck * nh, t, h, w)  # channel c * L + l
+    if stride > 1:
+        out = F.avg_pool3d(out, (1, 3, 3), (1, stride, stride), (0, 1, 1))
+    return out
+
+
+@torch.no_grad()
+def official_forward(sd: Dict, clip: torch.Tensor,
+                     settings: Optional[Dict] = None) -> torch.Tensor:
+    """Logits of the official TSN-RSANet, from its own tensors.
+
+    Args:
+        sd (dict): Official state dict (``module.`` dropped).
+        clip (torch.Tensor): ``[N, T, 3, H, W]`` normalised frames.
+        settings (dict, optional): From :func:`official_settings`.
+
+    Returns:
+        torch.Tensor: ``[N, classes]``: ``new_fc`` on every frame's pooled
+        feature, averaged over the T frames.
+    """
+    settings = settings or official_settings(sd)
+    n, t = clip.shape[:2]
+    x = clip.transpose(1, 2)  # [N, 3, T, H, W]
+    x = F.conv3d(x, sd['base_model.conv1.weight'], stride=(1, 2, 2),
+                 padding=(0, 3, 3))
+    x = F.relu(_bn(x, sd, 'base_model.bn1.'))
+    x = F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))
+    for stage, indices in enumerate(official_blocks(sd), 1):
+        for i in indices:
+            p = f'base_model.layer{stage}.{i}.'
+            stride = 2 if stage > 1 and i == 0 else 1
+            out = F.relu(_bn(F.conv3d(x, sd[p + 'conv1.weight']), sd,
+                             p + 'bn1.'))
+            block = f'layer{stage}.{i}'
+            if block in settings['rsa_layers']:
+                out = official_rsa_forward(out, sd, p + 'conv2.',
+                                           settings['rsa_layers'][block],
+                                           stride)
+            else:
+                weight = sd[p + 'conv2.weight']
+                out = F.conv3d(
+                    out,
+                    weight,
+                    stride=(1, stride, stride),
+                    padding=(0, weight.shape[3] // 2, weight.shape[4] // 2))
+            out = F.relu(_bn(out, sd, p + 'bn2.'))
+            out = _bn(F.conv3d(out, sd[p + 'conv3.weight']), sd, p + 'bn3.')
+            if p + 'downsample.0.weight' in sd:
+                x = _bn(
+                    F.conv3d(x, sd[p + 'downsample.0.weight'],
+                             stride=(1, stride, stride)), sd,
+                    p + 'downsample.1.')
+            x = F.relu(out + x)
+    feat = x.mean((3, 4)).transpose(1, 2)  # [N, T, C]
+    fc = 'new_fc.' if 'new_fc.weight' in sd else 'base_model.fc1.'
+    logits = F.conv1d(
+        feat.reshape(n * t, -1, 1), sd[fc + 'weight'], sd[fc + 'bias'])
+    return logits.reshape(n, t, -1).mean(1)
+
+
+# ---------------------------------------------------------------------- #
+def build_model(config: str, cfg_options: Optional[Dict] = None):
+    """The recognizer of ``config`` (no pretrained weights), in eval mode."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.model.backbone.pretrained = None
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    return MODELS.build(cfg.model).eval(), cfg
+
+
+def check_against_model(state_dict: Dict[str, torch.Tensor],
+                        model: torch.nn.Module) -> None:
+    """Raise unless ``state_dict`` has exactly ``model``'s keys and shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f'{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ConversionError(
+            'the converted weights do not fit the config\'s model: '
+            f'missing {missing[:5]}, unexpected {unexpected[:5]}, '
+            f'shape (checkpoint vs config) {shapes[:5]}.')
+
+
+def _plain(value):
+    """``value`` as a plain str/int/float/bool, or None if it is not one.
+
+    Numbers of other types (numpy scalars, one-element tensors, ...) become
+    ``int`` or ``float``.
+    """
+    import numbers
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert(src: str,
+            dst: str,
+            config: Optional[str] = None,
+            trust_pickle: bool = False,
+            verify: bool = False,
+            verify_size: int = 224,
+            log=print) -> Dict:
+    """Convert ``src`` to ``dst``; see the module docstring.
+
+    Returns:
+        dict: The ``meta`` written to ``dst``, plus ``max_logit_diff`` when
+        ``verify`` is set.
+
+    Raises:
+        ConversionError: ``src`` cannot be converted for ``config``.
+    """
+    checkpoint = load_official(src, trust_pickle)
+    sd = official_state_dict(checkpoint)
+    settings = official_settings(sd)
+    cfg_options = None
+    if config is None:
+        config = DEFAULT_CONFIG
+        cfg_options = settings_cfg_options(settings)
+    model, cfg = build_model(config, cfg_options)
+    problems = settings_mismatch(settings, model)
+    if problems:
+        raise ConversionError(
+            f'{src} does not match {osp.relpath(config)}:\n  - ' +
+            '\n  - '.join(problems))
+    converted = convert_state_dict(sd, settings)
+    check_against_model(converted, model)
+    model.load_state_dict(converted, strict=True)
+
+    meta = OrderedDict(
+        converted_from=osp.basename(src),
+        source_sha256=_sha256(src),
+        source='KimManjin/RSA checkpoint (TSN + ResNet with RSA layers)',
+        config=osp.relpath(config, REPO_ROOT)
+        if osp.abspath(config).startswith(REPO_ROOT) else config,
+        mmrsa_version=mmrsa.__version__,
+        rsa_blocks=[list(b) for b in settings['rsa_blocks']],
+        num_classes=settings['num_classes'])
+    if isinstance(checkpoint, dict):
+        for key in ('epoch', 'arch', 'best_prec1'):
+            value = _plain(checkpoint.get(key))
+            if value is not None:
+                meta[f'official_{key}'] = value
+    if cfg_options is not None:
+        log('No --config: the settings read from the checkpoint are, as '
+            'overrides of rsanet_r50_8x1_ssv1.py:')
+        for key, value in cfg_options.items():
+            log(f'  {key} = {value!r}')
+    result = dict(meta)
+    if verify:
+        frames = int(cfg.model.backbone.get('num_segments', 8))
+        generator = torch.Generator().manual_seed(0)
+        clip = torch.randn(1, frames, 3, verify_size, verify_size,
+                           generator=generator)
+        with torch.no_grad():
+            ours = model(clip, mode='tensor', stage='head')
+        theirs = official_forward(sd, clip, settings)
+        diff = (ours - theirs).abs().max().item()
+        scale = theirs.abs().max().item()
+        result['max_logit_diff'] = diff
+        log(f'verify: max |logit difference| {diff:.3g} (logits up to '
+            f'{scale:.3g}) on one random {frames}x3x{verify_size}x'
+            f'{verify_size} clip')
+        if diff > 1e-3 * max(1., scale):
+            raise ConversionError(
+                f'verification failed: the converted model\'s logits differ '
+                f'from the official forward pass by {diff:.3g}.')
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    torch.save({'meta': dict(meta), 'state_dict': converted}, dst)
+    # what was written must load safely
+    torch.load(dst, map_location='cpu', weights_only=True)
+    log(f'{len(converted)} tensors ({len(settings["rsa_layers"])} RSA '
+        f'layers) written to {dst}; it loads into {osp.relpath(config)} '
+        f'with no missing or unexpected keys.')
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Convert a checkpoint of the authors\' RSA '
+        'implementation (KimManjin/RSA) into an mmrsa checkpoint.')
+    parser.add_argument('src', help='official checkpoint (.pth / .pth.tar)')
+    parser.add_argument('dst', help='mmrsa checkpoint to write')
+    parser.add_argument(
+        '--config',
+        help='mmrsa config the checkpoint must match (default: read the '
+        'settings from the checkpoint, on top of rsanet_r50_8x1_ssv1.py)')
+    parser.add_argument(
+        '--verify',
+        action='store_true',
+        help='compare logits with an independent official forward pass')
+    parser.add_argument(
+        '--verify-size', type=int, default=224, help='frame size for --verify')
+    parser.add_argument(
+        '--trust-pickle',
+        action='store_true',
+        help='allow arbitrary pickled objects in SRC (runs code from the '
+        'file: only for sources you trust)')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite DST if it exists')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if osp.exists(args.dst) and not args.force:
+        print(f'error: {args.dst} already exists; pass --force to overwrite '
+              f'it.', file=sys.stderr)
+        return 1
+    try:
+        convert(args.src, args.dst, args.config, args.trust_pickle,
+                args.verify, args.verify_size)
+    except ConversionError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,207 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Train a recognizer with an MMAction2 config that may use mmrsa modules.
+
+The command line follows MMAction2's ``tools/train.py``::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--no-validate] [--auto-scale-lr] [--seed S] [--deterministic]
+        [--cfg-options KEY=VALUE ...] [--trust-pickle]
+        [--launcher none|pytorch|slurm|mpi]
+
+``mmrsa`` is imported before anything else, so its compatibility fixes are in
+place and its modules registered even for configs without
+``custom_imports``. A checkpoint to resume from (or the config's
+``load_from``) is read with ``torch.load(weights_only=True)`` plus the types
+MMEngine checkpoints hold, unless ``--trust-pickle`` opts in for that file.
+Distributed runs: ``bash tools/dist_train.sh CONFIG N``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# runnable from a source checkout without installing mmrsa
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+
+import mmrsa  # noqa: E402,F401  (compat fixes, registration)
+from mmrsa.engine import (AnnotationError,  # noqa: E402
+                          CheckpointMismatchError, ClipSamplingError,
+                          SampleLoadError, UnsafeCheckpointError,
+                          trust_checkpoint)
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.optim import OptimWrapper  # noqa: E402
+from mmengine.registry import OPTIM_WRAPPERS  # noqa: E402
+from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
+
+from mmaction.registry import RUNNERS  # noqa: E402
+
+#: Errors whose message says what is wrong; reported without a traceback.
+CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointMismatchError,
+                ClipSamplingError, AnnotationError, SampleLoadError)
+
+
+@OPTIM_WRAPPERS.register_module(force=True)
+class CPUAutocastOptimWrapper(OptimWrapper):
+    """``OptimWrapper`` that runs the forward pass under CPU bfloat16
+    autocast: what ``--amp`` selects when there is no GPU (MMEngine's
+    ``AmpOptimWrapper`` needs CUDA). bfloat16 has float32's range, so no
+    loss scaling is needed."""
+
+    def optim_context(self, model):
+        from contextlib import ExitStack
+        stack = ExitStack()
+        stack.enter_context(super().optim_context(model))
+        stack.enter_context(torch.autocast('cpu', dtype=torch.bfloat16))
+        return stack
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train an action recognizer (MMAction2 + mmrsa).')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        '--work-dir',
+        help='where logs and checkpoints go; defaults to '
+        'work_dirs/<config name>')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        default=None,
+        help='resume from this checkpoint, or without a value from the '
+        'latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision: float16 AmpOptimWrapper on a GPU, bfloat16 '
+        'autocast on a CPU')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not validate during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the actual total batch size over '
+        '`auto_scale_lr.base_batch_size`')
+    parser.add_argument(
+        '--seed', type=int, default=None, help='random seed (overrides '
+        'the config\'s `randomness.seed`)')
+    parser.add_argument(
+        '--diff-rank-seed',
+        action='store_true',
+        help='a different seed on every rank')
+    parser.add_argument(
+        '--deterministic',
+        action='store_true',
+        help='deterministic algorithms (slower)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. '
+        'train_cfg.max_epochs=2 "model.backbone.rsa_blocks=[[],[1],[1],[]]"')
+    parser.add_argument(
+        '--trust-pickle',
+        action='store_true',
+        help='let the checkpoint this run starts from (--resume, the latest '
+        'one for a bare --resume, or the config\'s `load_from`) pickle '
+        'arbitrary objects, which can run code: only for files you trust '
+        '(checkpoints of your own runs load without it)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _use_amp(cfg: Config) -> None:
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper not in ('OptimWrapper', 'AmpOptimWrapper',
+                       'CPUAutocastOptimWrapper'):
+        raise SystemExit(f'--amp cannot replace the custom optimizer wrapper '
+                         f'{wrapper!r} of this config.')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'CPUAutocastOptimWrapper'
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the command-line changes."""
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        name = osp.splitext(osp.basename(args.config))[0]
+        cfg.work_dir = osp.join('work_dirs', name)
+
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        # nothing to pick the best checkpoint from
+        ckpt_hook = cfg.get('default_hooks', {}).get('checkpoint')
+        if ckpt_hook is not None:
+            ckpt_hook.pop('save_best', None)
+            ckpt_hook.pop('rule', None)
+    if args.amp:
+        _use_amp(cfg)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise SystemExit('--auto-scale-lr needs `auto_scale_lr = '
+                             'dict(base_batch_size=...)` in the config.')
+        cfg.auto_scale_lr.enable = True
+
+    randomness = dict(cfg.get('randomness') or {})
+    if args.seed is not None:
+        randomness['seed'] = args.seed
+    if args.diff_rank_seed:
+        randomness['diff_rank_seed'] = True
+    if args.deterministic:
+        randomness['deterministic'] = True
+    cfg.randomness = randomness
+    return cfg
+
+
+def _checkpoint_to_load(cfg: Config):
+    """The checkpoint the run will load, if any."""
+    if cfg.get('resume') and cfg.get('load_from') is None:
+        return find_latest_checkpoint(cfg.work_dir)
+    return cfg.get('load_from')
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    if args.trust_pickle:
+        checkpoint = _checkpoint_to_load(cfg)
+        if checkpoint is None:
+            raise SystemExit('error: --trust-pickle names no checkpoint: '
+                             'this run neither resumes nor has load_from')
+        trust_checkpoint(checkpoint)
+    try:
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
+    except CLEAR_ERRORS as e:
+        sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+    main()
