@@ -393,7 +393,7 @@ def test_getattr_is_allowed_only_for_history_buffer_statistics(
 def test_apply_compat_fixes_lists_every_fix():
     assert set(compat.apply_compat_fixes()) == {
         'numpy_aliases', 'missing_drn', 'cpu_distributed', 'cpu_ddp',
-        'checkpoint_safe_globals'
+        'checkpoint_safe_globals', 'bf16_head_loss'
     }
 
 
