@@ -15,7 +15,6 @@ config's ``test_pipeline``; for a video file its frame-decoding step
 config written for rawframes works on videos too.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional, Sequence, Tuple

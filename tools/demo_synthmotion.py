@@ -29,7 +29,7 @@ import os.path as osp
 import pickle
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 # runnable from a source checkout without installing mmrsa

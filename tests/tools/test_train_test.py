@@ -31,6 +31,12 @@ def _load_tool(name):
 train_tool = _load_tool('train')
 test_tool = _load_tool('test')
 
+#: Batches of 4 and no data-loading processes.
+SMALL_LOADERS = ['train_dataloader.batch_size=4'] + [
+    f'{split}_dataloader.{key}' for split in ('train', 'val', 'test')
+    for key in ('num_workers=0', 'persistent_workers=False')
+]
+
 
 @pytest.fixture(scope='module')
 def tiny_set(tmp_path_factory):
@@ -144,13 +150,8 @@ def test_demo_driver_end_to_end(tmp_path, capsys):
     work_dir = str(tmp_path / 'work')
     rows = driver.main([
         '--data-root', data_root, '--work-dir', work_dir, '--num-train',
-        '8', '--num-val', '10', '--max-epochs', '1', '--cfg-options',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False'
-    ])
+        '8', '--num-val', '10', '--max-epochs', '1', '--cfg-options'
+    ] + SMALL_LOADERS)
     out = capsys.readouterr().out
     assert [r['model'] for r in rows] == ['RSANet-R18', 'TSN-R18']
     for r in rows:
@@ -168,13 +169,8 @@ def test_demo_driver_end_to_end(tmp_path, capsys):
     driver.main([
         '--data-root', data_root, '--work-dir', work_dir, '--num-train',
         '8', '--num-val', '10', '--models', 'tsn', '--max-epochs', '1',
-        '--cfg-options', 'train_dataloader.batch_size=4',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False'
-    ])
+        '--cfg-options'
+    ] + SMALL_LOADERS)
     assert 'using SynthMotion in' in capsys.readouterr().out
 
 
