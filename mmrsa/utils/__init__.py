@@ -1,9 +1,11 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
+from .allocator import keep_freed_memory
 from .compat import (apply_compat_fixes, patch_checkpoint_safe_globals,
                      patch_cpu_ddp, patch_cpu_distributed, patch_missing_drn,
                      patch_numpy_aliases)
 
 __all__ = [
     'apply_compat_fixes', 'patch_checkpoint_safe_globals', 'patch_cpu_ddp',
-    'patch_cpu_distributed', 'patch_missing_drn', 'patch_numpy_aliases'
+    'patch_cpu_distributed', 'patch_missing_drn', 'patch_numpy_aliases',
+    'keep_freed_memory'
 ]

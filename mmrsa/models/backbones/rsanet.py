@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mmengine
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -103,17 +104,32 @@ class ClipDropPath(nn.Module):
         self.drop_prob = float(drop_prob)
         self.num_segments = num_segments
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Drop the branch ``x`` ``[N*T, ...]`` of random clips."""
+    def clip_scale(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per-frame factors ``[N*T, 1, ..., 1]`` for a branch ``x``: 0 for
+        the frames of dropped clips, ``1 / (1 - drop_prob)`` for the rest;
+        ``None`` when nothing is dropped (evaluation or ``drop_prob=0``)."""
         if not self.training or self.drop_prob == 0.:
-            return x
+            return None
         keep_prob = 1. - self.drop_prob
         num_clips = x.shape[0] // self.num_segments
         # one draw per clip: [N, 1] -> [N, T] -> [N*T, 1, ..., 1]
-        mask = x.new_empty(num_clips, 1).bernoulli_(keep_prob)
-        mask = mask.expand(num_clips, self.num_segments).reshape(
+        scale = x.new_empty(num_clips, 1).bernoulli_(keep_prob)
+        scale.div_(keep_prob)
+        return scale.expand(num_clips, self.num_segments).reshape(
             (-1, ) + (1, ) * (x.dim() - 1))
-        return x * mask / keep_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Drop the branch ``x`` ``[N*T, ...]`` of random clips."""
+        scale = self.clip_scale(x)
+        return x if scale is None else x * scale
+
+    def add_to(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``identity + self(x)`` as one fused operation (a residual block
+        with stochastic depth makes one pass over its output, not three)."""
+        scale = self.clip_scale(x)
+        if scale is None:
+            return x + identity
+        return torch.addcmul(identity, x, scale)
 
     def extra_repr(self) -> str:
         return (f'drop_prob={self.drop_prob:.3f}, '
@@ -153,12 +169,23 @@ class FrameRSA(RSA):
         Returns:
             torch.Tensor: ``[N*T, C', H', W']``.
         """
-        num_frames, c, h, w = x.shape
+        if x.dim() != 4 or x.shape[1] != self.in_channels or (
+                x.shape[0] % self.num_segments):
+            raise ValueError(
+                f'FrameRSA expects frames [N*T, C={self.in_channels}, H, W] '
+                f'with T={self.num_segments} frames per clip, got '
+                f'{tuple(x.shape)}; check num_segments against the clip '
+                f'length of the data pipeline.')
+        num_frames, _, h, w = x.shape
         t = self.num_segments
         n = num_frames // t
-        # [N*T, C, H, W] -> [N, T, C, H, W] -> [N, C, T, H, W]
-        x = x.reshape(n, t, c, h, w).transpose(1, 2)
-        out = super().forward(x)  # [N, C', T, H', W']
+        # the 1x1x1 projection as a 1x1 convolution of the frames (faster
+        # than a Conv3d on the transposed clips, forward and backward):
+        # [N*T, C, H, W] -> [N*T, P, H, W] -> [N, P, T, H, W]
+        weight = self.projection.weight
+        proj = F.conv2d(x, weight.view(weight.shape[:2] + (1, 1)))
+        proj = proj.view(n, t, -1, h, w).transpose(1, 2).contiguous()
+        out = self.attend(proj)  # [N, C', T, H', W']
         # [N, C', T, H', W'] -> [N, T, C', H', W'] -> [N*T, C', H', W']
         out = out.transpose(1, 2).reshape((num_frames, ) + out.shape[1:2] +
                                           out.shape[3:])
@@ -166,6 +193,15 @@ class FrameRSA(RSA):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, num_segments={self.num_segments}'
+
+
+def _add_residual(drop_path: nn.Module, out: torch.Tensor,
+                  identity: torch.Tensor) -> torch.Tensor:
+    """``identity + drop_path(out)``, fused when ``drop_path`` is a
+    :class:`ClipDropPath`."""
+    if isinstance(drop_path, ClipDropPath):
+        return drop_path.add_to(out, identity)
+    return drop_path(out) + identity
 
 
 class DropPathBasicBlock(BasicBlock):
@@ -191,10 +227,9 @@ class DropPathBasicBlock(BasicBlock):
         identity = x
         out = self.conv1(x)
         out = self.conv2(out)
-        out = self.drop_path(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity)
+        return self.relu(_add_residual(self.drop_path, out, identity))
 
 
 class DropPathBottleneck(Bottleneck):
@@ -223,10 +258,9 @@ class DropPathBottleneck(Bottleneck):
             out = self.conv1(x)
             out = self.conv2(out)
             out = self.conv3(out)
-            out = self.drop_path(out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            return out + identity
+            return _add_residual(self.drop_path, out, identity)
 
         if self.with_cp and x.requires_grad:
             out = cp.checkpoint(_inner_forward, x, use_reentrant=False)

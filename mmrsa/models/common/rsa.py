@@ -288,8 +288,14 @@ class RSA(nn.Module):
             (``None`` without a relational kernel) and ``v``
             ``[N, Cq, T, H, W]``.
         """
-        n, _, t, h, w = x.shape
-        proj = self.projection(x)  # [N, L*Cq + Ck + Cq, T, H, W]
+        return self.split_embedding(self.projection(x))
+
+    def split_embedding(self, proj: torch.Tensor
+                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor],
+                                   torch.Tensor]:
+        """Normalise and split the projection ``[N, L*Cq + Ck + Cq, T, H, W]``
+        into query, key and value (see :meth:`embed`)."""
+        n, _, t, h, w = proj.shape
         if self.norm_layer is not None:
             proj = self.norm_layer(proj)
         q, k, v = torch.split(proj, self.split_sizes, dim=1)
@@ -339,13 +345,26 @@ class RSA(nn.Module):
             ``H' = ceil(H / stride)``.
         """
         self.check_input(x)
-        n, _, t, h, w = x.shape
+        return self.attend(self.projection(x))
+
+    def attend(self, proj: torch.Tensor) -> torch.Tensor:
+        """The layer after its input projection: normalisation, kernels,
+        contexts and their product (Eq. 12), and the stride.
+
+        Args:
+            proj (torch.Tensor): ``self.projection(x)``,
+                ``[N, L*Cq + Ck + Cq, T, H, W]``.
+
+        Returns:
+            torch.Tensor: ``[N, out_channels, T, H', W']``.
+        """
+        n, _, t, h, w = proj.shape
         nq, cq = self.num_queries, self.query_channels
-        q, k, v = self.embed(x)
+        q, k, v = self.split_embedding(proj)
         # The same products in two memory layouts: positions last with
         # vectorised loops for small per-position matrices on CPU,
         # positions first with batched matrix products otherwise.
-        if use_position_loops(x, nq, cq, self.latent_dim):
+        if use_position_loops(proj, nq, cq, self.latent_dim):
             out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
             # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
             out = out.reshape(n, cq * nq, t, h, w)

@@ -283,7 +283,8 @@ def per_position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     short contractions (a few dozen terms) over many positions, where it
     beats ``bmm`` on CPU by a wide margin; on other devices, and while
     tracing, it is ``torch.matmul`` on ``[N, P, m, k]`` views (the same
-    multiply-adds).
+    multiply-adds). Half-precision inputs are summed in float32 and give a
+    float32 result.
 
     Args:
         a (torch.Tensor): ``[N, m, k, P]``.
@@ -301,7 +302,11 @@ def per_position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f'per_position_matmul expects a [N, m, k, P] and b '
             f'[N, k, n, P], got {tuple(a.shape)} and {tuple(b.shape)}.')
-    return _PerPositionMatmul.apply(a, b)
+    # Loops of multiply-adds accumulate in their own dtype: keep half
+    # precision inputs (from autocast) out of them, sum in float32.
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype),
+                                torch.float32)
+    return _PerPositionMatmul.apply(a.to(dtype), b.to(dtype))
 
 
 class _ContiguousGrad(torch.autograd.Function):

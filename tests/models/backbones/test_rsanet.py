@@ -162,6 +162,26 @@ def test_clip_drop_path_drops_whole_clips():
     assert (drop(torch.ones(T, 3)) == 1).all()
 
 
+def test_clip_drop_path_fused_residual_matches_unfused():
+    drop = ClipDropPath(0.5, num_segments=T).train()
+    branch = torch.randn(16 * T, 3, 2, 2, requires_grad=True)
+    identity = torch.randn(16 * T, 3, 2, 2, requires_grad=True)
+    torch.manual_seed(3)
+    fused = drop.add_to(branch, identity)
+    fused_grads = torch.autograd.grad(fused.sum(), (branch, identity))
+    torch.manual_seed(3)
+    plain = drop(branch) + identity
+    plain_grads = torch.autograd.grad(plain.sum(), (branch, identity))
+    torch.testing.assert_close(fused, plain)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b)
+    # some clips were dropped: their frames carry only the identity
+    dropped = (fused - identity).reshape(16, -1).abs().amax(1) == 0
+    assert 0 < int(dropped.sum()) < 16
+    drop.eval()
+    torch.testing.assert_close(drop.add_to(branch, identity), branch + identity)
+
+
 # --------------------------------------------------------------------- #
 # invalid arguments
 # --------------------------------------------------------------------- #

@@ -122,6 +122,18 @@ def test_per_position_matmul_strided_inputs_and_gradcheck():
             1, 2)), (a, b))
 
 
+def test_per_position_matmul_half_precision_sums_in_float32():
+    """bf16 inputs (autocast) are summed in float32: the result is as
+    close to the float64 product as rounding the inputs allows."""
+    torch.manual_seed(0)
+    a = torch.randn(1, 4, 64, 50).bfloat16()
+    b = torch.randn(1, 64, 4, 50).bfloat16()
+    out = per_position_matmul(a, b)
+    assert out.dtype == torch.float32
+    exact = torch.einsum('nikp,nkjp->nijp', a.double(), b.double())
+    assert _rel_err(out.double(), exact) <= 1e-6
+
+
 def test_per_position_matmul_bad_shapes():
     with pytest.raises(ValueError, match=r'a \[N, m, k, P\]'):
         per_position_matmul(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4))
