@@ -205,15 +205,19 @@ def _add_residual(drop_path: nn.Module, out: torch.Tensor,
 
 
 class DropPathBasicBlock(BasicBlock):
-    """MMAction2's ``BasicBlock`` with stochastic depth on its branch.
+    """MMAction2's ``BasicBlock`` with stochastic depth on its branch, and
+    with gradient checkpointing (which MMAction2's ``BasicBlock`` lacks).
 
     Args:
         *args: Positional arguments of ``BasicBlock``.
+        with_cp (bool): Recompute the block in the backward pass instead of
+            keeping its activations. Defaults to False.
         **kwargs: Keyword arguments of ``BasicBlock``.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, with_cp: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.with_cp = with_cp
         # set by RSANet; the identity until then
         self.drop_path: nn.Module = nn.Identity()
 
@@ -224,12 +228,20 @@ class DropPathBasicBlock(BasicBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual block with the branch dropped per clip."""
-        identity = x
-        out = self.conv1(x)
-        out = self.conv2(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(_add_residual(self.drop_path, out, identity))
+
+        def _inner_forward(x: torch.Tensor) -> torch.Tensor:
+            identity = x
+            out = self.conv1(x)
+            out = self.conv2(out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            return _add_residual(self.drop_path, out, identity)
+
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        else:
+            out = _inner_forward(x)
+        return self.relu(out)
 
 
 class DropPathBottleneck(Bottleneck):

@@ -283,8 +283,9 @@ def per_position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     short contractions (a few dozen terms) over many positions, where it
     beats ``bmm`` on CPU by a wide margin; on other devices, and while
     tracing, it is ``torch.matmul`` on ``[N, P, m, k]`` views (the same
-    multiply-adds). Half-precision inputs are summed in float32 and give a
-    float32 result.
+    multiply-adds). Half-precision inputs are summed in float32; the result
+    has their dtype (under autocast: the autocast dtype, as for
+    ``torch.matmul``).
 
     Args:
         a (torch.Tensor): ``[N, m, k, P]``.
@@ -302,11 +303,15 @@ def per_position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f'per_position_matmul expects a [N, m, k, P] and b '
             f'[N, k, n, P], got {tuple(a.shape)} and {tuple(b.shape)}.')
-    # Loops of multiply-adds accumulate in their own dtype: keep half
-    # precision inputs (from autocast) out of them, sum in float32.
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype),
-                                torch.float32)
-    return _PerPositionMatmul.apply(a.to(dtype), b.to(dtype))
+    # Loops of multiply-adds accumulate in their own dtype: sum half
+    # precision in float32, then round the result once. Under autocast the
+    # result has the autocast dtype, as that of a matrix product would.
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if torch.is_autocast_enabled('cpu'):
+        dtype = torch.get_autocast_dtype('cpu')
+    acc_dtype = torch.promote_types(dtype, torch.float32)
+    out = _PerPositionMatmul.apply(a.to(acc_dtype), b.to(acc_dtype))
+    return out.to(dtype)
 
 
 class _ContiguousGrad(torch.autograd.Function):

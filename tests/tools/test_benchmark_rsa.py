@@ -1,0 +1,239 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""tools/analysis_tools/benchmark_rsa.py: every section end to end, tiny.
+
+Times are not asserted (they are noise at these sizes); the tables' rows,
+the ratio columns, the FLOP counts and the memory measures are.
+"""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# one timed round, no warm-up, no pause: the tables, not the numbers
+FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
+
+
+def _load_tool():
+    path = REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark_rsa.py'
+    spec = importlib.util.spec_from_file_location('benchmark_rsa_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The tool sets torch's thread count when asked; restore it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _row(out: str, start: str) -> list:
+    """The whitespace-split fields of the first table row starting with
+    ``start``, separators dropped."""
+    for line in out.splitlines():
+        if line.startswith(start):
+            return [f for f in line[len(start):].split() if f != '|']
+    raise AssertionError(f'no row {start!r} in:\n{out}')
+
+
+# --------------------------------------------------------------------- #
+# options
+# --------------------------------------------------------------------- #
+def test_sections_default_to_all_in_order():
+    assert tool.parse_args([]).sections == ['layer', 'model', 'scaling']
+    args = tool.parse_args(['--sections', 'scaling', 'layer'])
+    assert args.sections == ['layer', 'scaling']
+
+
+def test_scaling_shape_is_the_first_given_shape():
+    assert tool.parse_args([]).scaling_shape == (128, 28)
+    assert tool.parse_args([]).shapes == list(tool.STAGE_SHAPES)
+    args = tool.parse_args(['--shapes', '32@14', '64@7'])
+    assert args.scaling_shape == (32, 14)
+    assert args.shapes == [(32, 14), (64, 7)]
+
+
+def test_quick_sets_few_rounds():
+    args = tool.parse_args(['--quick'])
+    assert (args.repeats, args.warmup) == (3, 1)
+
+
+@pytest.mark.parametrize('argv', [
+    ['--sections', 'kernel'],
+    ['--shapes', '64x56'],
+    ['--input-size', '16'],
+    ['--repeats', '0'],
+    ['--batch', '0'],
+])
+def test_bad_options_exit(argv, capsys):
+    with pytest.raises(SystemExit):
+        tool.parse_args(argv)
+    assert 'error' in capsys.readouterr().err
+
+
+def test_saved_bytes_can_leave_out_the_weights():
+    conv = torch.nn.Conv2d(4, 4, 3, bias=False)
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    both = tool.saved_bytes(lambda: conv(x).sum())
+    acts = tool.saved_bytes(lambda: conv(x).sum(), exclude=conv.parameters())
+    assert both - acts == conv.weight.numel() * 4
+    assert acts == x.numel() * 4
+
+
+def test_saved_bytes_leaves_out_autocast_copies_of_the_weights():
+    conv = torch.nn.Conv2d(4, 4, 3, bias=False)
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+
+    def step():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return conv(x).float().sum()
+
+    both = tool.saved_bytes(step)
+    acts = tool.saved_bytes(step, exclude=conv.parameters())
+    # conv saves bf16 copies of its input and of its weight
+    assert both == (x.numel() + conv.weight.numel()) * 2
+    assert acts == x.numel() * 2
+
+
+# --------------------------------------------------------------------- #
+# sections
+# --------------------------------------------------------------------- #
+def test_layer_section_alone(capsys):
+    results = tool.main(FAST + [
+        '--sections', 'layer', '--shapes', '16@8', '--frames', '4',
+        '--threads', '1'
+    ])
+    out = capsys.readouterr().out
+    assert set(results) == {'layer'}
+    assert 'whole model' not in out and 'context size M' not in out
+    (result, ) = results['layer']
+    assert (result['batch'], result['channels'], result['size']) == (1, 16, 8)
+    assert set(result['ms']) == set(result['saved_mb']) == {'conv', 'rsa'}
+    fields = _row(out, '   16@8  T4 ')
+    assert fields[0] == '1'  # N
+    assert float(fields[3]) == pytest.approx(
+        result['ms']['rsa'] / result['ms']['conv'], abs=0.01)  # RSA/conv
+    # the 1x3x3 convolution keeps its input and its weights for backward
+    conv_bytes = 16 * 4 * 8 * 8 * 4 + 16 * 16 * 3 * 3 * 4
+    assert result['saved_mb']['conv'] == conv_bytes / 2**20
+
+
+def test_model_section(capsys):
+    results = tool.main(FAST + [
+        '--sections', 'model', '--input-size', '32', '--batch', '1',
+        '--threads', '1'
+    ])
+    out = capsys.readouterr().out
+    assert set(results) == {'model'}
+    assert 'one clip = 8 frames x 3 x 32 x 32' in out
+    assert '174-class head' in out
+    # MMEngine's initialisation log is silenced: the output is the table
+    assert 'RSANet:' not in out and 'init' not in out.lower()
+
+    names = ['RSANet-R50', 'RSANet-R50 cp', 'TSN-R50', 'TSM-R50']
+    rows = {r['model']: r for r in results['model']}
+    assert list(rows) == names
+    assert all(r['batch'] == 1 for r in rows.values())
+    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0
+               for r in rows.values())
+    assert rows['RSANet-R50 cp']['infer_ms'] is None
+    # gradient checkpointing keeps far fewer activations for backward
+    assert rows['RSANet-R50 cp']['saved_mb'] < (
+        0.5 * rows['RSANet-R50']['saved_mb'])
+
+    for name in names:
+        fields = _row(out, f'{name:<14}  1 ')
+        train, train_tsn, train_tsm = map(float, fields[0:3])
+        assert train_tsn == pytest.approx(
+            rows[name]['train_ms'] / rows['TSN-R50']['train_ms'], abs=0.01)
+        assert train_tsm == pytest.approx(
+            rows[name]['train_ms'] / rows['TSM-R50']['train_ms'], abs=0.01)
+        saved, saved_tsn, saved_tsm = map(float, fields[6:9])
+        assert saved == pytest.approx(rows[name]['saved_mb'], abs=0.1)
+        assert saved_tsn == pytest.approx(
+            rows[name]['saved_mb'] / rows['TSN-R50']['saved_mb'], abs=0.01)
+    assert _row(out, f'{"TSN-R50":<14}  1 ')[1] == '1.00'  # TSN / TSN
+    assert _row(out, f'{"TSM-R50":<14}  1 ')[2] == '1.00'  # TSM / TSM
+    assert _row(out, f'{"RSANet-R50 cp":<14}  1 ')[3:6] == ['-'] * 3
+    assert re.search(r'N=1: with_cp=True takes x\d+\.\d\d the train time '
+                     r'and x0\.\d\d the saved-for-backward activation bytes',
+                     out)
+
+
+def test_model_section_amp(capsys):
+    results = tool.main(FAST + [
+        '--sections', 'model', '--input-size', '32', '--amp', '--threads',
+        '1'
+    ])
+    out = capsys.readouterr().out
+    assert 'AMP=on (torch.bfloat16)' in out
+    rows = {r['model']: r for r in results['model']}
+    assert len(rows) == 4
+    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0
+               for r in rows.values())
+    assert rows['RSANet-R50 cp']['saved_mb'] < rows['RSANet-R50']['saved_mb']
+
+
+def test_model_section_shares_weights_between_cp_twins():
+    models, num_frames, num_classes = tool.build_recognizers()
+    assert (num_frames, num_classes) == (8, 174)
+    assert set(models) == {'RSANet-R50', 'RSANet-R50 cp', 'TSN-R50',
+                           'TSM-R50'}
+    plain, cp = models['RSANet-R50'], models['RSANet-R50 cp']
+    assert cp.backbone.with_cp and not plain.backbone.with_cp
+    for (name, a), b in zip(plain.state_dict().items(),
+                            cp.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert type(models['TSN-R50'].backbone).__name__ == 'ResNet'
+    assert type(models['TSM-R50'].backbone).__name__ == 'ResNetTSM'
+    assert models['TSM-R50'].backbone.num_segments == 8
+    heads = {type(m.cls_head).__name__ for m in models.values()}
+    assert heads == {'TSMHead'}
+    assert all(m.cls_head.num_classes == 174 for m in models.values())
+
+
+def test_scaling_section(capsys):
+    results = tool.main(FAST + [
+        '--sections', 'scaling', '--shapes', '16@8', '--frames', '4',
+        '--threads', '1'
+    ])
+    out = capsys.readouterr().out
+    assert set(results) == {'scaling'}
+    assert 'RSA layer vs context size M: C=16, 8x8, T=4, N=1' in out
+    assert 'RSA layer vs positions: C=16, T=4, N=1, M=5x7x7' in out
+
+    kernels = results['scaling']['kernel']
+    assert [r['kernel'] for r in kernels] == list(tool.SCALING_KERNELS)
+    # RSA's FLOPs are affine in M (the M-sized convolutions H1, H2, G plus
+    # M-independent products): equal increments per added context position
+    sizes = [r['kernel'][0] * r['kernel'][1] * r['kernel'][2]
+             for r in kernels]
+    flops = [r['flops'] for r in kernels]
+    slopes = [(f1 - f0) / (m1 - m0) for f0, f1, m0, m1 in zip(
+        flops, flops[1:], sizes, sizes[1:])]
+    assert max(slopes) == pytest.approx(min(slopes), rel=1e-6)
+    assert slopes[0] > 0
+    for kernel, m in zip(tool.SCALING_KERNELS, sizes):
+        fields = _row(out, f'{"x".join(map(str, kernel)):>6} ')
+        assert int(fields[0]) == m
+    first = _row(out, ' 3x3x3 ')
+    assert first[2] == '1.00' and first[4] == '1.00' and first[5] == '1.00'
+    last = _row(out, ' 5x9x9 ')
+    assert float(last[2]) == pytest.approx(flops[-1] / flops[0], abs=0.01)
+
+    positions = results['scaling']['positions']
+    assert [r['size'] for r in positions] == [4, 8, 16]
+    assert [r['positions'] for r in positions] == [64, 256, 1024]
+    # every op of the layer is per position: FLOPs exactly proportional
+    assert [r['flops'] / positions[0]['flops']
+            for r in positions] == [1, 4, 16]
+    assert _row(out, '  16x16 ')[0] == '1024'
+    assert _row(out, '  16x16 ')[2] == '16.00'
