@@ -423,10 +423,13 @@ class RSA(nn.Module):
             # H2^T XV (transposed) [N, Cq, D, THW] and XV^T G
             # [N, Cq(c), Cq(c'), THW]
             value_h2, value_g = torch.split(value, [dim, cq], dim=2)
+            # (I + XV^T G)^T [N, Cq(c'), Cq(c), THW]; I is added after the
+            # transpose so that its gradient sums a contiguous tensor
+            value_g = value_g.transpose(1, 2)
             if self.I is not None:
-                value_g = value_g + self.I[..., None]
+                value_g = value_g + self.I.t()[..., None]
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N, Cq, D, THW]
-            context = per_position_matmul(value_g.transpose(1, 2), value_h2)
+            context = per_position_matmul(value_g, value_h2)
         else:
             context = value  # [N, Cq, D, THW]
 
@@ -473,10 +476,13 @@ class RSA(nn.Module):
             # H2^T XV (transposed) [N*THW, Cq, D] and XV^T G
             # [N*THW, Cq(c), Cq(c')]
             value_h2, value_g = torch.split(value, [dim, cq], dim=2)
+            # (I + XV^T G)^T [N*THW, Cq(c'), Cq(c)], I added after the
+            # transpose (a contiguous sum for its gradient)
+            value_g = value_g.transpose(1, 2)
             if self.I is not None:
-                value_g = value_g + self.I
+                value_g = value_g + self.I.t()
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
-            context = torch.bmm(value_g.transpose(1, 2), value_h2)
+            context = torch.bmm(value_g, value_h2)
         else:
             context = value  # [N*THW, Cq, D]
 
