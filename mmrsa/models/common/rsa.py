@@ -458,11 +458,13 @@ class RSA(nn.Module):
             # [N, Cq, T, H, W] -> [Cq, N, T, H, W, D] -> [Cq, N*THW, D]
             key_h1 = channel_conv3d(
                 k, self._key_filters(), self.padding, channels_last=True)
-            key_h1 = key_h1.reshape(cq, n * num_pos, dim)
+            # -> [N*THW, Cq, D]; P1 added after the transpose (a
+            # contiguous operand for bmm and sum for the gradient of P1)
+            key_h1 = key_h1.reshape(cq, n * num_pos, dim).transpose(0, 1)
             if self.P1 is not None:
-                key_h1 = key_h1 + self.P1.unsqueeze(1)
+                key_h1 = key_h1 + self.P1
             # [N*THW, L, Cq] @ [N*THW, Cq, D] -> [N*THW, L, D]
-            kernel = torch.bmm(q, key_h1.transpose(0, 1))
+            kernel = torch.bmm(q, key_h1)
         else:
             kernel = torch.matmul(q, self.P1)  # [N*THW, L, D]
 
