@@ -11,7 +11,7 @@ checkpointing.
   fewer bytes saved for backward.
 """
 import shutil
-from typing import Callable, Dict, Iterable
+from typing import Dict
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ import torch
 import mmrsa  # noqa: F401  (registers the modules)
 from mmrsa.models.backbones import RSANet
 from mmrsa.models.common import RSA, RSAReference
+from mmrsa.utils import saved_bytes
 
 T = 4  # frames per clip
 BF16 = torch.bfloat16
@@ -44,26 +45,6 @@ def _perturb(module: torch.nn.Module, scale: float = 0.3,
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=gen))
     return module
-
-
-def _saved_bytes(step: Callable[[], torch.Tensor],
-                 exclude: Iterable[torch.Tensor] = ()) -> int:
-    """Bytes of the distinct storages autograd saves for backward during
-    ``step()``, the storages of ``exclude`` (e.g. the weights) not
-    counted."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: Dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in skip:
-            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = step()
-    del out
-    return sum(seen.values())
 
 
 def _grads(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -388,7 +369,7 @@ def test_with_cp_saves_fewer_bytes_for_backward(depth):
     plain, with_cp = _checkpoint_twins(0., depth)
     x = frames()
     saved = {
-        name: _saved_bytes(lambda: net(x).sum(), exclude=net.parameters())
+        name: saved_bytes(lambda: net(x).sum(), exclude=net.parameters())
         for name, net in (('plain', plain), ('cp', with_cp))
     }
     assert 0 < saved['cp'] < saved['plain']
