@@ -27,12 +27,13 @@ import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from mmrsa.engine import (UnsafeCheckpointError,  # noqa: E402
-                          load_checkpoint_strictly, trust_checkpoint)
+from mmrsa.engine import load_checkpoint_strictly  # noqa: E402
+from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
+                                    UnsafeCheckpointError, trust_checkpoint)
 
 DECODE_STEPS = ('RawFrameDecode', 'DecordDecode', 'OpenCVDecode',
-                'PyAVDecode')
-INIT_STEPS = ('DecordInit', 'OpenCVInit', 'PyAVInit')
+                'PyAVDecode', 'VideoOrFramesDecode')
+INIT_STEPS = ('DecordInit', 'OpenCVInit', 'PyAVInit', 'VideoOrFramesInit')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -175,7 +176,8 @@ def main(argv=None) -> List[Tuple[str, float]]:
             args.checkpoint,
             device=args.device,
             cfg_options=args.cfg_options)
-    except (FileNotFoundError, ValueError, UnsafeCheckpointError) as e:
+    except (FileNotFoundError, ValueError, UnsafeCheckpointError,
+            CheckpointDownloadError) as e:
         sys.exit(f'error: {e}')
     if labels is not None and len(labels) != len(scores):
         sys.exit(f'error: {args.label_file} has {len(labels)} names but the '

@@ -1,16 +1,28 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Relational Self-Attention (RSA) for MMAction2.
 
-Importing this package first applies the runtime fixes of
-:mod:`mmrsa.utils.compat` (they must act before ``mmaction.models`` is
-imported), then imports :mod:`mmrsa.datasets` and :mod:`mmrsa.models`, whose
-modules register themselves into MMAction2's registries, and
-:mod:`mmrsa.engine`, whose checks (safe checkpoint loading, clip length,
-annotation lines) only act when something is wrong.
+Importing this package
+
+1. applies the fixes the pinned stack cannot run without
+   (:func:`mmrsa.utils.compat.apply_compat_fixes`; they must act before
+   ``mmaction.models`` is imported, and each one is listed in the README's
+   compatibility table with the upstream issue it works around);
+2. registers safe checkpoint loaders for local paths and every URL scheme
+   through MMEngine's ``CheckpointLoader.register_scheme``
+   (:mod:`mmrsa.utils.checkpoint`);
+3. registers the package's models, datasets, transforms, hooks and optimizer
+   wrapper into MMAction2's registries.
+
+Nothing else of MMEngine or MMAction2 is replaced: the checks (clip length,
+annotation lines, checkpoint fit) act only where a config opts in.
 """
 from .utils.compat import apply_compat_fixes
 
 apply_compat_fixes()
+
+from .utils.checkpoint import register_safe_schemes  # noqa: E402
+
+register_safe_schemes()
 
 from . import datasets, engine, models  # noqa: E402
 from .version import __version__, version_info  # noqa: E402

@@ -4,7 +4,7 @@ mmrsa modules.
 
 The command line follows MMAction2's ``tools/test.py``::
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--dump OUT.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--dump OUT.pkl [--force]]
         [--cfg-options KEY=VALUE ...] [--show-dir DIR] [--show]
         [--trust-pickle] [--launcher none|pytorch|slurm|mpi]
 
@@ -24,11 +24,13 @@ import sys
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import mmrsa  # noqa: E402,F401  (compat fixes, registration)
-from mmrsa.engine import (AnnotationError,  # noqa: E402
-                          CheckpointMismatchError, ClipSamplingError,
-                          SampleLoadError, UnsafeCheckpointError,
-                          trust_checkpoint)
+from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
+from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
+                          ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
+from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
+                                    CheckpointFileError,
+                                    UnsafeCheckpointError, trust_checkpoint)
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
@@ -37,7 +39,8 @@ from mmengine.runner import Runner  # noqa: E402
 from mmaction.registry import RUNNERS  # noqa: E402
 
 #: Errors whose message says what is wrong; reported without a traceback.
-CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointMismatchError,
+CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointFileError,
+                CheckpointDownloadError, CheckpointMismatchError,
                 ClipSamplingError, AnnotationError, SampleLoadError)
 
 
@@ -53,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--dump',
         help='also write the predictions to this pickle file (.pkl)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite an existing --dump file')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -90,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the command-line changes."""
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not '
                          'exist')
     cfg = Config.fromfile(args.config)
@@ -128,6 +135,10 @@ def build_config(args: argparse.Namespace) -> Config:
         if not args.dump.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'error: --dump must name a .pkl file, got '
                              f'{args.dump!r}')
+        if osp.exists(args.dump) and not args.force:
+            raise SystemExit(f'error: {args.dump} already exists; pass '
+                             f'--force to overwrite it, or choose another '
+                             f'--dump file')
         dump = dict(type='DumpResults', out_file_path=args.dump)
         evaluator = cfg.test_evaluator
         if isinstance(evaluator, (list, tuple)):

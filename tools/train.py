@@ -24,38 +24,24 @@ import sys
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import mmrsa  # noqa: E402,F401  (compat fixes, registration)
-from mmrsa.engine import (AnnotationError,  # noqa: E402
-                          CheckpointMismatchError, ClipSamplingError,
-                          SampleLoadError, UnsafeCheckpointError,
-                          trust_checkpoint)
+from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
+from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
+                          ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
+from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
+                                    CheckpointFileError,
+                                    UnsafeCheckpointError, trust_checkpoint)
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.optim import OptimWrapper  # noqa: E402
-from mmengine.registry import OPTIM_WRAPPERS  # noqa: E402
 from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
 
 from mmaction.registry import RUNNERS  # noqa: E402
 
 #: Errors whose message says what is wrong; reported without a traceback.
-CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointMismatchError,
+CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointFileError,
+                CheckpointDownloadError, CheckpointMismatchError,
                 ClipSamplingError, AnnotationError, SampleLoadError)
-
-
-@OPTIM_WRAPPERS.register_module(force=True)
-class CPUAutocastOptimWrapper(OptimWrapper):
-    """``OptimWrapper`` that runs the forward pass under CPU bfloat16
-    autocast: what ``--amp`` selects when there is no GPU (MMEngine's
-    ``AmpOptimWrapper`` needs CUDA). bfloat16 has float32's range, so no
-    loss scaling is needed."""
-
-    def optim_context(self, model):
-        from contextlib import ExitStack
-        stack = ExitStack()
-        stack.enter_context(super().optim_context(model))
-        stack.enter_context(torch.autocast('cpu', dtype=torch.bfloat16))
-        return stack
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -160,6 +146,8 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
+        if '://' not in args.resume and not osp.isfile(args.resume):
+            raise SystemExit(f'error: --resume {args.resume}: no such file')
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:

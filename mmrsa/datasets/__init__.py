@@ -1,4 +1,10 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-from .transforms import LabelAwareFlip, direction_label_ids, read_label_names
+from .annotation_checks import (AnnotationError, CheckedRawframeDataset,
+                                CheckedVideoDataset, SampleLoadError)
+from .transforms import *  # noqa: F401,F403
+from .transforms import __all__ as _transforms_all
 
-__all__ = ['LabelAwareFlip', 'direction_label_ids', 'read_label_names']
+__all__ = [
+    'AnnotationError', 'CheckedRawframeDataset', 'CheckedVideoDataset',
+    'SampleLoadError'
+] + list(_transforms_all)

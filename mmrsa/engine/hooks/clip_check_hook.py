@@ -1,6 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Check, when a ``Runner`` builds its model, that the data pipelines sample
-as many frames per clip as the backbone expects.
+"""Check, before a ``Runner`` reads any sample, that the data pipelines
+sample as many frames per clip as the backbone expects.
 
 A TSN-style backbone with temporal modelling (RSANet, MMAction2's TSM and
 TANet, ...) is built for clips of ``num_segments`` frames and takes a batch of
@@ -13,22 +13,24 @@ checked here, for pipelines that end in ``FormatShape(input_format='NCHW')``:
 * validation and test: a whole multiple of it (``twice_sample`` and
   multi-view testing give several clips per video).
 
-:func:`install_clip_check` makes ``Runner.build_model`` run the check, so it
-fires for MMAction2's own ``tools/train.py`` and ``tools/test.py`` too
-(through ``custom_imports = dict(imports=['mmrsa'])``), before any data is
-read.
+:class:`ClipCheckHook` runs the check in ``before_run`` for a config that
+lists it in ``custom_hooks``, so it fires under MMAction2's own
+``tools/train.py`` and ``tools/test.py`` too.
 """
-import functools
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch.nn as nn
+from mmengine.hooks import Hook
+
+from mmaction.registry import HOOKS
+from mmrsa.datasets.annotation_checks import AnnotationError
 
 __all__ = [
     'ClipSamplingError', 'frames_per_video', 'check_clip_sampling',
-    'install_clip_check'
+    'check_num_classes', 'ClipCheckHook'
 ]
 
-_PATCH_FLAG = '_mmrsa_clip_check'
 _SPLITS = ('train', 'val', 'test')
 
 
@@ -153,6 +155,17 @@ def check_clip_sampling(model: nn.Module,
             if sampled is None:
                 continue
             frames, how = sampled
+            clip_len = next((_get(step, 'clip_len') for step in pipeline
+                             if _type_name(step) == 'SampleFrames'), 1)
+            if clip_len != 1 and clip_len % num_segments != 0:
+                raise ClipSamplingError(
+                    f'{where}={num_segments}, but the {split} pipeline '
+                    f'({split}_dataloader) samples {how}: the backbone '
+                    f'groups every {num_segments} consecutive frames into '
+                    f'one clip, so snippets of clip_len={clip_len} frames '
+                    f'would be cut across clips. Use clip_len=1 with '
+                    f'num_clips={num_segments} per view, or a clip_len that '
+                    f'is a multiple of {num_segments}.')
             if split == 'train' and frames != num_segments:
                 raise ClipSamplingError(
                     f'{where}={num_segments}, but the train pipeline '
@@ -170,31 +183,103 @@ def check_clip_sampling(model: nn.Module,
                     f'the number of views) in its SampleFrames.')
 
 
-def _checked(build_model):
+def _datasets(dataset: Any) -> Iterator[Any]:
+    """A dataset config or object and the ones it wraps."""
+    if dataset is None:
+        return
+    inner = _get(dataset, 'datasets')
+    if isinstance(inner, (list, tuple)):
+        for d in inner:
+            yield from _datasets(d)
+        return
+    if _get(dataset, 'dataset') is not None:
+        yield from _datasets(_get(dataset, 'dataset'))
+        return
+    yield dataset
 
-    @functools.wraps(build_model)
-    def wrapper(self, model):
-        built = build_model(self, model)
-        check_clip_sampling(
-            built, [(split, getattr(self, f'_{split}_dataloader', None))
-                    for split in _SPLITS])
-        return built
 
-    setattr(wrapper, _PATCH_FLAG, True)
-    return wrapper
+def _head_classes(model: nn.Module) -> Optional[int]:
+    model = getattr(model, 'module', model)
+    value = getattr(getattr(model, 'cls_head', None), 'num_classes', None)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
 
 
-def install_clip_check() -> bool:
-    """Make ``mmengine.runner.Runner.build_model`` run
-    :func:`check_clip_sampling` on the model it builds and the runner's
-    dataloaders.
+def check_num_classes(model: nn.Module,
+                      dataloaders: Sequence[Tuple[str, Any]]) -> None:
+    """Raise if a dataset and the classification head disagree on the
+    classes.
 
-    Returns:
-        bool: ``True`` if installed now, ``False`` if it already was.
+    A dataset config or object with ``num_classes`` must have the head's;
+    a built dataset's single labels must lie in ``[0, num_classes)`` of the
+    head (the annotation line is named when the dataset recorded it).
+
+    Raises:
+        ClipSamplingError: The declared numbers of classes differ.
+        AnnotationError: A label is out of range, naming file and line.
     """
-    from mmengine.runner import Runner
-    build_model = Runner.__dict__['build_model']
-    if getattr(build_model, _PATCH_FLAG, False):
-        return False
-    Runner.build_model = _checked(build_model)
-    return True
+    num_classes = _head_classes(model)
+    if num_classes is None:
+        return
+    for split, dataloader in dataloaders:
+        if dataloader is None:
+            continue
+        for dataset in _datasets(_get(dataloader, 'dataset')):
+            declared = _get(dataset, 'num_classes')
+            ann_file = _get(dataset, 'ann_file', '?')
+            if isinstance(declared, int) and declared != num_classes:
+                raise ClipSamplingError(
+                    f'model.cls_head.num_classes={num_classes}, but the '
+                    f'{split} dataset ({ann_file}) has num_classes='
+                    f'{declared}. Make them agree.')
+            get_info = getattr(dataset, 'get_data_info', None)
+            if not callable(get_info) or not hasattr(dataset, '__len__'):
+                continue  # a config, not a built dataset
+            for index in range(len(dataset)):
+                info = get_info(index)
+                label = info.get('label') if isinstance(info, dict) else None
+                if isinstance(label, (int, np.integer)) and not (
+                        0 <= label < num_classes):
+                    where = (f'line {info["ann_line"]}' if 'ann_line' in info
+                             else f'sample {index}')
+                    raise AnnotationError(
+                        f'{ann_file}, {where}: label {int(label)} is outside '
+                        f'[0, {num_classes}) of model.cls_head.num_classes='
+                        f'{num_classes}. Fix the annotation file or the '
+                        f'number of classes.')
+
+
+def _built_or_config(runner: Any, split: str) -> Any:
+    """The built dataloader of a split whose loop exists, else its config."""
+    from mmengine.runner import BaseLoop
+    loop = getattr(runner, f'_{split}_loop', None)
+    if isinstance(loop, BaseLoop):
+        return getattr(loop, 'dataloader', None)
+    return getattr(runner, f'_{split}_dataloader', None)
+
+
+@HOOKS.register_module()
+class ClipCheckHook(Hook):
+    """Fail before the first iteration when a pipeline samples clips of
+    another length than the backbone's ``num_segments``, or when a dataset's
+    ``num_classes`` differs from the head's.
+
+    Opt in from a config (the shipped RSANet configs do)::
+
+        custom_hooks = [dict(type='ClipCheckHook')]
+
+    It runs in ``before_run``, i.e. under this project's ``tools/train.py``
+    and ``tools/test.py`` and under MMAction2's own ones alike, before any
+    sample is read. The check itself is :func:`check_clip_sampling`.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        dataloaders = [(split, getattr(runner, f'_{split}_dataloader', None))
+                       for split in _SPLITS]
+        check_clip_sampling(runner.model, dataloaders)
+        check_num_classes(
+            runner.model,
+            [(split, _built_or_config(runner, split)) for split in _SPLITS])

@@ -2,11 +2,15 @@
 """A checkpoint with a malicious pickle payload runs no code through any
 loading path (MMEngine's loader, ``load_from``/``--resume``,
 ``tools/test.py``, ``demo/demo.py``, ``init_recognizer``, a backbone's
-``pretrained``), and the refusal says why and how to opt in for a trusted
-file."""
+``pretrained``), local or remote (``http://``, ``torchvision://``, a file
+planted in the torch hub cache), and the refusal says why and how to opt in
+for a trusted file. Bad files get a message naming them."""
 import argparse
-import importlib.util
+import contextlib
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,11 @@ import pytest
 import torch
 
 import mmrsa  # noqa: F401
-from mmrsa.engine import UnsafeCheckpointError, safe_loading, trust_checkpoint
-from reliability_utils import DEMO_CONFIG, REPO_ROOT, run_tool
+from mmrsa.utils import checkpoint as safe_loading
+from mmrsa.utils.checkpoint import (CheckpointDownloadError,
+                                    CheckpointFileError, UnsafeCheckpointError,
+                                    load_checkpoint_file, trust_checkpoint)
+from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
 
 
 class _Payload:
@@ -109,14 +116,12 @@ def test_tools_refuse(evil, tool, synth_dir, tmp_path):
 
 def test_demo_refuses(evil, synth_dir):
     path, marker = evil
-    spec = importlib.util.spec_from_file_location(
-        'mmrsa_demo_for_safety', REPO_ROOT / 'demo' / 'demo.py')
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     video = synth_dir / 'data' / 'synthmotion' / 'videos' / 'val_00000.mp4'
-    with pytest.raises(SystemExit) as info:
-        demo.main([str(video), DEMO_CONFIG, str(path)])
-    _assert_refusal(str(info.value.code), path)
+    result = run_tool([REPO_ROOT / 'demo' / 'demo.py', video, DEMO_CONFIG, path],
+                      cwd=synth_dir)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    _assert_refusal(result.stderr, path)
     assert not marker.exists()
 
 
@@ -169,3 +174,120 @@ def test_a_run_own_checkpoint_loads_weights_only(tmp_path):
             message_hub=hub.state_dict()), path)
     loaded = torch.load(path, weights_only=True)
     assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 2.5
+
+
+# ----------------------------------------------------- remote schemes ----
+
+
+@contextlib.contextmanager
+def _serve(folder: Path):
+    """An HTTP server on 127.0.0.1 serving ``folder``, stopped on exit."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    server.timeout = 10
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    home = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(home))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    return home
+
+
+def test_url_checkpoint_is_refused_and_runs_nothing(evil, torch_home):
+    from mmengine.runner.checkpoint import _load_checkpoint
+    path, marker = evil
+    with _serve(path.parent) as base:
+        url = f'{base}/{path.name}'
+        with pytest.raises(UnsafeCheckpointError) as info:
+            _load_checkpoint(url, map_location='cpu')
+    message = str(info.value)
+    assert url in message and 'A URL is never trusted' in message
+    assert not marker.exists()
+    # it was downloaded into the hub cache, and is refused from there too
+    cached = torch_home / 'hub' / 'checkpoints' / path.name
+    assert cached.is_file()
+    with pytest.raises(UnsafeCheckpointError):
+        _load_checkpoint(url, map_location='cpu')
+    assert not marker.exists()
+
+
+def test_url_checkpoint_loads_weights(tmp_path, torch_home):
+    from mmengine.runner import load_checkpoint
+    model = torch.nn.Linear(3, 2)
+    torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 2}},
+               tmp_path / 'good.pth')
+    other = torch.nn.Linear(3, 2)
+    with _serve(tmp_path) as base:
+        load_checkpoint(other, f'{base}/good.pth', map_location='cpu')
+    assert torch.equal(other.weight, model.weight)
+
+
+def test_planted_hub_cache_file_is_refused(evil, torch_home):
+    """A file already in the download cache is loaded without network, and
+    safely: the URL is never fetched, the payload never runs."""
+    path, marker = evil
+    url = safe_loading._torchvision_urls()['resnet50']
+    cache = torch_home / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    (cache / url.rsplit('/', 1)[1]).write_bytes(path.read_bytes())
+    from mmengine.runner.checkpoint import _load_checkpoint
+    with pytest.raises(UnsafeCheckpointError):
+        _load_checkpoint('torchvision://resnet50', map_location='cpu')
+    with pytest.raises(UnsafeCheckpointError):
+        _load_checkpoint(url)
+    assert not marker.exists()
+
+
+def test_torchvision_pretrained_offline_says_what_to_do(torch_home,
+                                                        monkeypatch):
+    """Without network, ``torchvision://resnet50`` names the URL and the
+    cache file to put in place (no bare URLError)."""
+    from urllib.error import URLError
+
+    def offline(url, dst, *args, **kwargs):
+        raise URLError('[Errno -3] Temporary failure in name resolution')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    from mmaction.registry import MODELS
+    backbone = MODELS.build(
+        dict(type='RSANet', depth=50, pretrained='torchvision://resnet50'))
+    with pytest.raises(CheckpointDownloadError) as info:
+        backbone.init_weights()
+    message = str(info.value)
+    url = safe_loading._torchvision_urls()['resnet50']
+    assert url in message
+    assert str(torch_home / 'hub' / 'checkpoints' /
+               url.rsplit('/', 1)[1]) in message
+    assert 'local path' in message
+
+
+@pytest.mark.parametrize('content, expected', [
+    (b'', 'is empty (0 bytes)'),
+    (b'not a checkpoint at all\n', 'is not a PyTorch checkpoint'),
+])
+def test_bad_file_is_named(tmp_path, content, expected):
+    path = tmp_path / 'bad.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointFileError) as info:
+        load_checkpoint_file(str(path))
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_truncated_file_is_named(tmp_path):
+    path = tmp_path / 'cut.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(CheckpointFileError, match='truncated'):
+        load_checkpoint_file(str(path))

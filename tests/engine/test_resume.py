@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from reliability_utils import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
+from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
                                load_checkpoint, run_tool, train_scalars)
 
 ITERS_PER_EPOCH = 2

@@ -1,7 +1,7 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Two seeded, deterministic CPU runs of the demo config give the same
 losses."""
-from reliability_utils import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool,
+from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool,
                                train_scalars)
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from reliability_utils import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
+from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
                                load_checkpoint, tool_env)
 
 # What a config written for GPUs asks for: NCCL and SyncBN.

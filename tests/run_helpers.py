@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = str(REPO_ROOT / 'configs' / 'recognition' / 'rsanet' /
                   'rsanet_r18_8x1_synthmotion.py')
 NUM_TRAIN = 8

@@ -7,7 +7,8 @@ and a warning lost in the log. :func:`check_checkpoint_fits` compares the
 checkpoint's tensors with the model's and raises
 :class:`CheckpointMismatchError` naming the missing, unexpected and
 mis-shaped keys; :class:`CheckpointFitHook` runs it on every checkpoint a
-``Runner`` loads (``tools/test.py`` registers it), and
+``Runner`` loads, for ``load_from`` and ``--resume`` alike, before anything
+is restored (the shipped configs list it in ``custom_hooks``), and
 :func:`load_checkpoint_strictly` is the same for a bare model
 (``demo/demo.py``).
 """
@@ -135,8 +136,8 @@ def check_checkpoint_fits(
         lines.append(f'  {len(mismatched)} tensors of another shape: '
                      f'{_listed(shapes)}')
     lines.append('Use the config the checkpoint was trained with, or convert '
-                 'the checkpoint (tools/convert_official_checkpoint.py for '
-                 'the official RSA release).')
+                 'the checkpoint (tools/convert/convert_official_checkpoint.py '
+                 'for the official RSA release).')
     raise CheckpointMismatchError('\n'.join(lines), missing, unexpected,
                                   mismatched)
 
@@ -148,7 +149,7 @@ def load_checkpoint_strictly(model: nn.Module,
 
     The file is read through MMEngine's loader, i.e. with
     ``weights_only=True`` unless the user trusted it (see
-    :mod:`mmrsa.engine.safe_loading`).
+    :mod:`mmrsa.utils.checkpoint`).
 
     Returns:
         dict: The loaded checkpoint.
@@ -169,10 +170,11 @@ class CheckpointFitHook(Hook):
     """Raise when the checkpoint a ``Runner`` loads does not fit its model.
 
     Runs :func:`check_checkpoint_fits` in ``after_load_checkpoint``, before
-    the weights are copied. ``tools/test.py`` registers it; add
-    ``custom_hooks = [dict(type='CheckpointFitHook')]`` to a config to get it
-    with other tools. Resuming uses the same check (a run resumes its own
-    model).
+    the weights are copied and, when resuming, before the epoch, optimizer
+    and schedulers are restored; a resumed file must also be a training
+    checkpoint (``meta.epoch`` and ``meta.iter``). Opt in from a config::
+
+        custom_hooks = [dict(type='CheckpointFitHook')]
 
     Args:
         filename (str, optional): Named in the message. Defaults to the
@@ -188,3 +190,12 @@ class CheckpointFitHook(Hook):
         filename = self.filename or getattr(runner, '_load_from',
                                             None) or 'the checkpoint'
         check_checkpoint_fits(runner.model, checkpoint, filename)
+        if getattr(runner, '_resume', False):
+            meta = checkpoint.get('meta')
+            if not (isinstance(meta, dict) and 'epoch' in meta
+                    and 'iter' in meta):
+                raise CheckpointMismatchError(
+                    f'{filename} holds weights but no training state '
+                    f'(meta.epoch / meta.iter), so a run cannot resume from '
+                    f'it. Start from its weights with load_from={filename!r} '
+                    f'(or --cfg-options load_from=...) instead of --resume.')

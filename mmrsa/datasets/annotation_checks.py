@@ -1,37 +1,42 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Errors that name the annotation file and line of a bad sample.
+"""Datasets that name the annotation file and line of a bad sample.
 
 MMAction2's ``RawframeDataset`` and ``VideoDataset`` forget where a sample
-came from, so a missing frame or a corrupt video stops a long run at some
-random iteration with an error that names neither the annotation file nor
-the line. :func:`install_data_errors` adds three things to them:
+came from, so a missing frame, a corrupt video or a label beyond the number
+of classes stops a long run at some random iteration with an error that names
+neither the annotation file nor the line. :class:`CheckedRawframeDataset` and
+:class:`CheckedVideoDataset` are the same datasets (same arguments, same
+samples) with these checks; a config opts in by naming them as its
+``dataset_type``:
 
 * every sample records its line in the annotation file (``ann_line``);
-* when a dataset is built, each line is checked to point at something that
-  exists (the frame folder with its first and last frame, or the video
-  file), so a wrong path, ``filename_tmpl`` or frame count fails before
-  training starts, listing the bad lines. Remote paths (``s3://...``) are
-  not checked; ``MMRSA_CHECK_DATA=0`` turns the check off;
+* when the dataset is built, an empty annotation file, a line that cannot be
+  parsed, a label outside ``[0, num_classes)`` (when ``num_classes`` is
+  given) and a line that points at missing data (the frame folder with its
+  first and last frame, or the video file) fail at once with
+  :class:`AnnotationError`, listing the bad lines. Remote paths
+  (``s3://...``) are not checked for existence; ``MMRSA_CHECK_DATA=0`` turns
+  the existence check off;
 * a sample that fails in the pipeline (missing frame, corrupt video, ...)
   raises :class:`SampleLoadError` naming the annotation file, the line and
   the file, with the original error chained.
-
-An annotation line that cannot be parsed is reported with its number too.
 """
-import functools
 import os
 import os.path as osp
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
+
+from mmaction.datasets import RawframeDataset, VideoDataset
+from mmaction.registry import DATASETS
 
 __all__ = [
-    'CHECK_ENV', 'SampleLoadError', 'AnnotationError', 'install_data_errors'
+    'CHECK_ENV', 'SampleLoadError', 'AnnotationError',
+    'AnnotationCheckMixin', 'CheckedRawframeDataset', 'CheckedVideoDataset'
 ]
 
 #: Set to ``0`` to skip the existence check at dataset build time.
 CHECK_ENV = 'MMRSA_CHECK_DATA'
 #: How many bad lines an error lists.
 MAX_LISTED = 10
-_PATCH_FLAG = '_mmrsa_data_errors'
 
 
 class SampleLoadError(RuntimeError):
@@ -49,7 +54,6 @@ def _read_lines(ann_file: str) -> List[str]:
 
 def _parse_problem(dataset, line: str) -> Optional[str]:
     """Why MMAction2 cannot parse ``line``, or ``None`` if it can."""
-    from mmaction.datasets import RawframeDataset
     if isinstance(dataset, RawframeDataset):
         fields = line.split()
         counts = 3 if dataset.with_offset else 2
@@ -85,7 +89,6 @@ def _where(dataset, line_no: Optional[int]) -> str:
 
 def _missing_parts(dataset, info: dict) -> Optional[str]:
     """What a sample points at that does not exist, or ``None``."""
-    from mmaction.datasets import RawframeDataset
     if isinstance(dataset, RawframeDataset):
         frame_dir = info['frame_dir']
         if '://' in frame_dir:
@@ -131,35 +134,6 @@ def _check_exists(dataset, data_list: List[dict]) -> None:
         f'data; set {CHECK_ENV}=0 to skip this check.')
 
 
-def _numbered(load_data_list: Callable) -> Callable:
-
-    @functools.wraps(load_data_list)
-    def wrapper(self) -> List[dict]:
-        is_text = not str(self.ann_file).endswith('.json')
-        try:
-            data_list = load_data_list(self)
-        except (ValueError, IndexError, AssertionError, TypeError) as e:
-            if not is_text or not osp.isfile(self.ann_file):
-                raise
-            for number, line in enumerate(_read_lines(self.ann_file), 1):
-                problem = _parse_problem(self, line.strip())
-                if problem is not None:
-                    raise AnnotationError(
-                        f'{_where(self, number)}: cannot parse {line!r}: '
-                        f'{problem}') from e
-            raise
-        if is_text:
-            lines = _read_lines(self.ann_file)
-            if len(lines) == len(data_list):
-                for number, info in enumerate(data_list, 1):
-                    info['ann_line'] = number
-        _check_exists(self, data_list)
-        return data_list
-
-    setattr(wrapper, _PATCH_FLAG, True)
-    return wrapper
-
-
 def _describe(dataset, idx: int) -> str:
     try:
         info = dataset.get_data_info(idx)
@@ -175,12 +149,63 @@ def _describe(dataset, idx: int) -> str:
     return f'{where}: cannot load the sample'
 
 
-def _reported(prepare_data: Callable) -> Callable:
+def _check_labels(dataset, data_list: List[dict]) -> None:
+    num_classes = dataset.num_classes
+    if not isinstance(num_classes, int) or dataset.multi_class:
+        return
+    bad = [(info.get('ann_line'), info['label']) for info in data_list
+           if isinstance(info.get('label'), int)
+           and not 0 <= info['label'] < num_classes]
+    if not bad:
+        return
+    listed = '\n'.join(f'  line {line}: label {label}'
+                       for line, label in bad[:MAX_LISTED])
+    more = len(bad) - MAX_LISTED
+    if more > 0:
+        listed += f'\n  ... and {more} more'
+    raise AnnotationError(
+        f'{dataset.ann_file}: {len(bad)} of {len(data_list)} samples have a '
+        f'label outside [0, {num_classes}) (num_classes={num_classes}):\n'
+        f'{listed}\nFix the labels, or the number of classes of the dataset '
+        f'and of the model head.')
 
-    @functools.wraps(prepare_data)
-    def wrapper(self, idx: int):
+
+class AnnotationCheckMixin:
+    """The checks of this module, for a subclass of an MMAction2 dataset
+    that reads a text annotation file (one sample per line)."""
+
+    def load_data_list(self) -> List[dict]:
+        ann_file = str(self.ann_file)
+        is_text = not ann_file.endswith('.json')
+        if is_text and osp.isfile(ann_file) and not any(
+                line.strip() for line in _read_lines(ann_file)):
+            raise AnnotationError(
+                f'{ann_file} is empty: it has no annotation lines. Write one '
+                f'line per sample, or point ann_file at the right file.')
         try:
-            return prepare_data(self, idx)
+            data_list = super().load_data_list()
+        except (ValueError, IndexError, AssertionError, TypeError) as e:
+            if not is_text or not osp.isfile(ann_file):
+                raise
+            for number, line in enumerate(_read_lines(ann_file), 1):
+                problem = _parse_problem(self, line.strip())
+                if problem is not None:
+                    raise AnnotationError(
+                        f'{_where(self, number)}: cannot parse {line!r}: '
+                        f'{problem}') from e
+            raise
+        if is_text:
+            lines = _read_lines(ann_file)
+            if len(lines) == len(data_list):
+                for number, info in enumerate(data_list, 1):
+                    info['ann_line'] = number
+        _check_labels(self, data_list)
+        _check_exists(self, data_list)
+        return data_list
+
+    def prepare_data(self, idx: int):
+        try:
+            return super().prepare_data(idx)
         except SampleLoadError:
             raise
         except Exception as e:
@@ -189,27 +214,14 @@ def _reported(prepare_data: Callable) -> Callable:
             raise SampleLoadError(f'{_describe(self, idx)}: '
                                   f'{type(e).__name__}: {detail}') from e
 
-    setattr(wrapper, _PATCH_FLAG, True)
-    return wrapper
+
+@DATASETS.register_module()
+class CheckedRawframeDataset(AnnotationCheckMixin, RawframeDataset):
+    """MMAction2's ``RawframeDataset`` with the checks of
+    :class:`AnnotationCheckMixin`; same arguments and samples."""
 
 
-def install_data_errors() -> bool:
-    """Add line numbers, the build-time check and the error context to
-    MMAction2's ``RawframeDataset`` and ``VideoDataset``.
-
-    Returns:
-        bool: ``True`` if installed now, ``False`` if it already was.
-    """
-    from mmaction.datasets import (BaseActionDataset, RawframeDataset,
-                                   VideoDataset)
-    changed = False
-    for cls in (RawframeDataset, VideoDataset):
-        load = cls.__dict__['load_data_list']
-        if not getattr(load, _PATCH_FLAG, False):
-            cls.load_data_list = _numbered(load)
-            changed = True
-    prepare = getattr(BaseActionDataset, 'prepare_data')
-    if not getattr(prepare, _PATCH_FLAG, False):
-        BaseActionDataset.prepare_data = _reported(prepare)
-        changed = True
-    return changed
+@DATASETS.register_module()
+class CheckedVideoDataset(AnnotationCheckMixin, VideoDataset):
+    """MMAction2's ``VideoDataset`` with the checks of
+    :class:`AnnotationCheckMixin`; same arguments and samples."""

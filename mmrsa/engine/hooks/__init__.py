@@ -1,0 +1,17 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+from .atomic_checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend
+from .checkpoint_fit_hook import (CheckpointFitHook, CheckpointMismatchError,
+                                  check_checkpoint_fits,
+                                  load_checkpoint_strictly)
+from .clip_check_hook import (ClipCheckHook, ClipSamplingError,
+                              check_clip_sampling, check_num_classes)
+from .random_state_hook import (EpochWorkerSeed, RandomStateHook,
+                                capture_random_state, restore_random_state)
+
+__all__ = [
+    'CheckpointFitHook', 'CheckpointMismatchError', 'check_checkpoint_fits',
+    'load_checkpoint_strictly', 'ClipCheckHook', 'ClipSamplingError',
+    'check_clip_sampling', 'check_num_classes', 'AtomicCheckpointHook',
+    'AtomicLocalBackend', 'RandomStateHook', 'EpochWorkerSeed',
+    'capture_random_state', 'restore_random_state'
+]
