@@ -28,6 +28,7 @@ from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
                           ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
+from mmrsa.utils.config import check_batch_sizes  # noqa: E402
 from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
                                     CheckpointFileError,
                                     UnsafeCheckpointError, trust_checkpoint)
@@ -126,6 +127,10 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    try:
+        check_batch_sizes(cfg)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
     cfg.launcher = args.launcher
 
     if args.work_dir is not None:

@@ -16,6 +16,10 @@ from mmrsa.models.common.rsa import RSA
     (dict(num_queries=5), 'out_channels=64 is not divisible by '
      'num_queries=5'),
     (dict(kernel_size=(4, 7, 7)), 'kernel_size must hold positive odd sizes'),
+    (dict(kernel_size=3.0), 'kernel_size must be an int or a sequence of 3 '
+     'ints (t, h, w), got 3.0'),
+    (dict(kernel_size=(True, 3, 3)), 'kernel_size must be an int or a '
+     'sequence of 3 ints'),
     (dict(corr_groups=3), 'corr_groups=3 must divide the query channels'),
     (dict(latent_dim=0), 'latent_dim must be a positive int or None'),
     (dict(stride=0), 'stride must be a positive int, got 0'),
@@ -34,6 +38,8 @@ def test_invalid_rsa_argument(kwargs, message):
     (dict(rsa_cfg=dict(heads=8)), "rsa_cfg has unknown keys ['heads']"),
     (dict(rsa_blocks=((), (2, ), (), ())), 'rsa_blocks[1]=(2,) must hold '
      'distinct block indices in [0, 2)'),
+    (dict(rsa_blocks=((), (True, ), (), ())), 'rsa_blocks[1]=(True,) must '
+     'hold distinct block indices'),
     (dict(rsa_blocks=((), ())), 'rsa_blocks must hold one sequence of block '
      'indices per stage (4 stages)'),
     (dict(rsa_cfg=dict(latent_dim=(4, 8))), "rsa_cfg['latent_dim']=(4, 8) "
