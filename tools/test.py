@@ -28,7 +28,7 @@ from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
                           ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
-from mmrsa.utils.config import check_batch_sizes  # noqa: E402
+from mmrsa.apis import ToolConfigError, build_test_config  # noqa: E402
 from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
                                     CheckpointFileError,
                                     UnsafeCheckpointError, trust_checkpoint)
@@ -98,59 +98,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the command-line changes."""
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not '
-                         'exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     try:
-        check_batch_sizes(cfg)
-    except ValueError as e:
-        raise SystemExit(f'error: {e}')
-    cfg.launcher = args.launcher
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        name = osp.splitext(osp.basename(args.config))[0]
-        cfg.work_dir = osp.join('work_dirs', name)
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    # refuse a checkpoint of another architecture instead of testing a
-    # half-loaded model
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') == 'CheckpointFitHook' for h in hooks):
-        hooks.append(dict(type='CheckpointFitHook'))
-    cfg.custom_hooks = hooks
-
-    if args.show or args.show_dir is not None:
-        default_hooks = cfg.setdefault('default_hooks', {})
-        vis = default_hooks.get('visualization') or dict(
-            type='VisualizationHook')
-        vis.update(
-            enable=True,
+        return build_test_config(
+            args.config,
+            args.checkpoint,
+            work_dir=args.work_dir,
+            dump=args.dump,
+            force=args.force,
             show=args.show,
-            out_dir=args.show_dir,
+            show_dir=args.show_dir,
             interval=args.interval,
-            wait_time=args.wait_time)
-        default_hooks['visualization'] = vis
-
-    if args.dump is not None:
-        if not args.dump.endswith(('.pkl', '.pickle')):
-            raise SystemExit(f'error: --dump must name a .pkl file, got '
-                             f'{args.dump!r}')
-        if osp.exists(args.dump) and not args.force:
-            raise SystemExit(f'error: {args.dump} already exists; pass '
-                             f'--force to overwrite it, or choose another '
-                             f'--dump file')
-        dump = dict(type='DumpResults', out_file_path=args.dump)
-        evaluator = cfg.test_evaluator
-        if isinstance(evaluator, (list, tuple)):
-            cfg.test_evaluator = [*evaluator, dump]
-        else:
-            cfg.test_evaluator = [evaluator, dump]
-    return cfg
+            wait_time=args.wait_time,
+            cfg_options=args.cfg_options,
+            launcher=args.launcher)
+    except ToolConfigError as e:
+        raise SystemExit(f'error: {e}')
 
 
 def main(argv=None) -> dict:

@@ -28,7 +28,7 @@ from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
                           ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
-from mmrsa.utils.config import check_batch_sizes  # noqa: E402
+from mmrsa.apis import ToolConfigError, build_train_config  # noqa: E402
 from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
                                     CheckpointFileError,
                                     UnsafeCheckpointError, trust_checkpoint)
@@ -109,66 +109,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _use_amp(cfg: Config) -> None:
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper not in ('OptimWrapper', 'AmpOptimWrapper',
-                       'CPUAutocastOptimWrapper'):
-        raise SystemExit(f'--amp cannot replace the custom optimizer wrapper '
-                         f'{wrapper!r} of this config.')
-    if torch.cuda.is_available():
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    else:
-        cfg.optim_wrapper.type = 'CPUAutocastOptimWrapper'
-
-
 def build_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the command-line changes."""
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     try:
-        check_batch_sizes(cfg)
-    except ValueError as e:
+        return build_train_config(
+            args.config,
+            work_dir=args.work_dir,
+            resume=args.resume,
+            amp=args.amp,
+            no_validate=args.no_validate,
+            auto_scale_lr=args.auto_scale_lr,
+            seed=args.seed,
+            diff_rank_seed=args.diff_rank_seed,
+            deterministic=args.deterministic,
+            cfg_options=args.cfg_options,
+            launcher=args.launcher)
+    except ToolConfigError as e:
         raise SystemExit(f'error: {e}')
-    cfg.launcher = args.launcher
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        name = osp.splitext(osp.basename(args.config))[0]
-        cfg.work_dir = osp.join('work_dirs', name)
-
-    if args.no_validate:
-        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-        # nothing to pick the best checkpoint from
-        ckpt_hook = cfg.get('default_hooks', {}).get('checkpoint')
-        if ckpt_hook is not None:
-            ckpt_hook.pop('save_best', None)
-            ckpt_hook.pop('rule', None)
-    if args.amp:
-        _use_amp(cfg)
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):
-            raise SystemExit(f'error: --resume {args.resume}: no such file')
-        cfg.resume, cfg.load_from = True, args.resume
-    if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg:
-            raise SystemExit('--auto-scale-lr needs `auto_scale_lr = '
-                             'dict(base_batch_size=...)` in the config.')
-        cfg.auto_scale_lr.enable = True
-
-    randomness = dict(cfg.get('randomness') or {})
-    if args.seed is not None:
-        randomness['seed'] = args.seed
-    if args.diff_rank_seed:
-        randomness['diff_rank_seed'] = True
-    if args.deterministic:
-        randomness['deterministic'] = True
-    cfg.randomness = randomness
-    return cfg
 
 
 def _checkpoint_to_load(cfg: Config):
