@@ -1,11 +1,18 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
+import os
 import os.path as osp
 import re
+import shutil
 from typing import List
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = osp.dirname(osp.abspath(__file__))
+
+#: What MIM (``mim search/train/test``) and an installed package read from
+#: ``mmrsa/.mim``: the same three entries MMAction2 ships there.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def readme() -> str:
@@ -42,21 +49,81 @@ def parse_requirements(fname: str) -> List[str]:
     return requirements
 
 
+def add_mim_extension(package_dir: str) -> List[str]:
+    """Copy configs, tools and the root model-index.yml into
+    ``<package_dir>/.mim``, where MIM and ``mmengine`` look for them.
+
+    MMAction2's ``setup.py`` does the same by copying into its source tree
+    (or symlinking, for ``setup.py develop``). Here the copy goes into the
+    build directory only, so the checkout stays clean and a wheel never picks
+    up a stale copy: whatever ``configs/`` and ``tools/`` hold at build time
+    is what the wheel holds. Compiled Python files are left out.
+
+    Args:
+        package_dir (str): The built ``mmrsa`` package folder.
+
+    Returns:
+        list[str]: The files written, for ``build_py.get_outputs``.
+    """
+    mim_dir = osp.join(package_dir, '.mim')
+    if osp.isdir(mim_dir):
+        shutil.rmtree(mim_dir)
+    os.makedirs(mim_dir)
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.pyo')
+    for name in MIM_FILES:
+        src = osp.join(HERE, name)
+        dst = osp.join(mim_dir, name)
+        if osp.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore)
+        elif osp.isfile(src):
+            shutil.copy2(src, dst)
+        else:
+            raise FileNotFoundError(
+                f'{src} is missing: a wheel without it would not work with '
+                'MIM. Build from a full checkout or sdist.')
+    return [
+        osp.join(root, f) for root, _, files in os.walk(mim_dir)
+        for f in files
+    ]
+
+
+class BuildPyWithMim(build_py):
+    """``build_py`` that also adds ``mmrsa/.mim`` (see
+    :func:`add_mim_extension`). Editable installs import the checkout itself
+    and get nothing copied."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            self._mim_outputs = []
+            return
+        self._mim_outputs = add_mim_extension(
+            osp.join(self.build_lib, 'mmrsa'))
+
+    def get_outputs(self, include_bytecode: bool = True) -> List[str]:
+        return (super().get_outputs(include_bytecode) +
+                getattr(self, '_mim_outputs', []))
+
+
 setup(
     name='mmrsa',
     version=get_version(),
     description='Relational Self-Attention (RSA) and RSANet for MMAction2',
     long_description=readme(),
     long_description_content_type='text/markdown',
-    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools',
+                                    'demo')),
     python_requires='>=3.9',
+    # ranges: what the code needs; the tested pins are in
+    # requirements/constraints.txt (`pip install -c ...`, as tools/run.sh does)
     install_requires=parse_requirements('requirements/runtime.txt'),
     extras_require={
         # mmcv-lite is opt-in: a full mmcv already installed must not be
         # overwritten by it.
-        'lite': ['mmcv-lite==2.1.0'],
+        'lite': ['mmcv-lite>=2.0.0,<2.2.0'],
         'mim': parse_requirements('requirements/mminstall.txt'),
         'tests': parse_requirements('requirements/tests.txt'),
     },
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )

@@ -1,14 +1,14 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """One-command CPU demo: why RSA exists, on a generated motion benchmark.
 
-Generates SynthMotion if it is absent (``tools/data/generate_synthmotion.py``),
-trains and tests RSANet-R18 and MMAction2's TSN-R18 (and, on request,
-TSM-R18) on it with the same data, schedule and head, through MMEngine's
-``Runner`` and the Something-Something rawframe data path, then prints a
-table::
+Generates SynthMotion if it is absent
+(``tools/data/synthmotion/generate_synthmotion.py``), trains and tests
+RSANet-R18 and MMAction2's TSN-R18 (and, on request, TSM-R18) on it with the
+same data, schedule and head, through MMEngine's ``Runner`` and the
+Something-Something rawframe data path, then prints a table::
 
-    python tools/demo_synthmotion.py
-    python tools/demo_synthmotion.py --models rsanet tsn tsm
+    python demo/synthmotion_demo.py
+    python demo/synthmotion_demo.py --models rsanet tsn tsm
 
 SynthMotion's classes differ only in motion, and four pairs of them are time
 reversals of each other (left->right vs right->left, up vs down, towards vs
@@ -20,32 +20,33 @@ Logs and checkpoints go to ``<work-dir>/<config name>/``; the results to
 ``<work-dir>/results.json``; each trained model is also saved as
 ``<work-dir>/<config name>.pth`` holding only its weights and plain metadata
 (loadable with ``torch.load(weights_only=True)``), for ``demo/demo.py``.
+
+The run ends with a model-zoo release of the trained RSANet, made the way
+``tools/deployment/publish_model.py`` makes one:
+``<work-dir>/release/<config name>-<sha256[:8]>.pth``; it prints the file,
+its sha256, the ``metafile.yml`` entry for it (``Weights:`` is a placeholder
+for the URL or path it is published at) and the commands that load it.
 """
 import argparse
 import gc
 import json
 import os
 import os.path as osp
-import pickle
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
-# runnable from a source checkout without installing mmrsa
-sys.path.insert(0, ROOT)
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
-import mmrsa  # noqa: E402,F401  (compat fixes, registration)
-from mmrsa.datasets.synthmotion import (REVERSED_PAIRS,  # noqa: E402
-                                        SYNTHMOTION_CLASSES,
+import mmrsa  # noqa: F401  (compat fixes, registration)
+from mmrsa.datasets.synthmotion import (REVERSED_PAIRS, SYNTHMOTION_CLASSES,
                                         generate_synthmotion,
                                         synthmotion_is_complete)
+from mmrsa.evaluation import load_dump, pair_metrics
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 CONFIGS = {
     'rsanet': 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py',
     'tsn': 'configs/recognition/rsanet/baselines/tsn_r18_8x1_synthmotion.py',
@@ -86,8 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--force',
         action='store_true',
-        help='replace what --data-root holds if it is not a SynthMotion set '
-        'made with these settings')
+        help='replace a SynthMotion set in --data-root made with other '
+        'settings (only what the generator wrote there; nothing else is '
+        'touched)')
     parser.add_argument(
         '--threads',
         type=int,
@@ -115,34 +117,6 @@ def use_data_root(cfg: Config, data_root: str) -> None:
         dataset['ann_file'] = osp.join(
             data_root, f'synthmotion_{split}_list_rawframes.txt')
         dataset['data_prefix'] = dict(img=osp.join(data_root, 'rawframes'))
-
-
-def pair_metrics(results: List[dict]) -> Dict[str, float]:
-    """Accuracies from dumped predictions.
-
-    Returns:
-        dict: ``top1`` over all clips; ``top1_pairs`` over the clips of the
-        time-reversed classes; ``direction``, over those clips, how often
-        the true class scores higher than its time reversal, ties counting
-        half (50 % for a model blind to frame order).
-    """
-    scores = np.stack([np.asarray(r['pred_score']) for r in results])
-    labels = np.array([int(np.asarray(r['gt_label']).reshape(-1)[0])
-                       for r in results])
-    partner = {}
-    for a, b in REVERSED_PAIRS:
-        partner[a], partner[b] = b, a
-    in_pair = np.array([label in partner for label in labels])
-    pred = scores.argmax(1)
-    rows = np.arange(len(labels))
-    other = np.array([partner.get(label, label) for label in labels])
-    true, reversal = scores[rows, labels], scores[rows, other]
-    direction = (true > reversal) + 0.5 * (true == reversal)
-    return dict(
-        top1=float((pred == labels).mean()),
-        top1_pairs=float((pred == labels)[in_pair].mean()),
-        direction=float(direction[in_pair].mean()),
-        num_clips=int(len(labels)))
 
 
 def export_weights(model: torch.nn.Module, cfg: Config, path: str,
@@ -190,8 +164,7 @@ def run_model(key: str, args: argparse.Namespace) -> dict:
     runner.test()  # the weights at the end of training
     test_time = time.time() - start
 
-    with open(dump, 'rb') as f:
-        metrics = pair_metrics(pickle.load(f))
+    metrics = pair_metrics(load_dump(dump))
     model = runner.model
     params = sum(p.numel() for p in model.parameters())
     export_weights(model, cfg, osp.join(args.work_dir, f'{name}.pth'),
@@ -201,10 +174,90 @@ def run_model(key: str, args: argparse.Namespace) -> dict:
     return dict(
         model=NAMES[key],
         config=CONFIGS[key],
+        epochs=cfg.train_cfg.max_epochs,
         params_m=params / 1e6,
         train_s=train_time,
         test_s=test_time,
         **metrics)
+
+
+def release(row: dict, args: argparse.Namespace) -> dict:
+    """Publish the weights a model of the demo saved as a model-zoo file
+    and say how to list and load it.
+
+    Returns:
+        dict: ``file``, ``sha256``, ``metafile`` (the metafile.yml entry)
+        and ``commands`` (that load the released file).
+
+    Raises:
+        FileExistsError: Another file has the release's name.
+        RuntimeError: The release does not hold the trained weights.
+    """
+    from mmrsa.utils.checkpoint import load_checkpoint_file, state_dict_of
+    from mmrsa.utils.publish import metafile_entry, publish_checkpoint
+    config = row['config']
+    name = osp.splitext(osp.basename(config))[0]
+    weights = osp.join(args.work_dir, f'{name}.pth')
+    path, sha256, _ = publish_checkpoint(
+        weights, osp.join(args.work_dir, 'release', name))
+    released = state_dict_of(load_checkpoint_file(path))
+    trained = state_dict_of(load_checkpoint_file(weights))
+    if released.keys() != trained.keys() or not all(
+            torch.equal(released[k], trained[k]) for k in trained):
+        raise RuntimeError(f'{path} does not hold the weights of {weights}')
+    entry = metafile_entry(
+        name,
+        config,
+        f'<URL or local path of {osp.basename(path)}>',
+        metadata={
+            'Architecture': 'ResNet18',
+            'Epochs': row['epochs'],
+            'Parameters': f'{row["params_m"]:.2f}M',
+            'Pretrained': 'None',
+            'Frames': 8,
+            'Test Clips': 1,
+            'Training Data': 'SynthMotion',
+            'Training Resources': 'CPU',
+            'Results From': f'bash tools/run.sh demo, {args.num_train} '
+            f'training and {args.num_val} test clips, seed {args.seed}',
+        },
+        results=[
+            dict(
+                Dataset='SynthMotion',
+                Task='Action Recognition',
+                Metrics={
+                    'Top 1 Accuracy': round(100 * row['top1'], 2),
+                    'Direction Within Pairs': round(100 * row['direction'],
+                                                    2),
+                })
+        ])
+    clip = osp.join(args.data_root, 'rawframes', 'val_00000')
+    label_map = osp.join(args.data_root, 'label_map.txt')
+    test = f'python tools/test.py {config} {path}'
+    if osp.normpath(args.data_root) != osp.normpath('data/synthmotion'):
+        test += (' --cfg-options test_dataloader.dataset.ann_file='
+                 + osp.join(args.data_root,
+                            'synthmotion_val_list_rawframes.txt') +
+                 ' test_dataloader.dataset.data_prefix.img=' +
+                 osp.join(args.data_root, 'rawframes'))
+    commands = [
+        f'python demo/demo.py {clip} {config} {path} --label-file '
+        f'{label_map}', test
+    ]
+    return dict(file=path, sha256=sha256, metafile=entry, commands=commands)
+
+
+def format_release(info: dict) -> str:
+    return '\n'.join([
+        f'released file: {info["file"]}',
+        f'sha256: {info["sha256"]}',
+        'metafile entry (append under "Models:" of '
+        'configs/recognition/rsanet/metafile.yml; put the URL or path you '
+        'publish the file at in "Weights"):',
+        info['metafile'],
+        'load it (from the repository root):',
+        *(f'  {c}' for c in info['commands']),
+    ])
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -244,11 +297,14 @@ def main(argv=None) -> List[dict]:
         print(f'generating SynthMotion ({args.num_train} + {args.num_val} '
               f'clips) in {args.data_root} ...')
         t = time.time()
-        generate_synthmotion(
-            args.data_root,
-            formats=('rawframes', 'videos'),
-            overwrite=True,
-            **settings)
+        try:
+            generate_synthmotion(
+                args.data_root,
+                formats=('rawframes', 'videos'),
+                overwrite=True,
+                **settings)
+        except FileExistsError as e:  # a file the generator did not write
+            sys.exit(f'error: {e}')
         print(f'generated in {time.time() - t:.1f} s')
 
     rows = []
@@ -268,6 +324,16 @@ def main(argv=None) -> List[dict]:
     print(table)
     print(f'total wall time: {total / 60:.1f} min '
           f'({torch.get_num_threads()} threads)')
+
+    for row in rows:
+        if row['model'] == NAMES['rsanet']:
+            print(f'\n=== release of {row["model"]} (as '
+                  'tools/deployment/publish_model.py makes one) ===')
+            try:
+                info = release(row, args)
+            except (OSError, ValueError, RuntimeError) as e:
+                sys.exit(f'error: {e}')
+            print(format_release(info))
     return rows
 
 

@@ -7,14 +7,16 @@
 #
 # The environment lives in .venv at the repository root. It is created when
 # missing and reinstalled when setup.py, setup.cfg or requirements/*.txt
-# change (a hash of them is kept in .venv/.mmrsa-install-stamp); otherwise
-# installation is skipped. Nothing here reads standard input.
+# (constraints.txt included) change (a hash of them is kept in
+# .venv/.mmrsa-install-stamp); otherwise installation is skipped. Every pip
+# install runs with `-c requirements/constraints.txt`, the tested versions.
+# Nothing here reads standard input.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
 STAMP="${VENV}/.mmrsa-install-stamp"
-TORCH_PIN='torch==2.13.0'
+CONSTRAINTS="${REPO_ROOT}/requirements/constraints.txt"
 
 export PIP_NO_INPUT=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -38,7 +40,8 @@ find_python() {
 }
 
 install_hash() {
-  # Everything that decides what gets installed.
+  # Everything that decides what gets installed: requirements/*.txt are
+  # runtime.txt, tests.txt, mminstall.txt and the pins in constraints.txt.
   local files=(setup.py requirements/*.txt)
   [[ -f "${REPO_ROOT}/setup.cfg" ]] && files+=(setup.cfg)
   (cd "${REPO_ROOT}" && cat "${files[@]}") | sha256sum | cut -d' ' -f1
@@ -97,14 +100,25 @@ PY
   rm -f "${report}"
 }
 
+torch_pin() {
+  # The torch line of the constraints file, e.g. torch==2.13.0.
+  local pin
+  pin="$(grep -E '^torch==' "${CONSTRAINTS}" || true)"
+  [[ -n "${pin}" ]] || die "no torch==VERSION line in ${CONSTRAINTS}"
+  echo "${pin}"
+}
+
 install_env() {
   local started=${SECONDS}
+  [[ -f "${CONSTRAINTS}" ]] || die "${CONSTRAINTS} is missing"
   PIP=("${VENV}/bin/python" -m pip)
+  TORCH_PIN="$(torch_pin)"
+  local torch_version="${TORCH_PIN#torch==}"
   log 'step 1/3: setuptools<81 and wheel'
-  "${PIP[@]}" install --quiet 'setuptools<81' wheel
+  "${PIP[@]}" install --quiet -c "${CONSTRAINTS}" 'setuptools<81' wheel
 
   if "${VENV}/bin/python" -c 'import torch' >/dev/null 2>&1 \
-      && [[ "$("${VENV}/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')" == '2.13.0' ]]; then
+      && [[ "$("${VENV}/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')" == "${torch_version}" ]]; then
     log "step 2/3: ${TORCH_PIN} already installed"
   else
     log "step 2/3: ${TORCH_PIN} (first, so no dependency can pull a CUDA build)"
@@ -118,10 +132,10 @@ install_env() {
   else
     extras='tests,lite'
   fi
-  log "step 3/3: mmrsa in editable mode with extras [${extras}]"
-  "${PIP[@]}" install --quiet --no-build-isolation -e "${REPO_ROOT}[${extras}]"
+  log "step 3/3: mmrsa in editable mode with extras [${extras}], pinned by ${CONSTRAINTS#"${REPO_ROOT}/"}"
+  "${PIP[@]}" install --quiet --no-build-isolation -c "${CONSTRAINTS}" \
+    -e "${REPO_ROOT}[${extras}]"
 
-  local torch_version
   torch_version="$("${VENV}/bin/python" -c 'import torch; print(torch.__version__)')"
   if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -qi '^nvidia-'; then
     log "warning: nvidia-* packages are installed in ${VENV} (torch ${torch_version})"
@@ -164,7 +178,7 @@ main() {
     demo)
       ensure_env </dev/null
       cd "${REPO_ROOT}"
-      local script='tools/demo_synthmotion.py'
+      local script='demo/synthmotion_demo.py'
       log "python ${script} $*"
       exec "${VENV}/bin/python" "${script}" "$@"
       ;;

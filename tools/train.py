@@ -26,7 +26,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
-                          ClipSamplingError)
+                          ClipSamplingError, find_resumable_checkpoint)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
 from mmrsa.apis import ToolConfigError, build_train_config  # noqa: E402
 from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
@@ -35,7 +35,7 @@ from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 from mmaction.registry import RUNNERS  # noqa: E402
 
@@ -131,7 +131,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def _checkpoint_to_load(cfg: Config):
     """The checkpoint the run will load, if any."""
     if cfg.get('resume') and cfg.get('load_from') is None:
-        return find_latest_checkpoint(cfg.work_dir)
+        return find_resumable_checkpoint(cfg.work_dir)
     return cfg.get('load_from')
 
 

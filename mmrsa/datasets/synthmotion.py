@@ -32,6 +32,7 @@ The data are written in the layouts of the Something-Something recipes:
                                            lines "<clip>.mp4 <label>"
     <out>/label_map.txt                    one class name per line
     <out>/meta.json                        settings, pairs, flip map
+    <out>/synthmotion_manifest.json        what the generator wrote there
 
 Clips are named ``<split>_<index:05>`` and have label ``index % 10``.
 
@@ -44,7 +45,6 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-import shutil
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -54,7 +54,8 @@ import numpy as np
 __all__ = [
     'SYNTHMOTION_CLASSES', 'REVERSED_PAIRS', 'HFLIP_LABEL_MAP',
     'GENERATOR_VERSION', 'render_clip', 'generate_synthmotion',
-    'read_label_map', 'synthmotion_is_complete'
+    'read_label_map', 'synthmotion_is_complete', 'read_manifest',
+    'MANIFEST_NAME'
 ]
 
 GENERATOR_VERSION = 1
@@ -358,6 +359,148 @@ def synthmotion_is_complete(out_dir: str, **settings) -> bool:
     return True
 
 
+MANIFEST_NAME = 'synthmotion_manifest.json'
+_MANIFEST_KIND = 'mmrsa SynthMotion generator manifest'
+
+
+def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
+
+
+def _plan(formats: Sequence[str], num_train: int, num_val: int, seed: int,
+          min_frames: int, max_frames: int) -> Dict[str, List[str]]:
+    """The files and folders (relative to the output folder, ``/``
+    separated) a run with these settings writes."""
+    files = ['label_map.txt', 'meta.json']
+    dirs = [fmt for fmt in _FORMATS if fmt in formats]
+    for split, count in (('train', num_train), ('val', num_val)):
+        for fmt in formats:
+            files.append(f'synthmotion_{split}_list_{fmt}.txt')
+        for index in range(count):
+            clip = f'{split}_{index:05}'
+            if 'rawframes' in formats:
+                rng = _clip_rng(seed, split, index)
+                num_frames = int(rng.integers(min_frames, max_frames + 1))
+                dirs.append(f'rawframes/{clip}')
+                files += [
+                    f'rawframes/{clip}/{i + 1:05}.jpg'
+                    for i in range(num_frames)
+                ]
+            if 'videos' in formats:
+                files.append(f'videos/{clip}.mp4')
+    return dict(files=files, dirs=dirs)
+
+
+def read_manifest(out_dir: str) -> Optional[Dict[str, List[str]]]:
+    """What an earlier run of the generator wrote into ``out_dir``:
+    ``files`` and the folders it created (``dirs``), as recorded in its
+    ``synthmotion_manifest.json``; None without one.
+
+    Raises:
+        FileExistsError: The manifest is not one this generator writes (it
+            is then treated as a user's file and left alone).
+    """
+    path = osp.join(out_dir, MANIFEST_NAME)
+    if not osp.lexists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            manifest = json.load(f)
+        ok = (isinstance(manifest, dict)
+              and manifest.get('kind') == _MANIFEST_KIND and all(
+                  isinstance(manifest.get(k), list)
+                  and all(isinstance(p, str) for p in manifest[k])
+                  for k in ('files', 'dirs')))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise FileExistsError(
+            f'{path} is not a manifest of the SynthMotion generator; it '
+            f'and the rest of {out_dir} are left alone: choose another '
+            f'output folder.')
+    return dict(files=manifest['files'], dirs=manifest['dirs'])
+
+
+def _write_manifest(out_dir: str, files: Sequence[str],
+                    dirs: Sequence[str]) -> None:
+    path = osp.join(out_dir, MANIFEST_NAME)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(
+            dict(
+                kind=_MANIFEST_KIND,
+                note='files and folders written by '
+                'tools/data/synthmotion/generate_synthmotion.py; --force '
+                'replaces these and nothing else',
+                files=list(files),
+                dirs=list(dirs)), f)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def _is_safe_relative(path: str) -> bool:
+    parts = path.split('/')
+    return bool(path) and not osp.isabs(path) and '..' not in parts \
+        and '' not in parts and '\\' not in path
+
+
+def _check_conflicts(out_dir: str, plan: Dict[str, List[str]],
+                     previous: Optional[Dict[str, List[str]]],
+                     overwrite: bool) -> None:
+    """Refuse a run that would overwrite a path the generator did not
+    write, or (without ``overwrite``) one that it did."""
+    ours = set(previous['files']) if previous else set()
+    foreign = []
+    for rel in plan['files']:
+        path = osp.join(out_dir, *rel.split('/'))
+        if osp.lexists(path) and (rel not in ours or osp.isdir(path)
+                                  or osp.islink(path)):
+            foreign.append(path)
+    for rel in plan['dirs']:
+        path = osp.join(out_dir, *rel.split('/'))
+        if osp.lexists(path) and (not osp.isdir(path) or osp.islink(path)):
+            foreign.append(path)
+    if osp.lexists(out_dir) and not osp.isdir(out_dir):
+        foreign.append(out_dir)
+    if foreign:
+        more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
+        raise FileExistsError(
+            f'{", ".join(foreign[:3])}{more} '
+            f'{"exists and was" if len(foreign) == 1 else "exist and were"} '
+            f'not written by the SynthMotion generator (not in '
+            f'{MANIFEST_NAME}): nothing it did not write is overwritten or '
+            f'deleted, not even with --force. Move it away or choose another'
+            f' output folder.')
+    written = previous is not None and any(
+        osp.lexists(osp.join(out_dir, *rel.split('/')))
+        for rel in previous['files'])
+    if written and not overwrite:
+        raise FileExistsError(
+            f'{out_dir} already holds a SynthMotion set; pass --force '
+            f'(--overwrite; overwrite=True in Python) to replace it (only '
+            f'what the generator wrote there, listed in {MANIFEST_NAME}, is '
+            f'replaced)')
+
+
+def _remove_written(out_dir: str, previous: Dict[str, List[str]]) -> None:
+    """Remove the files an earlier run wrote and the folders it created
+    that are then empty; nothing else."""
+    for rel in previous['files']:
+        path = osp.join(out_dir, *rel.split('/'))
+        if _is_safe_relative(rel) and osp.isfile(path) \
+                and not osp.islink(path):
+            os.remove(path)
+    for rel in sorted(previous['dirs'], key=lambda d: -d.count('/')):
+        path = osp.join(out_dir, *rel.split('/'))
+        if _is_safe_relative(rel) and osp.isdir(path) \
+                and not osp.islink(path):
+            try:
+                os.rmdir(path)  # only when empty
+            except OSError:
+                pass
+
+
 def generate_synthmotion(out_dir: str,
                          *,
                          formats: Sequence[str] = ('rawframes', ),
@@ -387,15 +530,24 @@ def generate_synthmotion(out_dir: str,
         min_frames (int): Fewest frames in a clip. Defaults to 16.
         max_frames (int): Most frames in a clip. Defaults to 16.
         fps (int): Frame rate written into the videos. Defaults to 12.
-        overwrite (bool): Remove what ``out_dir`` holds from an earlier run
-            (its ``rawframes/``, ``videos/``, list and meta files) first.
-            Defaults to False, which refuses to write into a folder that
-            already holds a set.
+        overwrite (bool): Replace a set an earlier run wrote into
+            ``out_dir``: the files listed in its manifest
+            (``synthmotion_manifest.json``) are removed first, and the
+            folders it created if they are then empty. Defaults to False,
+            which refuses to write into a folder that already holds a set.
+            Either way, a file or folder the generator did not write (a
+            user's ``label_map.txt`` or ``rawframes/my_video/``) is never
+            removed or overwritten: a run that would write one of those
+            paths is refused before anything is written.
         progress (callable, optional): Called as ``progress(done, total)``
             after each clip. Defaults to None.
 
     Returns:
         dict: The metadata also written to ``meta.json``.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a set and ``overwrite`` is False,
+            or the run would write a path that the generator did not write.
     """
     formats = tuple(formats)
     bad = [f for f in formats if f not in _FORMATS]
@@ -412,19 +564,24 @@ def generate_synthmotion(out_dir: str,
         raise ValueError(f'size must be >= 16, got {size}')
 
     meta_path = osp.join(out_dir, 'meta.json')
-    if osp.exists(meta_path) or any(
-            osp.exists(osp.join(out_dir, f)) for f in _FORMATS):
-        if not overwrite:
-            raise FileExistsError(
-                f'{out_dir} already holds a SynthMotion set; pass '
-                'overwrite=True (--overwrite) to replace it')
-        for name in _FORMATS:
-            shutil.rmtree(osp.join(out_dir, name), ignore_errors=True)
-        for name in os.listdir(out_dir):
-            if name.startswith('synthmotion_') or name in ('meta.json',
-                                                           'label_map.txt'):
-                os.remove(osp.join(out_dir, name))
+    plan = _plan(formats, num_train, num_val, seed, min_frames, max_frames)
+    previous = read_manifest(out_dir)
+    _check_conflicts(out_dir, plan, previous, overwrite)
+    if previous is not None:
+        _remove_written(out_dir, previous)
     os.makedirs(out_dir, exist_ok=True)
+    # the manifest goes first: a run that stops half-way can be replaced
+    created_dirs = [
+        d for d in plan['dirs']
+        if not osp.isdir(osp.join(out_dir, d)) or (
+            previous is not None and d in previous['dirs'])
+    ]
+    if previous is not None:  # created earlier, kept as they are not empty
+        created_dirs += [
+            d for d in previous['dirs'] if d not in created_dirs
+            and _is_safe_relative(d) and osp.isdir(osp.join(out_dir, d))
+        ]
+    _write_manifest(out_dir, plan['files'], created_dirs)
     _digit_images()  # load once, before the loop
 
     num_classes = len(SYNTHMOTION_CLASSES)
@@ -433,8 +590,7 @@ def generate_synthmotion(out_dir: str,
     for split, count in (('train', num_train), ('val', num_val)):
         raw_lines, video_lines = [], []
         for index in range(count):
-            rng = np.random.default_rng(
-                np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
+            rng = _clip_rng(seed, split, index)
             label = index % num_classes
             num_frames = int(rng.integers(min_frames, max_frames + 1))
             frames = render_clip(label, rng, size=size, num_frames=num_frames)

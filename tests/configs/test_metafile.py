@@ -2,16 +2,25 @@
 """configs/recognition/rsanet/metafile.yml: layout, paths and numbers.
 
 ``FLOPs`` and ``Parameters`` must be what ``tools/analysis_tools/get_flops.py``
-counts (to the printed 2 decimals); the non-slow tests count two models,
-``-m slow`` counts every one. ``Paper FLOPs`` / ``Paper Parameters`` must agree
-with the paper tables that ``get_flops.py --paper-tables`` prints.
+counts (:mod:`mmrsa.analysis`, to the printed 2 decimals); the non-slow tests
+count two models, ``-m slow`` counts every one. ``Paper FLOPs`` / ``Paper
+Parameters`` must agree with the paper tables that ``get_flops.py
+--paper-tables`` prints. ``MMAction2 FLOPs`` must be what MMAction2's own
+``tools/analysis_tools/get_flops.py`` prints (batch norm counted, backbone
+only). The two converted official checkpoints carry ``Converted From`` and
+the authors' results; every other row with results says it is the paper's.
 """
-import importlib.util
+import os.path as osp
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import mmaction
 import pytest
 import yaml
+
+from mmrsa import analysis as get_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
@@ -19,17 +28,6 @@ METAFILE = CONFIG_DIR / 'metafile.yml'
 INDEX = yaml.safe_load(METAFILE.read_text())
 MODELS = {m['Name']: m for m in INDEX['Models']}
 FAST = ('rsanet_r18_8x1_synthmotion', 'rsanet_r50_8x1_ssv1')
-
-
-def _load_get_flops():
-    path = REPO_ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
-    spec = importlib.util.spec_from_file_location('get_flops_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = _load_get_flops()
 
 
 @pytest.fixture(scope='module')
@@ -119,3 +117,100 @@ def test_flops_and_params_are_what_get_flops_counts(name, counter):
 @pytest.mark.parametrize('name', [n for n in MODELS if n not in FAST])
 def test_flops_and_params_of_every_model(name, counter):
     _check(name, counter)
+
+
+# -- where the results come from: converted official checkpoints vs paper --
+OFFICIAL_RAW = 'https://github.com/KimManjin/RSA/raw/master'
+#: name -> (official run, top-1, top-5 of the authors' README)
+CONVERTED = {
+    'rsanet_r50_16x1_ssv1': ('RSA_R50_SSV1_16frames', 54.0, 81.1),
+    'rsanet_r50_16x1_ssv2': ('RSA_R50_SSV2_16frames', 66.0, 89.9),
+}
+
+
+def test_converted_official_checkpoints():
+    assert {n for n, m in MODELS.items() if 'Converted From' in m} == \
+        set(CONVERTED)
+    for name, (run, top1, top5) in CONVERTED.items():
+        model = MODELS[name]
+        assert model['Converted From'] == {
+            'Weights':
+            f'{OFFICIAL_RAW}/net_runs/{run}/resnet_rgb_model_best.pth.tar',
+            'Code': 'https://github.com/KimManjin/RSA',
+        }
+        assert model['Training Log'] == f'{OFFICIAL_RAW}/logs/{run}.log'
+        assert model['Metadata']['Results From'].startswith(
+            'official checkpoint')
+        assert model['Metadata']['Frames'] == 16
+        (result, ) = model['Results']
+        assert result['Metrics'] == {
+            'Top 1 Accuracy': top1,
+            'Top 5 Accuracy': top5
+        }
+        # no converted file is hosted: the user converts the official one
+        assert 'Weights' not in model
+
+
+def test_paper_only_rows_say_so():
+    for name, model in MODELS.items():
+        if name in CONVERTED or 'Results' not in model:
+            continue
+        source = model['Metadata'].get('Results From', '')
+        assert re.fullmatch(r'paper, (main|supp\.) Table \w+; no checkpoint',
+                            source), (name, source)
+        assert 'Weights' not in model
+
+
+# -- the same models counted by MMAction2's own get_flops.py (BN counted,
+# -- backbone only); a subprocess, as a user runs it
+MMACTION2_FLOPS = [
+    n for n in MODELS if 'MMAction2 FLOPs' in MODELS[n]['Metadata']
+]
+
+
+def _mmaction2_flops(name: str) -> str:
+    """``Flops:`` of MMAction2's get_flops.py for one clip, as 'X.XXG'."""
+    script = osp.join(
+        osp.dirname(mmaction.__file__), '.mim', 'tools', 'analysis_tools',
+        'get_flops.py')
+    model = MODELS[name]
+    width, height = (int(v)
+                     for v in model['Metadata']['Resolution'].split('x'))
+    out = subprocess.run([
+        sys.executable, script, model['Config'], '--shape',
+        str(model['Metadata']['Frames']), '3',
+        str(height),
+        str(width)
+    ],
+                         cwd=REPO_ROOT,
+                         capture_output=True,
+                         text=True,
+                         check=True,
+                         timeout=900).stdout
+    flops = float(re.search(r'^Flops: ([\d.]+)G$', out, re.M).group(1))
+    return f'{flops:.2f}G'
+
+
+def test_mmaction2_flops_are_listed_for_the_main_recipes():
+    assert 'rsanet_r50_8x1_ssv1' in MMACTION2_FLOPS
+    assert 'rsanet_r50_16x1_ssv1' in MMACTION2_FLOPS
+    for name in MMACTION2_FLOPS:
+        meta = MODELS[name]['Metadata']
+        assert re.fullmatch(r'\d+\.\d\dG', meta['MMAction2 FLOPs'])
+        # batch norm adds FLOPs, the classifier (not traced) is tiny
+        assert float(meta['MMAction2 FLOPs'][:-1]) > \
+            float(meta['FLOPs'][:-1])
+
+
+def test_mmaction2_flops_of_the_demo_model():
+    name = 'rsanet_r18_8x1_synthmotion'
+    expected = MODELS[name]['Metadata']['MMAction2 FLOPs']
+    assert _mmaction2_flops(name) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'name', [n for n in MMACTION2_FLOPS if n != 'rsanet_r18_8x1_synthmotion'])
+def test_mmaction2_flops_of_every_main_recipe(name):
+    expected = MODELS[name]['Metadata']['MMAction2 FLOPs']
+    assert _mmaction2_flops(name) == expected

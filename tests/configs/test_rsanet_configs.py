@@ -62,10 +62,10 @@ def fake_data(tmp_path_factory):
 
 def point_to_fake_data(dataset_cfg, root: Path) -> bool:
     """Point a dataset config at the fake data; False for unknown types."""
-    if dataset_cfg.type == 'RawframeDataset':
+    if dataset_cfg.type in ('RawframeDataset', 'CheckedRawframeDataset'):
         dataset_cfg.ann_file = str(root / 'rawframes.txt')
         dataset_cfg.data_prefix = dict(img=str(root / 'rawframes'))
-    elif dataset_cfg.type == 'VideoDataset':
+    elif dataset_cfg.type in ('VideoDataset', 'CheckedVideoDataset'):
         dataset_cfg.ann_file = str(root / 'videos.txt')
         dataset_cfg.data_prefix = dict(video=str(root / 'videos'))
     else:
@@ -126,14 +126,49 @@ def test_metafile_paths_exist():
         assert Path(model['Config']).stem == model['Name']
 
 
-def test_ss_flips_never_touch_left_right_classes():
-    ssv1 = load(MAIN)
-    ssv2 = load(CONFIG_DIR / 'rsanet_r50_8x1_ssv2.py')
-    for cfg, ids in ((ssv1, {2, 4, 30, 41, 52, 66}),
-                     (ssv2, {86, 87, 93, 94, 166, 167})):
-        flips = [
-            s for s in cfg.train_pipeline if s['type'] == 'LabelAwareFlip'
-        ]
+# The public class names of Something-Something, one per line, line i being
+# class i: V1 in the line order of something-something-v1-labels.csv (the
+# ids of MMAction2's sthv1 lists, tools/data/sthv1/label_map.txt), V2 in the
+# order of the ids of something-something-v2-labels.json
+# (tools/data/sthv2/label_map.txt).
+SS_LABEL_NAMES = REPO_ROOT / 'tests' / 'data' / 'something_something'
+#: "Plugging something into something but pulling it right out as you
+#: remove your hand": "right" meaning "at once", not a direction.
+NOT_A_DIRECTION = 'pulling it right out'
+
+
+def direction_classes(label_file: Path) -> set:
+    """Ids of the classes whose names say "left" or "right" (as a word
+    naming a direction)."""
+    names = label_file.read_text(encoding='utf-8').splitlines()
+    assert len(names) == len(set(names)) == 174
+    words = [set(name.lower().replace(',', ' ').split()) for name in names]
+    adverb = [i for i, name in enumerate(names) if NOT_A_DIRECTION in name]
+    assert len(adverb) == 1
+    return {
+        i
+        for i, w in enumerate(words) if w & {'left', 'right'}
+    } - set(adverb)
+
+
+SS_CONFIGS = [p for p in CONFIGS if 'ssv1' in p.name or 'ssv2' in p.name]
+
+
+@pytest.mark.parametrize(
+    'path', SS_CONFIGS,
+    ids=[str(p.relative_to(CONFIG_DIR)) for p in SS_CONFIGS])
+def test_ss_flips_never_touch_left_right_classes(path):
+    """The classes a config never flips are exactly those whose names say
+    left or right, in that dataset's own numbering (the paper,
+    supplementary Sec. 1)."""
+    cfg = load(path)
+    version = 'sthv1' if 'ssv1' in path.name else 'sthv2'
+    ids = direction_classes(SS_LABEL_NAMES / f'{version}_label_names.txt')
+    # camera turned left/right, pushed/pulled from left to right and back
+    assert len(ids) == 6
+    for pipeline in (cfg.train_pipeline,
+                     cfg.train_dataloader.dataset.pipeline):
+        flips = [s for s in pipeline if s['type'] == 'LabelAwareFlip']
         assert len(flips) == 1 and set(flips[0]['no_flip_labels']) == ids
         flip = TRANSFORMS.build(dict(flips[0], flip_ratio=1.0))
         for label in ids:
@@ -152,6 +187,8 @@ def test_ssv1_recipe_is_the_papers():
     assert backbone.pretrained == 'torchvision://resnet50'
     assert head.dropout_ratio == 0.3 and head.label_smooth_eps == 0.1
     assert head.num_classes == 174
+    # "average softmax scores for final prediction" (paper Sec. 5.1)
+    assert head.average_clips == 'prob'
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.momentum, opt.weight_decay,
             opt.nesterov) == ('SGD', 0.02, 0.9, 5e-4, True)

@@ -1,7 +1,7 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Tests of mmrsa/datasets/synthmotion.py and its command-line tool."""
+"""Tests of mmrsa/datasets/synthmotion.py (its command-line tool:
+tests/tools/data/synthmotion/)."""
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -21,7 +21,6 @@ from mmrsa.datasets.synthmotion import (HFLIP_LABEL_MAP, REVERSED_PAIRS,
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
                   'rsanet_r18_8x1_synthmotion.py')
-TOOL = osp.join(ROOT, 'tools/data/generate_synthmotion.py')
 
 
 def _tree_digest(root):
@@ -231,23 +230,6 @@ def test_generate_invalid(tmp_path, kwargs, match):
         generate_synthmotion(str(tmp_path / 'x'), **kwargs)
 
 
-def test_command_line_tool(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('generate_synthmotion',
-                                                  TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    out = str(tmp_path / 'cli')
-    tool.main([
-        '--out', out, '--format', 'videos', '--num-train', '3', '--num-val',
-        '2', '--seed', '4', '--quiet'
-    ])
-    assert 'wrote 3 + 2 clips' in capsys.readouterr().out
-    assert synthmotion_is_complete(out, seed=4, formats=('videos', ))
-    # a second run without --overwrite is refused with a clear message
-    with pytest.raises(SystemExit, match='--overwrite'):
-        tool.main(['--out', out, '--format', 'videos', '--quiet'])
-
-
 # --------------------------------------------------------------------- #
 # loading through MMAction2's datasets and the SS pipelines
 # --------------------------------------------------------------------- #
@@ -268,7 +250,10 @@ def test_rawframes_load_with_config_pipelines(tiny_set, split):
                           f'synthmotion_{split}_list_rawframes.txt'),
         data_prefix=dict(img=osp.join(tiny_set, 'rawframes')))
     dataset = _build(dataset_cfg)
-    assert dataset_cfg['type'] == 'RawframeDataset'
+    from mmaction.datasets import RawframeDataset
+    assert dataset_cfg['type'] == 'CheckedRawframeDataset'
+    assert type(dataset).__name__ == 'CheckedRawframeDataset'
+    assert isinstance(dataset, RawframeDataset)
     assert len(dataset) == (12 if split == 'train' else 10)
     crop = [t for t in cfg.val_pipeline
             if t['type'] == 'CenterCrop'][0]['crop_size']

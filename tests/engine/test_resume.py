@@ -117,17 +117,10 @@ def test_resume_named_checkpoint(synth_dir, crashed_run, reference_run,
     _assert_resumed_like(reference_run, work_dir)
 
 
-@pytest.mark.parametrize('argv', [['--resume'], ['--resume', 'auto']])
-def test_resume_auto_means_the_latest_checkpoint(argv):
-    train = _load_train_tool()
-    cfg = train.build_config(train.parse_args([DEMO_CONFIG, *argv]))
+def test_resume_auto_means_the_latest_checkpoint():
+    """``--resume`` without a value (``'auto'``) resumes from the work dir's
+    latest checkpoint (a bare ``--resume`` runs in
+    tests/tools/test_train_test.py::test_train_resume)."""
+    from mmrsa.apis import build_train_config
+    cfg = build_train_config(DEMO_CONFIG, resume='auto')
     assert cfg.resume is True and cfg.load_from is None
-
-
-def _load_train_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'mmrsa_train_tool', REPO_ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import run_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # one timed round, no warm-up, no pause: the tables, not the numbers
@@ -237,3 +238,105 @@ def test_scaling_section(capsys):
             for r in positions] == [1, 4, 16]
     assert _row(out, '  16x16 ')[0] == '1024'
     assert _row(out, '  16x16 ')[2] == '16.00'
+
+
+# --------------------------------------------------------------------- #
+# the GPU command and the RSA paths, in their CPU variant
+# --------------------------------------------------------------------- #
+GPU_COMMAND = ['--device', 'cuda', '--amp', '--batch', '8', '--sections',
+               'model', 'layer']
+
+
+def test_gpu_command_arguments():
+    args = tool.parse_args(GPU_COMMAND)
+    assert args.sections == ['layer', 'model']  # run in this order
+    assert (args.device, args.amp, args.batch) == ('cuda', True, [8])
+    assert args.paths is None  # chosen per device: plain beside fused
+    cpu = tool.parse_args(GPU_COMMAND[2:] + ['--device', 'cpu'])
+    assert (cpu.device, cpu.amp, cpu.batch) == ('cpu', True, [8])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is here')
+def test_gpu_command_without_cuda_says_so():
+    with pytest.raises(SystemExit, match='CUDA is not available'):
+        tool.main(GPU_COMMAND)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--device', 'gpu0'], '--device takes a torch device'),
+    (['--paths', 'bmm'], 'invalid choice'),
+])
+def test_bad_device_or_path_exit(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        tool.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_fused_path_needs_triton_on_cuda(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    with pytest.raises(SystemExit, match='--paths fused needs Triton'):
+        tool.main(FAST + ['--sections', 'layer', '--paths', 'fused'])
+
+
+def test_layer_section_amp_with_forced_paths(capsys):
+    """The CPU variant of the GPU command's layer section: autocast,
+    batch > 1, and the layer forced through the other paths beside its
+    automatic one."""
+    results = tool.main(FAST + [
+        '--sections', 'layer', '--device', 'cpu', '--amp', '--batch', '2',
+        '--shapes', '16@8', '256@4', '--frames', '2', '--threads', '1',
+        '--paths', 'cpu_bmm', 'plain'
+    ])
+    out = capsys.readouterr().out
+    assert 'AMP=on (torch.bfloat16)' in out
+    assert 'forced through cpu_bmm, plain' in out
+    small, large = results['layer']
+    # Cq = 2 and 32: the loops and the bmm layout on the CPU
+    assert (small['path'], large['path']) == ('cpu_loops', 'cpu_bmm')
+    for result in results['layer']:
+        assert result['batch'] == 2
+        assert set(result['ms']) == {'conv', 'rsa', 'cpu_bmm', 'plain'}
+        assert all(ms > 0 for ms in result['ms'].values())
+        assert set(result['saved_mb']) == set(result['ms'])
+    fields = _row(out, '   16@8  T2 ')
+    assert fields[0] == '2'  # N
+    ms = small['ms']
+    assert float(fields[4]) == pytest.approx(ms['cpu_bmm'], abs=0.06)
+    assert float(fields[5]) == pytest.approx(ms['cpu_bmm'] / ms['rsa'],
+                                             abs=0.01)
+    assert float(fields[7]) == pytest.approx(ms['plain'] / ms['rsa'],
+                                             abs=0.01)
+    assert fields[-1] == 'cpu_loops'
+    assert _row(out, '  256@4  T2 ')[-1] == 'cpu_bmm'
+
+
+def _torch_alone(tmp_path: Path) -> dict:
+    """Environment of a Python that finds no MMEngine, MMCV or MMAction2
+    (as on a GPU machine with torch alone)."""
+    (tmp_path / 'sitecustomize.py').write_text(
+        'import sys\n'
+        'for name in ("mmengine", "mmcv", "mmaction"):\n'
+        '    sys.modules[name] = None  # import fails, find_spec is None\n')
+    return dict(PYTHONPATH=str(tmp_path))
+
+
+def test_layer_section_runs_with_torch_alone(tmp_path):
+    script = REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark_rsa.py'
+    result = run_tool([
+        script, *FAST, '--sections', 'layer', '--device', 'cpu', '--amp',
+        '--batch', '2', '--shapes', '16@8', '--frames', '2', '--threads',
+        '1', '--paths', 'plain', '--reference'
+    ], cwd=tmp_path, env=_torch_alone(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'AMP=on (torch.bfloat16)' in result.stdout
+    fields = _row(result.stdout, '   16@8  T2 ')
+    assert fields[0] == '2' and fields[-1] == 'cpu_loops'
+
+    # the model section needs the stack, and says how to bring it
+    result = run_tool([script, *GPU_COMMAND[2:], '--device', 'cpu'],
+                      cwd=tmp_path, env=_torch_alone(tmp_path))
+    assert result.returncode == 1
+    assert ('The model section needs mmengine, mmcv, mmaction'
+            in result.stderr)
+    assert '--find-links wheelhouse' in result.stderr
+    assert 'one layer vs' not in result.stdout  # stopped before any work

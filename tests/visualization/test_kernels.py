@@ -1,6 +1,5 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""tools/visualize_kernels.py: the kernels it draws, and the drawing."""
-import importlib.util
+"""mmrsa.visualization.kernels: the kernels it draws, and the drawing."""
 import itertools
 from pathlib import Path
 
@@ -13,23 +12,12 @@ from mmengine.logging import HistoryBuffer
 import mmrsa  # noqa: F401
 from mmrsa.datasets.synthmotion import SYNTHMOTION_CLASSES, render_clip
 from mmrsa.models.common import RSA, unfold_context
+from mmrsa.visualization import kernels as tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'recognition' / 'rsanet' / \
     'rsanet_r18_8x1_synthmotion.py'
 MOVING_UP = SYNTHMOTION_CLASSES.index('Moving something up')
-
-
-def _load_tool():
-    path = REPO_ROOT / 'tools' / 'visualize_kernels.py'
-    spec = importlib.util.spec_from_file_location('visualize_kernels_tool',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.mark.parametrize(
@@ -106,7 +94,7 @@ def moving_up(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def drawn(tmp_path_factory, moving_up):
-    """The tool run once on a training-style checkpoint of random weights."""
+    """One run on a training-style checkpoint of random weights."""
     from mmengine.config import Config
     tmp = tmp_path_factory.mktemp('vis')
     cfg = Config.fromfile(str(CONFIG))
@@ -170,42 +158,19 @@ def test_default_query_is_on_the_moving_object(drawn, moving_up):
     assert cell >= diff.mean()
 
 
-def test_video_file_layer_and_queries(tmp_path):
-    frames = render_clip(MOVING_UP, np.random.default_rng(5), size=64,
-                         num_frames=16)
-    video = tmp_path / 'up.mp4'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 8,
-                             (64, 64))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    out = tmp_path / 'out'
-    assert tool.main([
-        str(CONFIG), 'none',
-        str(video), '--out',
-        str(out), '--layer', 'layer1.1', '--query', '2', '1', '3',
-        '--queries', '0', '7'
-    ]) == 0
-    arrays = np.load(out / 'kernels.npz')
-    assert tuple(arrays['position']) == (2, 1, 3)
-    assert arrays['relational'].shape == (8, 5, 3, 3)  # 8x8 map of layer1
-
-
-def test_errors_name_what_is_wrong(tmp_path, moving_up, capsys):
+def test_errors_name_what_is_wrong(tmp_path, moving_up):
     out = str(tmp_path / 'out')
-    args = [str(CONFIG), 'none', str(moving_up), '--out', out]
-    assert tool.main(args + ['--layer', 'layer1.0']) == 1
+    args = (str(CONFIG), 'none', str(moving_up), out)
+    with pytest.raises(ValueError) as info:
+        tool.visualize(*args, layer_name='layer1.0')
     assert ("RSA layers are in ['layer1.1', 'layer2.1', 'layer3.1', "
-            "'layer4.1']") in \
-        capsys.readouterr().err
-    assert tool.main(args + ['--queries', '8']) == 1
-    assert 'L = 8' in capsys.readouterr().err
+            "'layer4.1']") in str(info.value)
+    with pytest.raises(ValueError, match='L = 8'):
+        tool.visualize(*args, queries=[8])
     official = tmp_path / 'official.pth.tar'
     torch.save({'state_dict': {'module.base_model.conv1.weight':
                                torch.ones(1)}}, official)
-    assert tool.main([str(CONFIG), str(official), str(moving_up), '--out',
-                      out]) == 1
-    assert 'convert_official_checkpoint' in capsys.readouterr().err
-    assert tool.main([str(CONFIG), 'none', str(tmp_path / 'nothing'),
-                      '--out', out]) == 1
-    assert 'no such file' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='convert_official_checkpoint'):
+        tool.visualize(str(CONFIG), str(official), str(moving_up), out)
+    with pytest.raises(ValueError, match='no such file'):
+        tool.visualize(str(CONFIG), 'none', str(tmp_path / 'nothing'), out)

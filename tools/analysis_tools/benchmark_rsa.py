@@ -30,7 +30,16 @@ Examples::
     python tools/analysis_tools/benchmark_rsa.py --sections scaling  # M, N
     python tools/analysis_tools/benchmark_rsa.py --reference   # + literal Eq. 8
     python tools/analysis_tools/benchmark_rsa.py --compare-impl HEAD  # A/B
-    python tools/analysis_tools/benchmark_rsa.py --device cuda --amp
+    python tools/analysis_tools/benchmark_rsa.py --device cuda --amp \
+        --batch 8 --sections model layer                  # GPU figures
+    python tools/analysis_tools/benchmark_rsa.py --sections layer \
+        --paths cpu_bmm plain    # the layer's implementations side by side
+
+The layer section needs torch alone (on a machine without MMEngine,
+MMCV and MMAction2 it imports the layer's torch-only modules from this
+checkout); the model and scaling sections need the OpenMMLab stack. On CUDA
+with Triton the layer section also times the ``plain`` path (grouped
+``conv3d`` + ``bmm``) beside the automatic, fused one.
 
 ``--compare-impl REV`` loads the layer (``rsa.py`` and, where it exists,
 ``rsa_ops.py``) as committed at git revision ``REV`` and times it beside the
@@ -39,6 +48,7 @@ working tree's, with the same weights, to measure a change of the layer.
 import argparse
 import copy
 import importlib
+import importlib.util
 import logging
 import math
 import statistics
@@ -46,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -57,6 +68,49 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # mmrsa from this checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+#: What the model and scaling sections need beyond torch (import names of
+#: MMEngine, MMCV(-lite) and MMAction2). The layer section needs torch alone.
+OPENMMLAB_STACK = ('mmengine', 'mmcv', 'mmaction')
+
+#: The packages of this checkout whose torch-only modules the layer section
+#: imports (rsa.py, rsa_ops.py, rsa_triton.py, rsa_reference.py, memory.py,
+#: allocator.py).
+PURE_PACKAGES = ('mmrsa', 'mmrsa.utils', 'mmrsa.models',
+                 'mmrsa.models.common')
+
+
+def missing_stack() -> List[str]:
+    """The packages of :data:`OPENMMLAB_STACK` that are not installed."""
+    return [name for name in OPENMMLAB_STACK
+            if importlib.util.find_spec(name) is None]
+
+
+def use_pure_modules() -> None:
+    """Make mmrsa's torch-only modules importable where MMEngine/MMAction2
+    are not installed (e.g. a GPU machine with torch alone).
+
+    ``import mmrsa`` registers modules into MMAction2's registries and so
+    needs the whole stack; here the packages of :data:`PURE_PACKAGES` are
+    entered as bare packages of this checkout (their ``__init__`` is not
+    run), so that ``mmrsa.models.common.rsa`` and ``mmrsa.utils.memory``
+    import with torch alone.
+    """
+    for name in PURE_PACKAGES:
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(REPO_ROOT.joinpath(*name.split('.')))]
+            sys.modules[name] = package
+
+
+MISSING_STACK = missing_stack()
+if MISSING_STACK:
+    use_pure_modules()
+# MMCV-lite's notice on import; nothing here needs the op
+warnings.filterwarnings(
+    'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmrsa.models.common.rsa import PATHS  # noqa: E402
 from mmrsa.utils.memory import saved_bytes  # noqa: E402
 
 SECTIONS = ('layer', 'model', 'scaling')
@@ -129,6 +183,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also time the RSA layer as committed at git revision REV '
         '(e.g. HEAD), with the same weights')
     parser.add_argument(
+        '--paths', nargs='+', choices=PATHS, default=None, metavar='PATH',
+        help='layer section: also time the RSA layer forced through these '
+        f'implementations ({", ".join(PATHS)}; see '
+        'mmrsa.models.common.rsa.select_path) beside its automatic choice '
+        '(default: "plain", the cuDNN/cuBLAS path, where the automatic '
+        'choice is the fused Triton kernel; otherwise none)')
+    parser.add_argument(
         '--malloc', choices=('keep', 'default'), default='keep',
         help='CPU: "keep" keeps freed memory for reuse, for the whole '
         'process (glibc mallopt, as tools/train.py does; see '
@@ -147,6 +208,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--input-size must be >= 32 (ResNet-50 downsamples 32x)')
     if args.frames < 1 or min(args.batch) < 1:
         parser.error('--frames and --batch must be >= 1')
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        parser.error(f'--device takes a torch device (cpu, cuda, cuda:1), '
+                     f'got {args.device!r}')
     args.sections = [name for name in SECTIONS if name in args.sections]
     shapes = []
     for item in args.shapes or [f'{c}@{s}' for c, s in STAGE_SHAPES]:
@@ -164,13 +230,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_committed_rsa(rev: str) -> type:
     """The ``RSA`` class of ``mmrsa/models/common`` at git revision ``rev``.
 
-    ``rsa.py`` and ``rsa_ops.py`` (when the revision has it) are written to a
-    temporary package and imported from there.
+    ``rsa.py`` and ``rsa_ops.py`` and ``rsa_triton.py`` (when the revision
+    has them) are written to a temporary package and imported from there.
     """
     package = Path(tempfile.mkdtemp(prefix='rsa_rev_')) / 'rsa_rev'
     package.mkdir()
     (package / '__init__.py').write_text('')
-    for name in ('rsa.py', 'rsa_ops.py'):
+    for name in ('rsa.py', 'rsa_ops.py', 'rsa_triton.py'):
         result = subprocess.run(
             ['git', 'show', f'{rev}:mmrsa/models/common/{name}'],
             capture_output=True, text=True,
@@ -275,28 +341,41 @@ def layer_section(bench: Bench) -> List[Dict[str, Any]]:
     Returns:
         list[dict]: Per (batch, shape): median ms and saved MB per candidate.
     """
-    from mmrsa.models.common import RSA, RSAReference
+    from mmrsa.models.common.rsa import RSA, force_path, select_path
+    from mmrsa.models.common.rsa_reference import RSAReference
+    from mmrsa.models.common.rsa_triton import fused_available
     args, device, cuda = bench.args, bench.device, bench.cuda
     committed = (load_committed_rsa(args.compare_impl)
                  if args.compare_impl else None)
+    paths = args.paths
+    if paths is None:  # the fused kernel against the path it replaces
+        paths = ['plain'] if fused_available(device) and cuda else []
     header = (f'{"layer":>12} {"N":>2} | {"conv ms":>8} {"RSA ms":>8} '
               f'{"RSA/conv":>8}')
     if args.reference:
         header += f' {"ref ms":>8} {"ref/RSA":>7}'
     if committed:
         header += f' {"rev ms":>8} {"rev/RSA":>7}'
+    for path in paths:
+        header += f' {path + " ms":>12} {"/RSA":>5}'
     header += f' | {"conv MB":>7} {"RSA MB":>7}'
     if args.reference:
         header += f' {"ref MB":>7}'
     if committed:
         header += f' {"rev MB":>7}'
+    for path in paths:
+        header += f' {path + " MB":>12}'
     if cuda:
         header += f' {"RSA peak MB":>11}'
+    header += f' | {"RSA path":<9}'
     print()
     if committed:
         print(f'rev = the RSA layer at git revision {args.compare_impl}')
     print(f'one layer vs the 1x3x3 convolution it replaces, forward + '
-          f'backward, T={args.frames} (MB: saved for backward)')
+          f'backward, T={args.frames} (MB: saved for backward); RSA path = '
+          f'its automatic implementation here'
+          + (f', beside it forced through {", ".join(paths)}'
+             if paths else ''))
     print(header)
     print('-' * len(header))
     results = []
@@ -317,11 +396,20 @@ def layer_section(bench: Bench) -> List[Dict[str, Any]]:
                 models['rev'] = committed(channels)
                 models['rev'].load_state_dict(models['rsa'].state_dict())
             models = {k: m.to(device) for k, m in models.items()}
-            times = bench.time(
-                {k: layer_train_step(bench, m, x)
-                 for k, m in models.items()})
-            mem = {k: saved_bytes(layer_forward(bench, m, x)) / 2**20
-                   for k, m in models.items()}
+            steps = {k: layer_train_step(bench, m, x)
+                     for k, m in models.items()}
+            forwards = {k: layer_forward(bench, m, x)
+                        for k, m in models.items()}
+            for path in paths:  # the same layer, forced through `path`
+                steps[path] = forced(steps['rsa'], path, force_path)
+                forwards[path] = forced(forwards['rsa'], path, force_path)
+            times = bench.time(steps)
+            mem = {k: saved_bytes(forward) / 2**20
+                   for k, forward in forwards.items()}
+            rsa = models['rsa']
+            auto_path = select_path(
+                x, (rsa.num_queries, rsa.query_channels, rsa.latent_dim),
+                rsa.use_relational_kernel and rsa.use_relational_context)
             row = (f'{channels:>5}@{size:<3}T{args.frames:<2} {batch:>2} | '
                    f'{times["conv"]:8.1f} {times["rsa"]:8.1f} '
                    f'{times["rsa"] / times["conv"]:8.2f}')
@@ -331,20 +419,36 @@ def layer_section(bench: Bench) -> List[Dict[str, Any]]:
             if committed:
                 row += (f' {times["rev"]:8.1f} '
                         f'{times["rev"] / times["rsa"]:7.2f}')
+            for path in paths:
+                row += (f' {times[path]:12.1f} '
+                        f'{times[path] / times["rsa"]:5.2f}')
             row += f' | {mem["conv"]:7.1f} {mem["rsa"]:7.1f}'
             if args.reference:
                 row += f' {mem["ref"]:7.1f}'
             if committed:
                 row += f' {mem["rev"]:7.1f}'
+            for path in paths:
+                row += f' {mem[path]:12.1f}'
             if cuda:
-                peak = bench.cuda_peak_mb(
-                    layer_train_step(bench, models['rsa'], x))
+                peak = bench.cuda_peak_mb(steps['rsa'])
                 row += f' {peak:11.1f}'
+            row += f' | {auto_path:<9}'
             print(row, flush=True)
             results.append(
                 dict(batch=batch, channels=channels, size=size, ms=times,
-                     saved_mb=mem))
+                     saved_mb=mem, path=auto_path))
     return results
+
+
+def forced(fn: Callable[[], Any], path: str,
+           force_path: Callable[[str], Any]) -> Callable[[], Any]:
+    """``fn`` run with every RSA layer forced through ``path``."""
+
+    def run() -> Any:
+        with force_path(path):
+            return fn()
+
+    return run
 
 
 def layer_forward(bench: Bench, model: nn.Module,
@@ -649,19 +753,35 @@ def scaling_section(bench: Bench) -> Dict[str, List[Dict[str, Any]]]:
 def main(argv=None) -> Dict[str, Any]:
     """Run the selected sections and return their measurements."""
     args = parse_args(argv)
-    # MMCV-lite's notice on import; nothing here needs the op
-    warnings.filterwarnings(
-        'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+    needs_stack = [name for name in args.sections if name != 'layer']
+    if MISSING_STACK and needs_stack:
+        sys.exit(
+            f'The {" and ".join(needs_stack)} section'
+            f'{"s need" if len(needs_stack) > 1 else " needs"} '
+            f'{", ".join(MISSING_STACK)}, not installed here (the layer '
+            f'section runs with torch alone). Install them, or, on a machine '
+            f'without an index, install the wheels carried from one (pip '
+            f'download --no-deps ... -d wheelhouse there; pip install '
+            f'--no-index --find-links wheelhouse ... here: see the README, '
+            f'"Benchmarks on a GPU machine").')
     if args.threads:
         torch.set_num_threads(args.threads)
     bench = Bench(args)
     malloc = 'default'
     if not bench.cuda and args.malloc == 'keep':
-        from mmrsa.utils import keep_freed_memory
+        from mmrsa.utils.allocator import keep_freed_memory
         malloc = 'keep freed memory' if keep_freed_memory() else 'default'
     if bench.cuda and not torch.cuda.is_available():
         sys.exit('--device cuda was given but CUDA is not available here.')
+    from mmrsa.models.common.rsa_triton import fused_available
+    fused = fused_available(bench.device)
+    for path in args.paths or ():
+        if path.startswith('cpu') and bench.device.type != 'cpu':
+            sys.exit(f'--paths {path} runs on the CPU only, not on '
+                     f'{bench.device}.')
+        if path == 'fused' and not fused:
+            sys.exit('--paths fused needs Triton and a CUDA device (or '
+                     'TRITON_INTERPRET=1 on the CPU).')
 
     print(f'torch {torch.__version__}, device {bench.device}'
           f'{" (" + torch.cuda.get_device_name() + ")" if bench.cuda else ""}'
@@ -669,7 +789,8 @@ def main(argv=None) -> Dict[str, Any]:
           f'AMP={"on (" + str(bench.amp_dtype) + ")" if args.amp else "off"}'
           f', median of {args.repeats} alternating rounds after '
           f'{args.warmup} warm-up, {args.pause:g} s pause before each call'
-          + ('' if bench.cuda else f', malloc: {malloc}'),
+          + ('' if bench.cuda else f', malloc: {malloc}')
+          + f', fused RSA kernel: {"yes" if fused else "no"}',
           flush=True)
     sections = dict(layer=layer_section, model=model_section,
                     scaling=scaling_section)

@@ -1,13 +1,25 @@
-# RSANet-R18, 8 frames, SynthMotion: the CPU demo (tools/demo_synthmotion.py).
+# RSANet-R18, 8 frames, SynthMotion: the CPU demo (demo/synthmotion_demo.py).
 #
-# SynthMotion (tools/data/generate_synthmotion.py) is a generated motion set
-# in the Something-Something V1 rawframe layout: 10 classes defined by motion
-# alone, 4 pairs of them time reversals of each other. Everything below goes
-# through the same data path as the SSv1 recipe (RawframeDataset,
+# SynthMotion (tools/data/synthmotion/generate_synthmotion.py) is a generated
+# motion set in the Something-Something V1 rawframe layout: 10 classes defined
+# by motion alone, 4 pairs of them time reversals of each other. Everything
+# below goes through the same data path as the SSv1 recipe (RawframeDataset,
 # SampleFrames, RawFrameDecode, LabelAwareFlip, ...); to fit a 2-core CPU the
 # 64x64 frames are scaled to 36 and cropped to 32, and the network is trained
 # from scratch for 8 short epochs.
 custom_imports = dict(imports=['mmrsa'], allow_failed_imports=False)
+# checks before the first iteration: clip length and classes agree with the
+# model; a loaded or resumed checkpoint fits it (mmrsa.engine.hooks)
+custom_hooks = [
+    dict(type='ClipCheckHook'),
+    dict(type='CheckpointFitHook'),
+    # a resumed run continues with the interrupted run's random state
+    dict(type='RandomStateHook'),
+    # distributed runs: the process group is destroyed before Python exits
+    dict(type='ProcessGroupShutdownHook')
+]
+# auto-resume (--resume) from the newest checkpoint that loads
+runner_type = 'ResumableRunner'
 default_scope = 'mmaction'
 
 num_frames = 8
@@ -52,8 +64,10 @@ model = dict(
         std=[58.395, 57.12, 57.375],
         format_shape='NCHW'))
 
-# dataset: python tools/data/generate_synthmotion.py --out data/synthmotion
-dataset_type = 'RawframeDataset'
+# dataset: python tools/data/synthmotion/generate_synthmotion.py \
+#     --out data/synthmotion
+# RawframeDataset that names the annotation line of a bad sample
+dataset_type = 'CheckedRawframeDataset'
 data_root = 'data/synthmotion/rawframes'
 ann_file_train = 'data/synthmotion/synthmotion_train_list_rawframes.txt'
 ann_file_val = 'data/synthmotion/synthmotion_val_list_rawframes.txt'
@@ -84,13 +98,15 @@ train_pipeline = [
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
+    # a rawframe sample, a video file or a frame folder (inference APIs)
+    dict(type='VideoOrFramesInit', filename_tmpl=filename_tmpl),
     dict(
         type='SampleFrames',
         clip_len=1,
         frame_interval=1,
         num_clips=num_frames,
         test_mode=True),
-    dict(type='RawFrameDecode'),
+    dict(type='VideoOrFramesDecode'),
     dict(type='Resize', scale=(-1, 36)),
     dict(type='CenterCrop', crop_size=32),
     dict(type='FormatShape', input_format='NCHW'),
@@ -167,8 +183,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10, ignore_last=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # the val split is also the test split: keep the last, not the best
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1),
+    # the val split is also the test split: keep the last, not the best;
+    # written atomically, the old one removed after the new one
+    checkpoint=dict(
+        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     sync_buffers=dict(type='SyncBuffersHook'))
 

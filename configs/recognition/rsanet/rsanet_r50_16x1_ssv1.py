@@ -11,14 +11,14 @@ train_pipeline = [
     dict(type='SampleFrames', clip_len=1, frame_interval=1,
          num_clips=num_frames)
 ] + _base_.train_pipeline[1:]
-val_pipeline = [
+val_pipeline = _base_.val_pipeline[:1] + [
     dict(
         type='SampleFrames',
         clip_len=1,
         frame_interval=1,
         num_clips=num_frames,
         test_mode=True)
-] + _base_.val_pipeline[1:]
+] + _base_.val_pipeline[2:]
 test_pipeline = val_pipeline
 
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -11,7 +11,8 @@ model = dict(
         num_segments=num_frames, num_classes=48, dropout_ratio=0.5))
 
 # dataset: MMAction2's diving48 layout (tools/data/diving48)
-dataset_type = 'VideoDataset'
+# VideoDataset that names the annotation line of a bad sample
+dataset_type = 'CheckedVideoDataset'
 data_root = 'data/diving48/videos'
 data_root_val = 'data/diving48/videos'
 ann_file_train = 'data/diving48/diving48_train_list_videos.txt'
@@ -37,21 +38,21 @@ train_pipeline = [
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoOrFramesInit'),
     dict(
         type='SampleFrames',
         clip_len=1,
         frame_interval=1,
         num_clips=num_frames,
         test_mode=True),
-    dict(type='DecordDecode'),
+    dict(type='VideoOrFramesDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(type='CenterCrop', crop_size=224),
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs')
 ]
 test_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoOrFramesInit'),
     dict(
         type='SampleFrames',
         clip_len=1,
@@ -59,7 +60,7 @@ test_pipeline = [
         num_clips=num_frames,
         twice_sample=True,
         test_mode=True),
-    dict(type='DecordDecode'),
+    dict(type='VideoOrFramesDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(type='CenterCrop', crop_size=224),
     dict(type='FormatShape', input_format='NCHW'),

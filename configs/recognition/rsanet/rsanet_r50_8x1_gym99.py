@@ -9,7 +9,8 @@ num_classes = 99
 model = dict(cls_head=dict(num_classes=num_classes, dropout_ratio=0.5))
 
 # dataset: MMAction2's gym layout (tools/data/gym), trimmed sub-action videos
-dataset_type = 'VideoDataset'
+# VideoDataset that names the annotation line of a bad sample
+dataset_type = 'CheckedVideoDataset'
 data_root = 'data/gym/subactions'
 data_root_val = 'data/gym/subactions'
 ann_file_train = f'data/gym/annotations/gym{num_classes}_train.txt'

@@ -4,7 +4,8 @@ _base_ = ['rsanet_r50_8x1_ssv1.py']
 num_frames = 8
 
 # dataset: MMAction2's sthv2 layout (tools/data/sthv2)
-dataset_type = 'VideoDataset'
+# VideoDataset that names the annotation line of a bad sample
+dataset_type = 'CheckedVideoDataset'
 data_root = 'data/sthv2/videos'
 data_root_val = 'data/sthv2/videos'
 ann_file_train = 'data/sthv2/sthv2_train_list_videos.txt'
@@ -34,14 +35,14 @@ train_pipeline = [
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoOrFramesInit'),
     dict(
         type='SampleFrames',
         clip_len=1,
         frame_interval=1,
         num_clips=num_frames,
         test_mode=True),
-    dict(type='DecordDecode'),
+    dict(type='VideoOrFramesDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(type='CenterCrop', crop_size=224),
     dict(type='FormatShape', input_format='NCHW'),

@@ -3,7 +3,7 @@
 # clip whose frames are shifted by half a segment.
 _base_ = ['rsanet_r50_8x1_ssv1.py']
 
-test_pipeline = [
+test_pipeline = _base_.test_pipeline[:1] + [
     dict(
         type='SampleFrames',
         clip_len=1,
@@ -11,6 +11,6 @@ test_pipeline = [
         num_clips=_base_.num_frames,
         twice_sample=True,
         test_mode=True)
-] + _base_.test_pipeline[1:]
+] + _base_.test_pipeline[2:]
 
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -5,6 +5,8 @@ from .checkpoint_fit_hook import (CheckpointFitHook, CheckpointMismatchError,
                                   load_checkpoint_strictly)
 from .clip_check_hook import (ClipCheckHook, ClipSamplingError,
                               check_clip_sampling, check_num_classes)
+from .process_group_shutdown_hook import (ProcessGroupShutdownHook,
+                                          destroy_process_group_at_exit)
 from .random_state_hook import (EpochWorkerSeed, RandomStateHook,
                                 capture_random_state, restore_random_state)
 
@@ -12,6 +14,7 @@ __all__ = [
     'CheckpointFitHook', 'CheckpointMismatchError', 'check_checkpoint_fits',
     'load_checkpoint_strictly', 'ClipCheckHook', 'ClipSamplingError',
     'check_clip_sampling', 'check_num_classes', 'AtomicCheckpointHook',
-    'AtomicLocalBackend', 'RandomStateHook', 'EpochWorkerSeed',
+    'AtomicLocalBackend', 'ProcessGroupShutdownHook',
+    'destroy_process_group_at_exit', 'RandomStateHook', 'EpochWorkerSeed',
     'capture_random_state', 'restore_random_state'
 ]

@@ -448,8 +448,8 @@ class RSANet(ResNet):
                     f'rsa_blocks[{stage}] must be a sequence of block '
                     f'indices, got {indices!r}.')
             indices = tuple(indices)
-            if any(not isinstance(i, int) or not 0 <= i < num_blocks
-                   for i in indices) or len(set(indices)) != len(indices):
+            if any(not isinstance(i, int) or isinstance(i, bool)
+                   or not 0 <= i < num_blocks for i in indices) or len(set(indices)) != len(indices):
                 raise ValueError(
                     f'rsa_blocks[{stage}]={indices!r} must hold distinct '
                     f'block indices in [0, {num_blocks}) for stage {stage} of '

@@ -6,7 +6,7 @@ from .rsa import RSA, l2_normalize
 from .rsa_reference import RSAReference, rsa_reference, unfold_context
 
 MODELS.register_module(module=RSA)
-MODELS.register_module(module=RSAReference)
+# RSAReference is a test and teaching oracle: importable, not registered
 
 __all__ = [
     'RSA', 'RSAReference', 'l2_normalize', 'rsa_reference', 'unfold_context'

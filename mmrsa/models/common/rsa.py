@@ -5,24 +5,108 @@ Kim, Kwon, Wang, Kwak, Cho. "Relational Self-Attention: What's Missing in
 Attention for Video Understanding". NeurIPS 2021.
 
 This module imports only torch (and :mod:`.rsa_ops`, its pure-torch fast
-primitives). Registration into MMAction2's registries lives in
-:mod:`mmrsa.models.common` (glue), not here.
+primitives, and :mod:`.rsa_triton`, its optional fused kernel). Registration
+into MMAction2's registries lives in :mod:`mmrsa.models.common` (glue), not
+here.
 """
+import contextlib
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .rsa_ops import (channel_conv3d, contiguous_grad, per_position_matmul,
+from . import rsa_triton
+from .rsa_ops import (channel_conv3d, contiguous_grad,
+                      grouped_channel_conv3d, per_position_matmul,
                       use_position_loops)
 
-__all__ = ['RSA', 'l2_normalize']
+__all__ = ['RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS']
 
 KERNEL_TYPES = ('V', 'R', 'VR')
 CONTEXT_TYPES = ('V', 'R', 'VR')
 NORM_TYPES = ('l2', 'none', 'bn')
+
+#: The layer's implementations of Eq. 12 (see :func:`select_path`).
+PATHS = ('cpu_loops', 'cpu_bmm', 'plain', 'fused')
+
+#: The path :func:`force_path` set, or None (a module global, which
+#: ``torch.compile`` reads as a guarded constant).
+_forced_path: Optional[str] = None
+
+
+def select_path(x: torch.Tensor, sizes: Sequence[int],
+                fusable: bool) -> str:
+    """Which implementation of Eq. 12 the layer runs on ``x``'s device: the
+    one place where it dispatches on the device.
+
+    - ``'cpu_loops'`` (CPU, every per-position matrix side at most
+      :data:`~mmrsa.models.common.rsa_ops.MAX_LOOP_CONTRACTION`): positions
+      last; single-channel convolutions with a hand-written backward for
+      oneDNN (:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`) and
+      per-position products as vectorised loops
+      (:func:`~mmrsa.models.common.rsa_ops.per_position_matmul`).
+    - ``'cpu_bmm'`` (CPU, larger matrices): positions first, the same
+      convolutions, products as ``bmm`` with a contiguous gradient.
+    - ``'plain'`` (every other device): positions first, each filter set as
+      one grouped ``conv3d`` and the products as ``bmm``, with autograd's
+      own backward: what cuDNN and cuBLAS are built for.
+    - ``'fused'`` (CUDA with Triton, relational kernel and context; not
+      while tracing or compiling, where the compiler fuses on its own): as
+      ``'plain'``, the three per-position products in one Triton kernel
+      (:mod:`~mmrsa.models.common.rsa_triton`).
+
+    Every path computes the same multiply-adds. :func:`force_path` overrides
+    the choice (for tests and benchmarks).
+
+    Args:
+        x (torch.Tensor): A tensor of the layer (its device decides).
+        sizes (Sequence[int]): The per-position matrix sides (L, Cq, D).
+        fusable (bool): Whether the layer has the four operands of the fused
+            kernel (relational kernel and relational context).
+
+    Returns:
+        str: One of :data:`PATHS`.
+    """
+    forced = _forced_path
+    on_cpu = x.device.type == 'cpu'
+    if forced is not None:
+        if forced.startswith('cpu') and not on_cpu:
+            raise ValueError(f'RSA path {forced!r} runs on the CPU only, '
+                             f'the input is on {x.device}.')
+        if forced == 'fused' and not (fusable and
+                                      rsa_triton.fused_available(x.device)):
+            raise ValueError(
+                'RSA path \'fused\' needs a relational kernel and context '
+                'and Triton on CUDA (or TRITON_INTERPRET=1 on CPU).')
+        return forced
+    if on_cpu:
+        return 'cpu_loops' if use_position_loops(x, *sizes) else 'cpu_bmm'
+    # tracers and compilers get plain ops (inductor fuses on its own)
+    if (fusable and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and rsa_triton.fused_available(x.device)
+            and x.dtype in rsa_triton.FUSED_DTYPES):
+        return 'fused'
+    return 'plain'
+
+
+@contextlib.contextmanager
+def force_path(path: Optional[str]) -> Iterator[None]:
+    """Run every RSA layer inside the block through ``path`` (one of
+    :data:`PATHS`; ``None`` restores the automatic choice), e.g. to compare
+    the implementations on one device. It holds for the whole process while
+    the block runs (not per thread)."""
+    global _forced_path
+    if path is not None and path not in PATHS:
+        raise ValueError(f'path={path!r} is not an RSA path; choose one of '
+                         f'{PATHS} or None.')
+    previous, _forced_path = _forced_path, path
+    try:
+        yield
+    finally:
+        _forced_path = previous
 
 
 def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
@@ -31,15 +115,30 @@ def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
     This is the normalisation of the official implementation; unlike
     :func:`torch.nn.functional.normalize` the epsilon sits inside the square
     root, so an all-zero vector stays zero and the gradient stays finite.
+    Half-precision inputs (float16, bfloat16) are squared and summed in
+    float32 (squares of float16 values above ~256 overflow); the result has
+    the dtype of ``x``.
     """
-    return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True) + eps)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    if acc == x.dtype:
+        return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True) + eps)
+    # float32 sum of squares without a float32 copy of x
+    sq_norm = torch.linalg.vector_norm(
+        x, dim=dim, keepdim=True, dtype=acc).square()
+    return (x * torch.rsqrt(sq_norm + eps)).to(x.dtype)
 
 
 def _triple(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int, int]:
-    if isinstance(value, int):
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if is_int(value):
         value = (value, value, value)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f'{name} must be an int or a sequence of 3 ints '
+                         f'(t, h, w), got {value!r}.')
     value = tuple(value)
-    if len(value) != 3 or not all(isinstance(v, int) for v in value):
+    if len(value) != 3 or not all(is_int(v) for v in value):
         raise ValueError(f'{name} must be an int or a sequence of 3 ints '
                          f'(t, h, w), got {value!r}.')
     if any(v <= 0 or v % 2 == 0 for v in value):
@@ -76,9 +175,12 @@ class RSA(nn.Module):
     multiply-adds (and the same FLOP count for tracing counters): on CPU,
     when L, Cq and D are at most 16, every per-position matrix is stored
     ``[N, a, b, THW]`` and multiplied by vectorised loops over the positions;
-    otherwise ``[N*THW, a, b]`` and multiplied with ``bmm``. ``H1``, ``H2``
-    and ``G`` run as single-channel convolutions with a dedicated backward
-    pass (:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`).
+    otherwise ``[N*THW, a, b]`` and multiplied with ``bmm``. On CPU ``H1``,
+    ``H2`` and ``G`` run as single-channel convolutions with a dedicated
+    backward pass (:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`); on
+    other devices as grouped ``conv3d``, and on CUDA with Triton the three
+    per-position products run as one fused kernel. :func:`select_path` makes
+    these choices, in one place.
 
     Symbols (paper / official code ``ops/rsa.py``):
 
@@ -363,15 +465,22 @@ class RSA(nn.Module):
         q, k, v = self.split_embedding(proj)
         # The same products in two memory layouts: positions last with
         # vectorised loops for small per-position matrices on CPU,
-        # positions first with batched matrix products otherwise.
-        if use_position_loops(proj, nq, cq, self.latent_dim):
+        # positions first with batched matrix products otherwise; the
+        # device-specific choices are all made by select_path.
+        path = select_path(
+            proj, (nq, cq, self.latent_dim),
+            self.use_relational_kernel and self.use_relational_context)
+        if path == 'cpu_loops':
             out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
             # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
             out = out.reshape(n, cq * nq, t, h, w)
         else:
-            out = self._transform_positions_first(q, k, v)  # [N*THW, Cq, L]
+            # [N*THW, Cq, L]
+            out = self._transform_positions_first(q, k, v, path)
             # [N*THW, Cq, L] -> [N, Cq*L, T, H, W] (value major, query minor)
-            out = contiguous_grad(out).reshape(n, t, h, w, cq * nq)
+            if path == 'cpu_bmm':
+                out = contiguous_grad(out)
+            out = out.reshape(n, t, h, w, cq * nq)
             out = out.permute(0, 4, 1, 2, 3).contiguous()
         return self.downsample(out)
 
@@ -437,10 +546,27 @@ class RSA(nn.Module):
         # [N, Cq, D, THW] @ [N, D, L, THW] -> [N, Cq, L, THW]
         return per_position_matmul(context, kernel.transpose(1, 2))
 
+    def _filter_channels(self, x: torch.Tensor, filters: torch.Tensor,
+                         path: str) -> torch.Tensor:
+        """Single-channel convolutions of ``x`` ``[N, C, T, H, W]`` with
+        ``filters`` ``[banks, O, k...]``, positions first: ``[N*THW, C, O]``
+        (a strided view on the CPU path, where C is the outer dimension)."""
+        channels = x.shape[1]
+        if path == 'cpu_bmm':
+            # [N, C, T, H, W] -> [C, N, T, H, W, O] -> [N*THW, C, O]
+            out = channel_conv3d(x, filters, self.padding, channels_last=True)
+            return out.reshape(channels, -1, out.shape[-1]).transpose(0, 1)
+        # [N, C, T, H, W] -> [N, T, H, W, C, O] -> [N*THW, C, O]
+        out = grouped_channel_conv3d(x, filters, self.padding)
+        return out.reshape(-1, channels, out.shape[-1])
+
     def _transform_positions_first(self, q: torch.Tensor,
                                    k: Optional[torch.Tensor],
-                                   v: torch.Tensor) -> torch.Tensor:
-        """Eq. 12 with every per-position matrix indexed ``[N*THW, a, b]``.
+                                   v: torch.Tensor,
+                                   path: str) -> torch.Tensor:
+        """Eq. 12 with every per-position matrix indexed ``[N*THW, a, b]``,
+        for ``path`` 'cpu_bmm', 'plain' or 'fused' (see
+        :func:`select_path`).
 
         Returns:
             torch.Tensor: ``y`` as ``[N*THW, Cq, L]``.
@@ -455,25 +581,21 @@ class RSA(nn.Module):
         # ---- kernel: q (P1 + XK * r(H1)), [N*THW, L, D] --------------- #
         if self.use_relational_kernel:
             # channel-wise convolution of the key (Eq. 10):
-            # [N, Cq, T, H, W] -> [Cq, N, T, H, W, D] -> [Cq, N*THW, D]
-            key_h1 = channel_conv3d(
-                k, self._key_filters(), self.padding, channels_last=True)
-            # -> [N*THW, Cq, D]; P1 added after the transpose (a
-            # contiguous operand for bmm and sum for the gradient of P1)
-            key_h1 = key_h1.reshape(cq, n * num_pos, dim).transpose(0, 1)
+            # [N, Cq, T, H, W] -> [N*THW, Cq, D]; P1 added after the
+            # transpose (a contiguous operand for bmm and sum for the
+            # gradient of P1)
+            key_h1 = self._filter_channels(k, self._key_filters(), path)
             if self.P1 is not None:
                 key_h1 = key_h1 + self.P1
-            # [N*THW, L, Cq] @ [N*THW, Cq, D] -> [N*THW, L, D]
-            kernel = torch.bmm(q, key_h1)
+            # [N*THW, L, Cq] @ [N*THW, Cq, D] -> [N*THW, L, D] (fused:
+            # below)
+            kernel = None if path == 'fused' else torch.bmm(q, key_h1)
         else:
             kernel = torch.matmul(q, self.P1)  # [N*THW, L, D]
 
         # ---- context: (H2^T XV)(I + XV^T G), [N*THW, Cq, D] ------------ #
-        # [N, Cq, T, H, W] -> [Cq, N, T, H, W, D (+ Cq)]
-        value = channel_conv3d(
-            v, self._value_filters(), self.padding, channels_last=True)
-        # -> [Cq, N*THW, D (+ Cq)] -> [N*THW, Cq, D (+ Cq)]
-        value = value.reshape(cq, n * num_pos, -1).transpose(0, 1)
+        # [N, Cq, T, H, W] -> [N*THW, Cq, D (+ Cq)]
+        value = self._filter_channels(v, self._value_filters(), path)
         if self.G is not None:
             # H2^T XV (transposed) [N*THW, Cq, D] and XV^T G
             # [N*THW, Cq(c), Cq(c')]
@@ -483,6 +605,10 @@ class RSA(nn.Module):
             value_g = value_g.transpose(1, 2)
             if self.I is not None:
                 value_g = value_g + self.I.t()
+            if path == 'fused':
+                # the three products below in one kernel: [N*THW, Cq, L]
+                return rsa_triton.fused_per_position_products(
+                    q, key_h1, value_g, value_h2)
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
             context = torch.bmm(value_g, value_h2)
         else:

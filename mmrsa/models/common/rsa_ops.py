@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     'channel_conv3d', 'per_position_matmul', 'contiguous_grad',
-    'use_position_loops'
+    'use_position_loops', 'grouped_channel_conv3d'
 ]
 
 #: Longest contracted dimension for which :func:`per_position_matmul` (a
@@ -48,6 +48,12 @@ __all__ = [
 #: CPU; measured for the RSANet stage shapes (``8 x 16 @ 16 x 16`` products
 #: favour the loop by 1.5-3x, ``32 x 32 @ 32 x 32`` favour ``bmm`` by 2x).
 MAX_LOOP_CONTRACTION = 16
+
+#: Fewest filters per bank for which :func:`channel_conv3d` computes its
+#: half-precision weight gradient in half precision; below, oneDNN's
+#: bfloat16 kernel is far slower than float32 (measured 5-100x for 8 filters
+#: on a 2-core AVX512-BF16 CPU), so it runs in float32.
+MIN_HALF_WGRAD_FILTERS = 16
 
 
 def _tracing() -> bool:
@@ -68,8 +74,20 @@ def _static_structure() -> Iterator[None]:
 def use_position_loops(x: torch.Tensor, *sizes: int) -> bool:
     """Whether per-position products of matrices with ``sizes`` should use
     :func:`per_position_matmul` (CPU, every size at most
-    :data:`MAX_LOOP_CONTRACTION`) rather than batched ``bmm``."""
-    return x.device.type == 'cpu' and max(sizes) <= MAX_LOOP_CONTRACTION
+    :data:`MAX_LOOP_CONTRACTION`, float32 or float64) rather than batched
+    ``bmm``.
+
+    In half precision (a half-precision ``x`` or CPU autocast to one) the
+    loops would sum float32 copies of every operand, while ``bmm`` runs
+    bfloat16 kernels that sum in float32: ``bmm`` is faster there (measured
+    x0.66-0.68 the layer time at the RSANet-R50 stage shapes with Cq = 8
+    and 16, bf16 autocast) and keeps fewer bytes for backward.
+    """
+    if x.device.type != 'cpu' or max(sizes) > MAX_LOOP_CONTRACTION:
+        return False
+    half = (torch.bfloat16, torch.float16)
+    return not (x.dtype in half or (torch.is_autocast_enabled('cpu') and
+                                    torch.get_autocast_dtype('cpu') in half))
 
 
 # ---------------------------------------------------------------------- #
@@ -85,6 +103,11 @@ def _conv_batch(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     n, c, t, h, w = x.shape
     if not channels_last:
         return x.reshape(n * c, 1, t, h, w)
+    if _tracing():
+        # The same values (strides aside), in ops that every exporter
+        # knows; the TorchScript-based ONNX exporter has no empty_strided.
+        # [N, C, T, H, W] -> [C, N, T, H, W] -> [C*N, 1, T, H, W]
+        return x.transpose(0, 1).reshape(c * n, 1, t, h, w)
     out = torch.empty_strided((c * n, 1, t, h, w), (t * h * w, 1, h * w, w, 1),
                               dtype=x.dtype, device=x.device)
     # [N, C, T, H, W] -> [C, N, T, H, W]
@@ -149,6 +172,9 @@ class _ChannelConv3d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, padding, channels_last):
+        # the weight's own strides (of the parameter it views), which its
+        # gradient is given: DDP's buckets expect them, size-1 dims included
+        ctx.weight_strides = torch.empty_like(weight, device='meta').stride()
         device = x.device.type
         if torch.is_autocast_enabled(device):
             # run (and save) in the autocast dtype, as F.conv3d would
@@ -179,16 +205,27 @@ class _ChannelConv3d(torch.autograd.Function):
 
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
-            # oneDNN's weight gradient of a 1 -> O convolution is fast
+            # oneDNN's weight gradient of a 1 -> O convolution is fast, but
+            # in bfloat16 with fewer than 16 filters (H1 at Cq = 8) it is
+            # 5-100x slower than in float32: compute those in float32
+            wdtype = (torch.float32 if o < MIN_HALF_WGRAD_FILTERS
+                      and xb.dtype in (torch.bfloat16, torch.float16)
+                      else xb.dtype)
             grad_w = torch.stack([
                 torch.ops.aten.convolution_backward(
-                    _bank_rows(grad, g, banks, n, channels_last),
-                    _bank_rows(xb, g, banks, n, channels_last),
-                    weight[g].unsqueeze(1), None, [1, 1, 1], list(padding),
-                    [1, 1, 1], False, [0, 0, 0], 1,
+                    _bank_rows(grad, g, banks, n, channels_last).to(wdtype),
+                    _bank_rows(xb, g, banks, n, channels_last).to(wdtype),
+                    weight[g].unsqueeze(1).to(wdtype), None, [1, 1, 1],
+                    list(padding), [1, 1, 1], False, [0, 0, 0], 1,
                     [False, True, False])[1].squeeze(1)
                 for g in range(banks)
-            ])  # [banks, O, kt, kh, kw]
+            ]).to(weight.dtype)  # [banks, O, kt, kh, kw]
+            if grad_w.stride() != ctx.weight_strides:
+                grad_w = torch.empty_strided(
+                    grad_w.shape,
+                    ctx.weight_strides,
+                    dtype=grad_w.dtype,
+                    device=grad_w.device).copy_(grad_w)
         if ctx.needs_input_grad[0]:
             # dx = sum_o corr(dy_o, flip(w_o)): a depthwise convolution of
             # the O gradient maps (fast in channels-last), then a sum
@@ -335,3 +372,39 @@ def contiguous_grad(x: torch.Tensor) -> torch.Tensor:
     if _tracing():
         return x
     return _ContiguousGrad.apply(x)
+
+
+# ---------------------------------------------------------------------- #
+# the plain formulation (devices other than the CPU)
+# ---------------------------------------------------------------------- #
+def grouped_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
+                           padding: Sequence[int]) -> torch.Tensor:
+    """:func:`channel_conv3d` as one grouped ``conv3d`` (autograd's own
+    backward), the formulation cuDNN is built for.
+
+    Every channel gets its bank's filters (``groups = C``); the multiply-adds
+    are those of :func:`channel_conv3d`.
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``.
+        weight (torch.Tensor): ``[banks, O, kt, kh, kw]``; ``banks``
+            divides ``C``.
+        padding (Sequence[int]): ``(pt, ph, pw)``.
+
+    Returns:
+        torch.Tensor: ``[N, T, H, W, C, O]`` (a view of the convolution's
+        output; contiguous when that output is channels-last).
+    """
+    if x.dim() != 5 or weight.dim() != 5 or x.shape[1] % weight.shape[0]:
+        raise ValueError(
+            f'grouped_channel_conv3d expects x [N, C, T, H, W] and weight '
+            f'[banks, O, kt, kh, kw] with banks dividing C, got '
+            f'{tuple(x.shape)} and {tuple(weight.shape)}.')
+    c = x.shape[1]
+    banks, o = weight.shape[:2]
+    # [banks, O, k...] -> [C, O, k...] -> [C*O, 1, k...]
+    per_channel = weight.repeat_interleave(c // banks, dim=0)
+    out = F.conv3d(x, per_channel.reshape(c * o, 1, *weight.shape[2:]),
+                   padding=tuple(int(p) for p in padding), groups=c)
+    # [N, C*O, T, H, W] -> [N, T, H, W, C, O]
+    return out.permute(0, 2, 3, 4, 1).unflatten(4, (c, o))

@@ -3,21 +3,19 @@
 
 Example::
 
-    python tools/data/generate_synthmotion.py --out data/synthmotion
-    python tools/data/generate_synthmotion.py --out data/synthmotion \
+    python tools/data/synthmotion/generate_synthmotion.py \
+        --out data/synthmotion
+    python tools/data/synthmotion/generate_synthmotion.py \
+        --out data/synthmotion \
         --format both --num-train 2000 --num-val 400 --seed 1 --force
 
 See :mod:`mmrsa.datasets.synthmotion` for the classes and the layout.
+``synthmotion_manifest.json`` in the output folder lists what the generator
+wrote; ``--force`` replaces those files and nothing else.
 """
 import argparse
-import os.path as osp
 import sys
 import time
-
-# runnable from a source checkout without installing mmrsa
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-
-from mmrsa.datasets.synthmotion import generate_synthmotion  # noqa: E402
 
 FORMATS = {
     'rawframes': ('rawframes', ),
@@ -55,8 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--overwrite',
         dest='overwrite',
         action='store_true',
-        help='replace a set already in --out (without it, an existing set '
-        'is never overwritten)')
+        help='replace a set an earlier run wrote into --out: only the files '
+        'listed in its synthmotion_manifest.json are replaced (without it, '
+        'an existing set is never overwritten; a file the generator did not '
+        'write is never overwritten or deleted, even with --force)')
     parser.add_argument(
         '--quiet', action='store_true', help='no progress bar')
     return parser.parse_args(argv)
@@ -64,13 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from mmrsa.datasets.synthmotion import generate_synthmotion
     progress = None
     if not args.quiet:
         from mmengine.utils import ProgressBar
         bar = ProgressBar(args.num_train + args.num_val)
-
-        def progress(done, total):
-            bar.update()
+        progress = lambda done, total: bar.update()  # noqa: E731
 
     start = time.time()
     try:

@@ -1,12 +1,12 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""tools/ensemble_scores.py on dumps written in tmp_path.
+"""mmrsa.evaluation.ensemble on dumps written in tmp_path.
 
 The dumps have the layout of MMEngine's ``DumpResults`` as MMAction2's
 ``tools/test.py --dump`` writes it: a list with one ``ActionDataSample``
 ``to_dict()`` per video (``pred_score``, ``pred_label``, ``gt_label`` as
 tensors, plus metainfo such as ``frame_dir``).
 """
-import importlib.util
+import os
 import pickle
 from pathlib import Path
 
@@ -14,22 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from mmrsa.evaluation import (EnsembleError, ensemble, format_report,
+                              load_dump, softmax, write_dump)
 
 
-def _load_tool():
-    path = REPO_ROOT / 'tools' / 'ensemble_scores.py'
-    spec = importlib.util.spec_from_file_location('ensemble_scores_tool',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
-
-
-def write_dump(path: Path, scores, labels, names=None) -> Path:
+def dump(path: Path, scores, labels, names=None) -> Path:
     results = []
     for i, (score, label) in enumerate(zip(scores, labels)):
         score = torch.as_tensor(score, dtype=torch.float32)
@@ -61,27 +50,28 @@ def test_dump_format_is_what_mmaction_test_writes(tmp_path):
     metric = DumpResults(out_file_path=str(path))
     metric.process({}, [sample.to_dict()])
     metric.compute_metrics(metric.results)
-    loaded = tool.load_dump(str(path))
+    loaded = load_dump(str(path))
     assert loaded[0]['gt_label'] == 2 and loaded[0]['frame_dir'] == 'vid_0'
     np.testing.assert_allclose(loaded[0]['pred_score'], [0.1, 0.2, 0.7],
                                rtol=1e-6)
 
 
-def test_two_models_average_and_fix_each_others_mistakes(tmp_path, capsys):
+def test_two_models_average_and_fix_each_others_mistakes(tmp_path):
     labels = [0, 1, 2, 1]
     # model A is right on videos 0, 1, 2; model B on 0, 2, 3; the average on
     # all four
     a = [[.7, .2, .1], [.1, .6, .3], [.2, .2, .6], [.5, .4, .1]]
     b = [[.6, .3, .1], [.45, .4, .15], [.1, .3, .6], [.1, .8, .1]]
     names = [f'v{i}' for i in range(4)]
-    pa = write_dump(tmp_path / 'r50_8x2.pkl', a, labels, names)
+    pa = dump(tmp_path / 'r50_8x2.pkl', a, labels, names)
     # the second model's dump lists the videos in another order
     order = [2, 0, 3, 1]
-    pb = write_dump(tmp_path / 'r50_16x2.pkl', [b[i] for i in order],
-                    [labels[i] for i in order], [names[i] for i in order])
+    pb = dump(tmp_path / 'r50_16x2.pkl', [b[i] for i in order],
+              [labels[i] for i in order], [names[i] for i in order])
     out = tmp_path / 'en.pkl'
-    assert tool.main([str(pa), str(pb), '--out', str(out)]) == 0
-    report = capsys.readouterr().out
+    result = ensemble([str(pa), str(pb)])
+    write_dump(result, str(out))
+    report = format_report(result)
     # rows: name, then top-1, top-3 (3 classes) and mean class accuracy
     top1 = {
         line.split()[0]: line.split()[-3]
@@ -90,7 +80,7 @@ def test_two_models_average_and_fix_each_others_mistakes(tmp_path, capsys):
     assert top1[str(pa)] == '75.00' and top1[str(pb)] == '75.00'
     assert top1['ensemble'] == '100.00'
 
-    fused = tool.load_dump(str(out))
+    fused = load_dump(str(out))
     np.testing.assert_allclose(
         np.stack([f['pred_score'] for f in fused]),
         (np.array(a) + np.array(b)) / 2,
@@ -103,35 +93,34 @@ def test_weights_and_softmax_of_logits(tmp_path):
     labels = [0, 1]
     probs = np.array([[.8, .2], [.3, .7]])
     logits = np.array([[2., -1.], [0., 3.]])
-    pa = write_dump(tmp_path / 'probs.pkl', probs, labels)
-    pb = write_dump(tmp_path / 'logits.pkl', logits, labels)
-    result = tool.ensemble([str(pa), str(pb)], weights=[3, 1])
+    pa = dump(tmp_path / 'probs.pkl', probs, labels)
+    pb = dump(tmp_path / 'logits.pkl', logits, labels)
+    result = ensemble([str(pa), str(pb)], weights=[3, 1])
     assert [i['softmax'] for i in result['inputs']] == [False, True]
-    expected = (3 * probs + tool.softmax(logits)) / 4
+    expected = (3 * probs + softmax(logits)) / 4
     np.testing.assert_allclose(result['scores'], expected, rtol=1e-6)
-    never = tool.ensemble([str(pa), str(pb)], softmax_mode='never')
+    never = ensemble([str(pa), str(pb)], softmax_mode='never')
     np.testing.assert_allclose(never['scores'], (probs + logits) / 2,
                                rtol=1e-6)
 
 
-def test_refuses_dumps_of_different_videos(tmp_path, capsys):
-    pa = write_dump(tmp_path / 'a.pkl', [[.6, .4], [.4, .6]], [0, 1])
-    pb = write_dump(tmp_path / 'b.pkl', [[.6, .4], [.4, .6]], [1, 0])
-    pc = write_dump(tmp_path / 'c.pkl', [[.6, .4]], [0])
-    pd = write_dump(tmp_path / 'd.pkl', [[.2, .4, .4], [.4, .3, .3]], [0, 1])
+def test_refuses_dumps_of_different_videos(tmp_path):
+    pa = dump(tmp_path / 'a.pkl', [[.6, .4], [.4, .6]], [0, 1])
+    pb = dump(tmp_path / 'b.pkl', [[.6, .4], [.4, .6]], [1, 0])
+    pc = dump(tmp_path / 'c.pkl', [[.6, .4]], [0])
+    pd = dump(tmp_path / 'd.pkl', [[.2, .4, .4], [.4, .3, .3]], [0, 1])
     for other, message in ((pb, 'different labels'), (pc, '1 videos'),
                            (pd, 'classes')):
-        assert tool.main([str(pa), str(other)]) == 1
-        assert message in capsys.readouterr().err
-    assert tool.main([str(pa)]) == 1
-    assert 'two or more' in capsys.readouterr().err
-    assert tool.main([str(pa), str(pa), '--weights', '1']) == 1
-    assert 'one non-negative weight per file' in capsys.readouterr().err
+        with pytest.raises(EnsembleError, match=message):
+            ensemble([str(pa), str(other)])
+    with pytest.raises(EnsembleError, match='two or more'):
+        ensemble([str(pa)])
+    with pytest.raises(EnsembleError,
+                       match='one non-negative weight per file'):
+        ensemble([str(pa), str(pa)], weights=[1])
 
 
-def test_refuses_files_that_are_not_dumps_without_running_them(tmp_path,
-                                                              capsys):
-    import os
+def test_refuses_files_that_are_not_dumps_without_running_them(tmp_path):
 
     class Payload:
 
@@ -143,18 +132,20 @@ def test_refuses_files_that_are_not_dumps_without_running_them(tmp_path,
         pickle.dump([{'pred_score': Payload()}], f)
     text = tmp_path / 'scores.pkl'
     text.write_text('top1 0.5')
-    good = write_dump(tmp_path / 'good.pkl', [[.5, .5]], [0])
+    good = dump(tmp_path / 'good.pkl', [[.5, .5]], [0])
     wrong = tmp_path / 'wrong.pkl'
     with open(wrong, 'wb') as f:
         pickle.dump({'acc/top1': 0.5}, f)
-    for path in (evil, text, wrong):
-        assert tool.main([str(good), str(path)]) == 1
-        assert 'error' in capsys.readouterr().err
+    for path, message in ((evil, 'refusing to load os.makedirs'),
+                          (text, 'cannot read a dump'),
+                          (wrong, 'expected the dump')):
+        with pytest.raises(EnsembleError, match=message):
+            ensemble([str(good), str(path)])
     assert not (tmp_path / 'payload_ran').exists()
 
 
 @pytest.mark.parametrize('mode', ['bogus'])
 def test_bad_softmax_mode(tmp_path, mode):
-    pa = write_dump(tmp_path / 'a.pkl', [[.6, .4]], [0])
-    with pytest.raises(tool.EnsembleError, match='softmax'):
-        tool.ensemble([str(pa), str(pa)], softmax_mode=mode)
+    pa = dump(tmp_path / 'a.pkl', [[.6, .4]], [0])
+    with pytest.raises(EnsembleError, match='softmax'):
+        ensemble([str(pa), str(pa)], softmax_mode=mode)

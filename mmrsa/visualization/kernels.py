@@ -1,0 +1,564 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""The basic and relational kernels of an RSA layer (paper Fig. 3).
+
+For one RSA layer and one query position ``n = (t, h, w)`` of its feature
+map, the kernels that weigh the ``kt x kh x kw`` context of ``n`` are, for
+each of the L queries ``q_n^l`` (Eq. 8 and 12)::
+
+    basic       kV[l] = q_n^l P^T,                        P = H2 P1^T   [M]
+    relational  kR[l] = q_n^l (XK_n (*) r(H1)) H2^T                     [M]
+
+(``(*)`` is the channel-wise convolution of Eq. 10). :func:`visualize` feeds
+one clip through the backbone, takes the layer's input, computes both
+kernels at ``n`` (:func:`rsa_kernels`) and draws, into ``out_dir``:
+
+- ``frames.png``: the T input frames, the query's receptive cell in red on
+  frame t, the context window in yellow on frames t - kt//2 .. t + kt//2;
+- ``kernels.png``: per chosen query l, the kt spatial slices of kV and of kR
+  (red positive, blue negative, one colour scale per kernel);
+- ``figure.png``: both, stacked as in the paper's figure;
+- the same three with ``_reversed`` for the time-reversed clip, with the
+  query on the same frame (t -> T - 1 - t);
+- ``kernels.npz``: the kernels ``[L, kt, kh, kw]`` of both clips.
+
+These seven files of an earlier run in ``out_dir`` are kept unless
+``force`` (``--force``); nothing else there is touched.
+
+At the first RSA layer the query depends on its own frame only, so the basic
+kernel is the same for the reversed clip while the relational kernel, built
+from the query's correlations with the context, changes (paper Sec. 5.6).
+
+The clip is a video file (read with decord, as MMAction2 does, else OpenCV)
+or a folder of frames (SSv1 rawframes); T frames are sampled as the test
+pipeline samples them (the middle of T equal segments) and resized and
+cropped by the config's test ``Resize`` / ``CenterCrop``. The checkpoint is
+an mmrsa checkpoint, read by :func:`mmrsa.utils.checkpoint.
+load_checkpoint_file` (no code from it runs), or ``'none'`` for random
+weights. The default layer is the first RSA layer; the default query is
+frame T // 2 at the feature cell with the largest frame difference around
+it. Drawing needs matplotlib.
+"""
+import copy
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmaction.registry import MODELS, TRANSFORMS
+from ..models.common.rsa import RSA
+from ..utils.checkpoint import (CheckpointFileError, load_checkpoint_file,
+                                state_dict_of)
+
+__all__ = [
+    'rsa_kernels', 'layer_input', 'build_model', 'read_frames',
+    'sample_indices', 'prepare_clip', 'find_layer', 'default_query',
+    'save_figures', 'visualize', 'OUTPUT_FILES', 'check_out_dir'
+]
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+#: What :func:`visualize` writes into its output folder.
+OUTPUT_FILES = tuple(f'{name}{suffix}.png'
+                     for suffix in ('', '_reversed')
+                     for name in ('frames', 'kernels', 'figure')) + (
+                         'kernels.npz', )
+
+
+def check_out_dir(out_dir: str, force: bool = False) -> None:
+    """Refuse an output folder that holds pictures of an earlier run
+    (:data:`OUTPUT_FILES`) unless ``force``.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file, one of the output names is a
+            folder, or (without ``force``) one of them exists.
+    """
+    if osp.lexists(out_dir) and not osp.isdir(out_dir):
+        raise FileExistsError(f'--out {out_dir} is a file; give a folder.')
+    existing = [
+        n for n in OUTPUT_FILES if osp.lexists(osp.join(out_dir, n))
+    ]
+    folders = [n for n in existing if osp.isdir(osp.join(out_dir, n))]
+    if folders:
+        raise FileExistsError(
+            f'{out_dir} holds folders named as the output files '
+            f'({", ".join(folders)}); they are never replaced: choose '
+            f'another --out.')
+    if existing and not force:
+        raise FileExistsError(
+            f'{out_dir} already holds {", ".join(existing)} (of an earlier '
+            f'run?); pass --force to overwrite these files (nothing else '
+            f'there is touched), or choose another --out.')
+
+
+# ---------------------------------------------------------------------- #
+# kernels
+# ---------------------------------------------------------------------- #
+@torch.no_grad()
+def rsa_kernels(layer: RSA, x: torch.Tensor,
+                position: Tuple[int, int, int]) -> Dict[str, torch.Tensor]:
+    """Basic and relational kernels of ``layer`` at one position.
+
+    Args:
+        layer (RSA): The layer.
+        x (torch.Tensor): Its input ``[1, C, T, H, W]``.
+        position (tuple[int, int, int]): ``(t, h, w)`` of the query.
+
+    Returns:
+        dict: ``'basic'`` and ``'relational'``, each ``[L, kt, kh, kw]`` (or
+        None when the layer has no such kernel). Context index
+        ``(i, j, k)`` is the position ``(t + i - kt//2, h + j - kh//2,
+        w + k - kw//2)``.
+    """
+    layer.check_input(x)
+    t, h, w = position
+    _, _, tt, hh, ww = x.shape
+    if not (0 <= t < tt and 0 <= h < hh and 0 <= w < ww):
+        raise ValueError(f'query {position} is outside the {tt}x{hh}x{ww} '
+                         f'feature map of the layer.')
+    kt, kh, kw = layer.kernel_size
+    m, cq, dim = layer.context_size, layer.query_channels, layer.latent_dim
+    q, k, _ = layer.embed(x)
+    query = q[0, :, :, t, h, w]  # [L, Cq]
+    h2 = layer.H2.weight.reshape(dim, m)  # [D, M]
+    out: Dict[str, Optional[torch.Tensor]] = dict(
+        basic=None, relational=None)
+    if layer.use_basic_kernel:
+        pos = h2.t() @ layer.P1.t()  # P = H2 P1^T: [M, Cq]
+        out['basic'] = query @ pos.t()  # [L, M]
+    if layer.use_relational_kernel:
+        pt, ph, pw = layer.padding
+        padded = F.pad(k[0], (pw, pw, ph, ph, pt, pt))  # [Cq, T', H', W']
+        # the context of the key around n: [Cq, kt, kh, kw] -> [Cq, M]
+        context = padded[:, t:t + kt, h:h + kh, w:w + kw].reshape(cq, m)
+        h1 = layer.h1_weight().reshape(cq, dim, m)  # r(H1) per channel
+        key_h1 = torch.einsum('cm,cdm->cd', context, h1)  # XK (*) r(H1)
+        out['relational'] = query @ key_h1 @ h2  # [L, D] @ [D, M]
+    return {
+        name: (None if kernel is None else kernel.reshape(-1, kt, kh, kw))
+        for name, kernel in out.items()
+    }
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def layer_input(model, clip: torch.Tensor, layer: RSA) -> torch.Tensor:
+    """The input ``[1, C, T, H, W]`` of ``layer`` for ``clip``
+    ``[T, 3, H, W]``."""
+    captured = {}
+
+    def hook(module, args):
+        captured['x'] = args[0]
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        model.backbone(clip)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    frames = captured['x']  # [T, C, H, W]
+    return frames.unsqueeze(0).transpose(1, 2).contiguous()  # [1, C, T, H, W]
+
+
+# ---------------------------------------------------------------------- #
+# model, checkpoint, clip
+# ---------------------------------------------------------------------- #
+def build_model(cfg: Config, checkpoint: str):
+    """The config's recognizer with ``checkpoint`` loaded, in eval mode."""
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone['pretrained'] = None
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    random_weights = checkpoint.lower() == 'none'
+    if random_weights:
+        torch.manual_seed(0)  # the same pictures on every run
+    model = MODELS.build(model_cfg)
+    if random_weights:
+        model.backbone.init_weights()  # MSRA, as before training
+    else:
+        checkpoint_obj = load_checkpoint_file(checkpoint)
+        try:
+            state = state_dict_of(checkpoint_obj)
+        except CheckpointFileError as err:
+            raise CheckpointFileError(
+                f'{checkpoint} is not an mmrsa checkpoint: {err}') from None
+        if any(k.startswith('base_model.') for k in state):
+            raise ValueError(
+                f'{checkpoint} is a checkpoint of the authors\' code; '
+                f'convert it first with '
+                f'tools/convert/convert_official_checkpoint.py.')
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f'{checkpoint} does not fit the config\'s model: missing '
+                f'{missing[:5]}, unexpected {unexpected[:5]}.')
+    return model.eval()
+
+
+def read_frames(video: str) -> List[np.ndarray]:
+    """All frames of a video file or a folder of images, RGB uint8."""
+    import cv2
+    if osp.isdir(video):
+        names = sorted(n for n in os.listdir(video)
+                       if n.lower().endswith(IMAGE_EXTS))
+        if not names:
+            raise ValueError(f'{video} holds no image files {IMAGE_EXTS}.')
+        frames = []
+        for name in names:
+            image = cv2.imread(osp.join(video, name), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f'cannot read {osp.join(video, name)}.')
+            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        return frames
+    if not osp.isfile(video):
+        raise ValueError(f'{video}: no such file or folder.')
+    try:
+        import decord
+        reader = decord.VideoReader(video)
+        return list(reader.get_batch(list(range(len(reader)))).asnumpy())
+    except ImportError:
+        capture = cv2.VideoCapture(video)
+        frames = []
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if not frames:
+            raise ValueError(f'cannot read frames from {video}.')
+        return frames
+
+
+def sample_indices(num_frames: int, num_segments: int) -> List[int]:
+    """The middle frame of each of ``num_segments`` equal segments, as
+    ``SampleFrames(test_mode=True)`` takes them."""
+    return [
+        min(int((i + 0.5) * num_frames / num_segments), num_frames - 1)
+        for i in range(num_segments)
+    ]
+
+
+def prepare_clip(cfg: Config, frames: Sequence[np.ndarray],
+                 num_segments: int) -> Tuple[torch.Tensor, np.ndarray]:
+    """Sample, resize and crop as the config's test pipeline, normalise.
+
+    Returns:
+        tuple: the clip ``[T, 3, H, W]`` (normalised) and the frames shown
+        ``[T, H, W, 3]`` uint8.
+    """
+    picked = [frames[i] for i in sample_indices(len(frames), num_segments)]
+    results = dict(
+        imgs=[np.ascontiguousarray(f) for f in picked],
+        img_shape=picked[0].shape[:2],
+        original_shape=picked[0].shape[:2],
+        modality='RGB')
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get(
+        'pipeline') or cfg.get('test_pipeline') or []
+    for step in pipeline:
+        if step.get('type') in ('Resize', 'CenterCrop'):
+            results = TRANSFORMS.build(dict(step))(results)
+    shown = np.stack(results['imgs']).astype(np.uint8)
+    preprocessor = cfg.model.get('data_preprocessor', {})
+    mean = torch.tensor(preprocessor.get('mean', [0., 0., 0.])).view(3, 1, 1)
+    std = torch.tensor(preprocessor.get('std', [1., 1., 1.])).view(3, 1, 1)
+    clip = torch.from_numpy(shown).float().permute(0, 3, 1, 2)
+    return (clip - mean) / std, shown
+
+
+def find_layer(model, name: Optional[str]) -> Tuple[str, RSA]:
+    """The RSA layer of block ``name`` (``'layer1.2'``), default the
+    first."""
+    layers = [(n[:-len('.conv2.conv')], m)
+              for n, m in model.backbone.named_modules()
+              if isinstance(m, RSA)]
+    if not layers:
+        raise ValueError('the model has no RSA layer.')
+    if name is None:
+        return layers[0]
+    for block, layer in layers:
+        if block == name:
+            return block, layer
+    raise ValueError(f'{name!r} holds no RSA layer; the RSA layers are in '
+                     f'{[b for b, _ in layers]}.')
+
+
+def default_query(shown: np.ndarray,
+                  feature_size: Tuple[int, int]) -> Tuple[int, int, int]:
+    """Frame T // 2, at the feature cell where the frames around it differ
+    most (the moving object); the centre when nothing moves."""
+    frames = torch.from_numpy(shown).float()  # [T, H, W, 3]
+    t = len(frames) // 2
+    before, after = frames[max(t - 1, 0)], frames[min(t + 1, len(frames) - 1)]
+    motion = (after - before).abs().sum(-1)[None, None]  # [1, 1, H, W]
+    motion = F.adaptive_avg_pool2d(motion, feature_size)[0, 0]
+    if motion.max() <= 0:
+        return t, feature_size[0] // 2, feature_size[1] // 2
+    h, w = divmod(int(motion.argmax()), feature_size[1])
+    return t, h, w
+
+
+# ---------------------------------------------------------------------- #
+# drawing
+# ---------------------------------------------------------------------- #
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def draw_frames(ax_row, shown: np.ndarray, position: Tuple[int, int, int],
+                kernel_size: Tuple[int, int, int],
+                feature_size: Tuple[int, int]) -> None:
+    """The frames, the query cell (red) and its context (yellow)."""
+    from matplotlib.patches import Rectangle
+    t, h, w = position
+    kt, kh, kw = kernel_size
+    cell_h = shown.shape[1] / feature_size[0]
+    cell_w = shown.shape[2] / feature_size[1]
+    for i, ax in enumerate(ax_row):
+        ax.imshow(shown[i])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        offset = i - t
+        ax.set_title(
+            f'frame {i}' + (f' (t{offset:+d})' if offset else ' (query)'),
+            fontsize=7)
+        if abs(offset) <= kt // 2:
+            ax.add_patch(
+                Rectangle(((w - kw // 2) * cell_w - .5,
+                           (h - kh // 2) * cell_h - .5),
+                          kw * cell_w,
+                          kh * cell_h,
+                          fill=False,
+                          edgecolor='yellow',
+                          linewidth=1.2))
+        if offset == 0:
+            ax.add_patch(
+                Rectangle((w * cell_w - .5, h * cell_h - .5),
+                          cell_w,
+                          cell_h,
+                          fill=False,
+                          edgecolor='red',
+                          linewidth=1.5))
+            # a marker too: at early layers a cell is a few pixels
+            ax.plot((w + .5) * cell_w - .5, (h + .5) * cell_h - .5, 'o',
+                    markersize=3, color='red')
+
+
+def draw_kernels(axes, kernels: Dict[str, Optional[np.ndarray]],
+                 queries: Sequence[int],
+                 scales: Dict[str, np.ndarray]) -> None:
+    """One row per query: kt slices of kV, a gap, kt slices of kR."""
+    names = [n for n in ('basic', 'relational') if kernels[n] is not None]
+    kt = next(kernels[n] for n in names).shape[1]
+    labels = {'basic': 'basic kV', 'relational': 'relational kR'}
+    for row, l in enumerate(queries):
+        col = 0
+        for name in names:
+            scale = float(scales[name][l]) or 1.
+            for i in range(kt):
+                ax = axes[row][col]
+                ax.imshow(
+                    kernels[name][l, i],
+                    cmap='RdBu_r',
+                    vmin=-scale,
+                    vmax=scale,
+                    interpolation='nearest')
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(f'{labels[name]}\nt{i - kt // 2:+d}'
+                                 if i == kt // 2 else f't{i - kt // 2:+d}',
+                                 fontsize=7)
+                if col == 0:
+                    ax.set_ylabel(f'query {l}', fontsize=7)
+                col += 1
+            if col < len(axes[row]):
+                axes[row][col].axis('off')  # gap between the two kernels
+                col += 1
+
+
+def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
+                 kernels: Dict[str, Optional[np.ndarray]],
+                 position: Tuple[int, int, int],
+                 kernel_size: Tuple[int, int, int],
+                 feature_size: Tuple[int, int], queries: Sequence[int],
+                 scales: Dict[str, np.ndarray], title: str) -> List[str]:
+    """Write ``frames``, ``kernels`` and ``figure`` PNGs for one clip."""
+    plt = _plt()
+    num_frames = len(shown)
+    names = [n for n in ('basic', 'relational') if kernels[n] is not None]
+    kt = kernel_size[0]
+    kernel_cols = len(names) * (kt + 1) - 1
+    paths = []
+
+    fig, axes = plt.subplots(
+        1,
+        num_frames,
+        figsize=(1.3 * num_frames, 1.6),
+        squeeze=False,
+        layout='constrained')
+    draw_frames(axes[0], shown, position, kernel_size, feature_size)
+    fig.suptitle(title, fontsize=8)
+    paths.append(osp.join(out_dir, f'frames{suffix}.png'))
+    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    plt.close(fig)
+
+    fig, axes = plt.subplots(
+        len(queries),
+        kernel_cols,
+        figsize=(0.9 * kernel_cols, 0.95 * len(queries) + 0.4),
+        squeeze=False,
+        layout='constrained')
+    draw_kernels(axes, kernels, queries, scales)
+    fig.suptitle(title, fontsize=8)
+    paths.append(osp.join(out_dir, f'kernels{suffix}.png'))
+    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    plt.close(fig)
+
+    width = max(1.3 * num_frames, 0.9 * kernel_cols)
+    frames_height = 0.9 * width / num_frames + 0.3
+    kernels_height = 0.95 * len(queries) + 0.4
+    fig = plt.figure(
+        figsize=(width, frames_height + kernels_height), layout='constrained')
+    top, bottom = fig.subfigures(
+        2, 1, height_ratios=[frames_height, kernels_height])
+    draw_frames(
+        top.subplots(1, num_frames, squeeze=False)[0], shown, position,
+        kernel_size, feature_size)
+    draw_kernels(
+        bottom.subplots(len(queries), kernel_cols, squeeze=False), kernels,
+        queries, scales)
+    fig.suptitle(title, fontsize=8)
+    paths.append(osp.join(out_dir, f'figure{suffix}.png'))
+    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------- #
+def visualize(config: str,
+              checkpoint: str,
+              video: str,
+              out_dir: str,
+              layer_name: Optional[str] = None,
+              query: Optional[Sequence[int]] = None,
+              queries: Optional[Sequence[int]] = None,
+              cfg_options: Optional[Dict] = None,
+              force: bool = False) -> Dict:
+    """Compute and draw the kernels; see the module docstring.
+
+    Args:
+        config (str): The config of the model.
+        checkpoint (str): An mmrsa checkpoint, or ``'none'`` for random
+            weights.
+        video (str): A video file or a folder of frames.
+        out_dir (str): Where the figures and ``kernels.npz`` go.
+        layer_name (str, optional): The block holding the RSA layer, e.g.
+            ``'layer1.2'``. Defaults to the first RSA layer.
+        query (Sequence[int], optional): ``(t, h, w)`` on the layer's
+            feature map. Defaults to frame T // 2 where the frames change
+            most.
+        queries (Sequence[int], optional): Which of the L queries to draw.
+            Defaults to the first 4.
+        cfg_options (dict, optional): Overrides merged into the config.
+        force (bool): Overwrite the files of an earlier run in ``out_dir``
+            (:data:`OUTPUT_FILES`). Defaults to False.
+
+    Returns:
+        dict: ``layer``, ``position`` (t, h, w), ``queries``, ``files``,
+        and ``basic_change`` / ``relational_change``: the largest absolute
+        difference of each kernel between the clip and its reversal,
+        relative to the kernel's largest magnitude (None without that
+        kernel).
+
+    Raises:
+        FileExistsError: See :func:`check_out_dir`.
+    """
+    check_out_dir(out_dir, force)
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model = build_model(cfg, checkpoint)
+    block, layer = find_layer(model, layer_name)
+    num_segments = model.backbone.num_segments
+    clip, shown = prepare_clip(cfg, read_frames(video), num_segments)
+
+    x = layer_input(model, clip, layer)
+    x_reversed = layer_input(model, clip.flip(0), layer)
+    feature_size = tuple(x.shape[-2:])
+    if query is None:
+        position = default_query(shown, feature_size)
+    else:
+        position = tuple(int(v) for v in query)
+    t, h, w = position
+    reversed_position = (num_segments - 1 - t, h, w)
+    if queries is None:
+        queries = list(range(min(4, layer.num_queries)))
+    bad = [q for q in queries if not 0 <= q < layer.num_queries]
+    if bad:
+        raise ValueError(f'queries {bad} do not exist; the layer has '
+                         f'L = {layer.num_queries} queries.')
+
+    kernels = {
+        k: (None if v is None else v.numpy())
+        for k, v in rsa_kernels(layer, x, position).items()
+    }
+    kernels_rev = {
+        k: (None if v is None else v.numpy())
+        for k, v in rsa_kernels(layer, x_reversed, reversed_position).items()
+    }
+    # one colour scale per kernel type and query, shared by both clips
+    scales = {
+        name: np.maximum(
+            np.abs(kernels[name]).reshape(layer.num_queries, -1).max(1),
+            np.abs(kernels_rev[name]).reshape(layer.num_queries, -1).max(1))
+        for name in kernels if kernels[name] is not None
+    }
+    check_out_dir(out_dir, force)  # again: the folder may have changed
+    os.makedirs(out_dir, exist_ok=True)
+    context = 'x'.join(map(str, layer.kernel_size))
+    label = (f'{block} (L={layer.num_queries}, M={context}), query at '
+             f't={t}, h={h}, w={w} of {num_segments}x{feature_size[0]}x'
+             f'{feature_size[1]}')
+    files = save_figures(out_dir, '', shown, kernels, position,
+                         layer.kernel_size, feature_size, queries, scales,
+                         label)
+    files += save_figures(out_dir, '_reversed', shown[::-1].copy(),
+                          kernels_rev, reversed_position, layer.kernel_size,
+                          feature_size, queries, scales,
+                          label.replace(f't={t}', f't={t}->'
+                                        f'{reversed_position[0]}') +
+                          ', time reversed')
+    arrays = {}
+    for suffix, ks in (('', kernels), ('_reversed', kernels_rev)):
+        for name, kernel in ks.items():
+            if kernel is not None:
+                arrays[f'{name}{suffix}'] = kernel
+    arrays['position'] = np.array(position)
+    arrays['reversed_position'] = np.array(reversed_position)
+    files.append(osp.join(out_dir, 'kernels.npz'))
+    np.savez(files[-1], **arrays)
+
+    def change(name):
+        if kernels[name] is None:
+            return None
+        scale = max(np.abs(kernels[name]).max(), 1e-12)
+        return float(np.abs(kernels[name] - kernels_rev[name]).max() / scale)
+
+    return dict(
+        layer=block,
+        position=position,
+        queries=list(queries),
+        files=files,
+        basic_change=change('basic'),
+        relational_change=change('relational'))

@@ -1,0 +1,310 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""The RSA layer's implementations (``select_path``), each forced on CPU.
+
+- ``cpu_loops``, ``cpu_bmm`` and ``plain`` (the CUDA path: grouped
+  ``conv3d`` + ``bmm``) compute the same outputs and gradients, equal to the
+  literal Eq. 8;
+- the CPU-specific primitives run on the CPU paths only;
+- the fused Triton kernel, run by Triton's interpreter on CPU tensors,
+  computes what ``bmm`` computes, forward and backward.
+"""
+import itertools
+
+import pytest
+import torch
+
+from mmrsa.models.common import RSA, rsa_reference
+from mmrsa.models.common import rsa as rsa_module
+from mmrsa.models.common import rsa_triton
+from mmrsa.models.common.rsa import PATHS, force_path, select_path
+from mmrsa.models.common.rsa_ops import (channel_conv3d,
+                                         grouped_channel_conv3d)
+
+TYPES = ('V', 'R', 'VR')
+TORCH_PATHS = ('cpu_loops', 'cpu_bmm', 'plain')
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _make(channels, dtype=torch.float64, seed=0, **kwargs) -> RSA:
+    """A layer whose parameters are all moved off their initial values."""
+    torch.manual_seed(seed)
+    layer = RSA(channels, **kwargs).to(dtype)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=dtype))
+    return layer
+
+
+def _run(layer: RSA, x: torch.Tensor, path: str):
+    """Output and the gradients of input and parameters through ``path``,
+    for a fixed, non-uniform output gradient."""
+    with force_path(path):
+        out = layer(x)
+        grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype)
+        grads = torch.autograd.grad(out, (x, ) + tuple(layer.parameters()),
+                                    grad.view_as(out))
+    return out, grads
+
+
+# --------------------------------------------------------------------- #
+# choosing a path
+# --------------------------------------------------------------------- #
+def test_select_path_by_device(monkeypatch):
+    cpu, meta = torch.zeros(1), torch.zeros(1, device='meta')
+    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+    assert select_path(cpu, (8, 32, 32), True) == 'cpu_bmm'
+    monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
+    assert select_path(meta, (8, 8, 8), True) == 'plain'
+    # with a fused kernel for the device: fused where the layer has the
+    # four operands, plain otherwise and for dtypes the kernel lacks
+    monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: True)
+    assert select_path(meta, (8, 8, 8), True) == 'fused'
+    assert select_path(meta, (8, 8, 8), False) == 'plain'
+    assert select_path(meta.double(), (8, 8, 8), True) == 'plain'
+    # the CPU never picks the fused kernel by itself
+    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+
+
+def test_force_path_overrides_and_restores():
+    cpu = torch.zeros(1)
+    with force_path('plain'):
+        assert select_path(cpu, (8, 8, 8), True) == 'plain'
+        with force_path('cpu_bmm'):
+            assert select_path(cpu, (8, 8, 8), True) == 'cpu_bmm'
+        with force_path(None):
+            assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+        assert select_path(cpu, (8, 8, 8), True) == 'plain'
+    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+
+
+def test_force_path_rejects_what_cannot_run(monkeypatch):
+    with pytest.raises(ValueError, match='not an RSA path'):
+        with force_path('cuda'):
+            pass
+    meta = torch.zeros(1, device='meta')
+    with force_path('cpu_loops'), pytest.raises(ValueError,
+                                                match='CPU only'):
+        select_path(meta, (8, 8, 8), True)
+    monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: True)
+    with force_path('fused'), pytest.raises(ValueError,
+                                            match='relational kernel'):
+        select_path(torch.zeros(1), (8, 8, 8), False)
+    monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
+    with force_path('fused'), pytest.raises(ValueError, match='Triton'):
+        select_path(torch.zeros(1), (8, 8, 8), True)
+    assert set(PATHS) == set(TORCH_PATHS) | {'fused'}
+
+
+def test_fused_available(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.delenv(rsa_triton.DISABLE_ENV, raising=False)
+    assert not rsa_triton.fused_available(torch.device('cpu'))
+    monkeypatch.setattr(rsa_triton, 'triton', None)
+    assert not rsa_triton.fused_available(torch.device('cuda'))
+    monkeypatch.setattr(rsa_triton, 'triton', object())
+    assert rsa_triton.fused_available(torch.device('cuda'))
+    monkeypatch.setenv(rsa_triton.DISABLE_ENV, '1')
+    assert not rsa_triton.fused_available(torch.device('cuda'))
+    monkeypatch.delenv(rsa_triton.DISABLE_ENV)
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    assert rsa_triton.fused_available(torch.device('cpu'))
+
+
+# --------------------------------------------------------------------- #
+# every path computes the same thing
+# --------------------------------------------------------------------- #
+@pytest.mark.parametrize('kernel_type,context_type',
+                         list(itertools.product(TYPES, TYPES)))
+def test_paths_match_reference_and_each_other(kernel_type, context_type):
+    layer = _make(16, num_queries=2, latent_dim=3, corr_groups=4,
+                  kernel_size=(3, 3, 5), kernel_type=kernel_type,
+                  context_type=context_type)
+    x = torch.randn(2, 16, 3, 5, 4, dtype=torch.float64,
+                    requires_grad=True)
+    expected = rsa_reference(layer, x)
+    results = {path: _run(layer, x, path) for path in TORCH_PATHS}
+    for path, (out, _) in results.items():
+        assert out.shape == expected.shape
+        assert _rel_err(out, expected) <= 1e-10, path
+    _, base = results['cpu_loops']
+    for path, (_, grads) in results.items():
+        for name, g, e in zip(['x'] + [n for n, _ in layer.named_parameters()],
+                              grads, base):
+            assert g.shape == e.shape
+            assert _rel_err(g, e) <= 1e-10, (path, name)
+
+
+@pytest.mark.parametrize('channels', [64, 256])  # Cq = 8 (loops), 32 (bmm)
+def test_paths_agree_in_float32_with_stride(channels):
+    layer = _make(channels, dtype=torch.float32, stride=2)
+    x = torch.randn(2, channels, 4, 9, 8, requires_grad=True)
+    results = {path: _run(layer, x, path) for path in TORCH_PATHS}
+    out, grads = results['cpu_loops']
+    assert out.shape == (2, channels, 4, 5, 4)
+    for path in ('cpu_bmm', 'plain'):
+        assert _rel_err(results[path][0], out) <= 1e-5, path
+        for g, e in zip(results[path][1], grads):
+            assert _rel_err(g, e) <= 1e-5, path
+
+
+def test_plain_path_uses_no_cpu_primitive(monkeypatch):
+    """The CUDA path must not reach the CPU-specific primitives (and the
+    CPU paths not the grouped convolution)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('CPU primitive on the plain path')
+
+    layer = _make(32, dtype=torch.float32)
+    x = torch.randn(1, 32, 3, 5, 5, requires_grad=True)
+    expected, expected_grads = _run(layer, x, 'cpu_loops')
+    with monkeypatch.context() as patch:
+        for name in ('channel_conv3d', 'per_position_matmul',
+                     'contiguous_grad'):
+            patch.setattr(rsa_module, name, refuse)
+        out, grads = _run(layer, x, 'plain')
+    assert _rel_err(out, expected) <= 1e-5
+    for g, e in zip(grads, expected_grads):
+        assert _rel_err(g, e) <= 1e-5
+
+    def refuse_grouped(*args, **kwargs):
+        raise AssertionError('grouped convolution on a CPU path')
+
+    monkeypatch.setattr(rsa_module, 'grouped_channel_conv3d',
+                        refuse_grouped)
+    for path in ('cpu_loops', 'cpu_bmm'):
+        assert _rel_err(_run(layer, x, path)[0], expected) <= 1e-5
+
+
+@pytest.mark.parametrize('n,c,banks', [(2, 4, 4), (1, 6, 1), (2, 6, 3)])
+def test_grouped_channel_conv3d_matches_channel_conv3d(n, c, banks):
+    x = torch.randn(n, c, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(banks, 3, 3, 5, 3, dtype=torch.float64,
+                         requires_grad=True)
+    out = grouped_channel_conv3d(x, weight, (1, 2, 1))
+    assert out.shape == (n, 4, 6, 5, c, 3)
+    # [N, C, O, T, H, W] -> [N, T, H, W, C, O]
+    expected = channel_conv3d(x, weight, (1, 2, 1)).permute(0, 3, 4, 5, 1, 2)
+    assert _rel_err(out, expected) <= 1e-12
+    grad = torch.randn_like(out)
+    for g, e in zip(torch.autograd.grad(out, (x, weight), grad),
+                    torch.autograd.grad(expected, (x, weight), grad)):
+        assert _rel_err(g, e) <= 1e-12
+
+
+def test_grouped_channel_conv3d_rejects_bad_shapes():
+    with pytest.raises(ValueError, match='banks dividing C'):
+        grouped_channel_conv3d(
+            torch.zeros(1, 6, 2, 3, 3), torch.zeros(4, 2, 1, 3, 3), (0, 1, 1))
+
+
+# --------------------------------------------------------------------- #
+# the fused Triton kernel, through Triton's interpreter
+# --------------------------------------------------------------------- #
+@pytest.fixture
+def interpreter(monkeypatch):
+    """Triton's interpreter on: the kernels run on CPU tensors."""
+    pytest.importorskip('triton', reason='Triton is not installed')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    monkeypatch.delenv(rsa_triton.DISABLE_ENV, raising=False)
+    assert rsa_triton.fused_available(torch.device('cpu'))
+
+
+def _operands(num_pos, num_queries, query_channels, dim, dtype, seed=0):
+    """q, key, g, h as the layer hands them over: key and g transposed
+    views, h a slice of a wider tensor."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    q = randn(num_pos, num_queries, query_channels)
+    key = randn(query_channels, num_pos, dim).transpose(0, 1)
+    g = randn(num_pos, query_channels, query_channels).transpose(1, 2)
+    h = randn(num_pos, query_channels, dim + query_channels)[..., :dim]
+    return q, key, g, h
+
+
+@pytest.mark.parametrize('sizes', [(37, 8, 8, 8), (20, 3, 5, 6),
+                                   (9, 8, 32, 32), (3, 8, 64, 64)])
+def test_fused_products_match_bmm(interpreter, sizes):
+    operands = _operands(*sizes, dtype=torch.float32)
+    leaves = [t.detach().requires_grad_() for t in operands]
+    exact = [t.detach().double().requires_grad_() for t in operands]
+    out = rsa_triton.fused_per_position_products(*leaves)
+    q, key, g, h = exact
+    expected = torch.bmm(torch.bmm(g, h), torch.bmm(q, key).transpose(1, 2))
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    assert _rel_err(out, expected) <= 1e-6
+    grad = torch.randn(out.shape)
+    for got, want in zip(torch.autograd.grad(out, leaves, grad),
+                         torch.autograd.grad(expected, exact, grad.double())):
+        assert got.shape == want.shape
+        assert _rel_err(got, want) <= 1e-6
+
+
+@pytest.mark.parametrize('sizes', [(40, 8, 8, 8), (6, 8, 32, 16)])
+def test_fused_products_float16(interpreter, sizes):
+    """Half-precision operands, summed in float32, rounded to half between
+    the products (as the bmm path rounds). (bfloat16 is left out: the
+    interpreter computes it wrongly.)"""
+    operands = _operands(*sizes, dtype=torch.float16)
+    leaves = [t.detach().requires_grad_() for t in operands]
+    exact = [t.detach().double().requires_grad_() for t in operands]
+    out = rsa_triton.fused_per_position_products(*leaves)
+    q, key, g, h = exact
+    expected = torch.bmm(torch.bmm(g, h), torch.bmm(q, key).transpose(1, 2))
+    assert out.dtype == torch.float16
+    assert _rel_err(out, expected) <= 2e-3
+    grad = torch.randn(out.shape).half()
+    for got, want in zip(torch.autograd.grad(out, leaves, grad),
+                         torch.autograd.grad(expected, exact, grad.double())):
+        assert got.dtype == torch.float16
+        assert _rel_err(got, want) <= 2e-3
+
+
+def test_fused_products_check_shapes(interpreter):
+    q, key, g, h = _operands(5, 2, 4, 3, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r'q \[P, L, Cq\]'):
+        rsa_triton.fused_per_position_products(q, key, g, h[:, :3])
+    with pytest.raises(ValueError, match='takes'):
+        rsa_triton.fused_per_position_products(q.double(), key, g, h)
+
+
+@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'),
+                                                      ('R', 'R'),
+                                                      ('VR', 'R')])
+def test_fused_path_matches_plain(interpreter, kernel_type, context_type):
+    """The layer through the fused kernel, against its bmm path, output
+    and every gradient (float32; 'R' context: g without I, strided)."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3), kernel_type=kernel_type,
+                  context_type=context_type)
+    x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
+    out, grads = _run(layer, x, 'fused')
+    expected, expected_grads = _run(layer, x, 'plain')
+    assert _rel_err(out, expected) <= 1e-5
+    for g, e in zip(grads, expected_grads):
+        assert _rel_err(g, e) <= 1e-5
+
+
+def test_fused_path_saves_fewer_bytes(interpreter):
+    """Only the four operands are kept for backward, not the kernel and
+    context the bmm path keeps."""
+    from mmrsa.utils.memory import saved_bytes
+    layer = _make(64, dtype=torch.float32)
+    x = torch.randn(1, 64, 2, 6, 6, requires_grad=True)
+
+    def forward(path):
+        def run():
+            with force_path(path):
+                return layer(x).sum()
+        return run
+
+    num_pos, cq, nq, dim = 2 * 6 * 6, 8, 8, 8
+    intermediates = num_pos * (nq * dim + cq * dim) * 4
+    assert saved_bytes(forward('plain')) - saved_bytes(
+        forward('fused')) == intermediates

@@ -1,0 +1,149 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""The RSA layer under the graph capturers: torch.jit.trace, torch.export and
+both ONNX exporters (TorchScript-based ``dynamo=False``, as mmdeploy calls
+it, and ``torch.export``-based), checked with onnxruntime."""
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from mmrsa.models.common import RSA
+from mmrsa.models.common.rsa_ops import channel_conv3d
+
+#: (channels, num_queries): Cq = 8 takes the CPU position-loop path,
+#: Cq = 32 the CPU bmm path (channel-last single-channel convolutions).
+SIZES = [pytest.param(64, 8, 1, id='Cq8-loops'),
+         pytest.param(256, 8, 1, id='Cq32-bmm'),
+         pytest.param(64, 8, 2, id='Cq8-stride2')]
+
+
+def _layer(channels: int, num_queries: int, stride: int) -> RSA:
+    torch.manual_seed(0)
+    layer = RSA(
+        channels,
+        kernel_size=(3, 3, 3),
+        num_queries=num_queries,
+        stride=stride).eval()
+    with torch.no_grad():  # no zero-initialised parameter left
+        for p in layer.parameters():
+            p.normal_(0, 0.2)
+    return layer
+
+
+def _inputs(channels: int, *batches: int):
+    generator = torch.Generator().manual_seed(1)
+    return [
+        torch.randn(n, channels, 4, 6, 6, generator=generator)
+        for n in batches
+    ]
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('banks', [1, 4])
+def test_traced_channel_conv3d_equals_eager(channels_last, banks):
+    x, x3 = _inputs(8, 2, 3)
+    weight = torch.randn(banks, 5, 3, 3, 3)
+
+    def conv(inp):
+        return channel_conv3d(inp, weight, (1, 1, 1), channels_last)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        traced = torch.jit.trace(conv, (x, ))
+    for inp in (x, x3):
+        torch.testing.assert_close(traced(inp), conv(inp), rtol=0, atol=1e-5)
+    assert 'empty_strided' not in str(traced.graph)
+
+
+@pytest.mark.parametrize('channels,num_queries,stride', SIZES)
+def test_jit_trace_and_torch_export_parity(channels, num_queries, stride):
+    layer = _layer(channels, num_queries, stride)
+    x, x3 = _inputs(channels, 2, 3)
+    with torch.no_grad():
+        expected, expected3 = layer(x), layer(x3)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', torch.jit.TracerWarning)
+            traced = torch.jit.trace(layer, (x, ))
+        torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(traced(x3), expected3, rtol=0, atol=1e-5)
+        program = torch.export.export(
+            layer, (x, ),
+            dynamic_shapes=({
+                0: torch.export.Dim('batch', min=1)
+            }, ))
+        exported = program.module()
+        torch.testing.assert_close(exported(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            exported(x3), expected3, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels,num_queries,stride', SIZES)
+def test_legacy_onnx_export(channels, num_queries, stride, tmp_path):
+    """The TorchScript-based exporter (dynamo=False) used to stop at
+    ``aten::empty_strided`` on the bmm path."""
+    layer = _layer(channels, num_queries, stride)
+    x, x3 = _inputs(channels, 2, 3)
+    path = str(tmp_path / 'rsa.onnx')
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(
+            layer, (x, ),
+            path,
+            dynamo=False,
+            input_names=['x'],
+            output_names=['y'],
+            dynamic_axes={
+                'x': {
+                    0: 'n'
+                },
+                'y': {
+                    0: 'n'
+                }
+            },
+            opset_version=17)
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for inp in (x, x3):
+        with torch.no_grad():
+            expected = layer(inp).numpy()
+        (got, ) = session.run(None, {'x': inp.numpy()})
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_dynamo_onnx_export(tmp_path):
+    layer = _layer(256, 8, 1)  # the bmm path
+    x, x3 = _inputs(256, 2, 3)
+    path = str(tmp_path / 'rsa.onnx')
+    with torch.no_grad():
+        torch.onnx.export(
+            layer, (x, ),
+            dynamo=True,
+            input_names=['x'],
+            output_names=['y'],
+            dynamic_shapes=({
+                0: torch.export.Dim('batch', min=1)
+            }, ),
+            verbose=False).save(path)
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for inp in (x, x3):
+        with torch.no_grad():
+            expected = layer(inp).numpy()
+        (got, ) = session.run(None, {'x': inp.numpy()})
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_eager_batch_layout_is_kept():
+    """Only tracing takes the plain-op branch of the one-channel batch: the
+    eager path keeps the channels-last strides its convolutions are fast
+    with, and both branches hold the same values."""
+    from mmrsa.models.common.rsa_ops import _conv_batch
+    (x, ) = _inputs(8, 2)
+    n, c, t, h, w = x.shape
+    eager = _conv_batch(x, channels_last=True)
+    assert eager.stride() == (t * h * w, 1, h * w, w, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        traced = torch.jit.trace(lambda inp: _conv_batch(inp, True), (x, ))
+    assert torch.equal(traced(x), eager)
