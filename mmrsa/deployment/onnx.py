@@ -209,6 +209,11 @@ def export_onnx(module: ClipClassifier,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         if exporter == 'legacy':
+            # chosen on purpose: what mmdeploy calls
+            warnings.filterwarnings(
+                'ignore',
+                message='You are using the legacy TorchScript-based',
+                category=DeprecationWarning)
             torch.onnx.export(
                 module, (example, ),
                 path,

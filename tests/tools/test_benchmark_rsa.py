@@ -4,28 +4,18 @@
 Times are not asserted (they are noise at these sizes); the tables' rows,
 the ratio columns, the FLOP counts and the memory measures are.
 """
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import torch
+
+from mmrsa.analysis import benchmark as tool
 from run_helpers import run_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # one timed round, no warm-up, no pause: the tables, not the numbers
 FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
-
-
-def _load_tool():
-    path = REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark_rsa.py'
-    spec = importlib.util.spec_from_file_location('benchmark_rsa_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ import re
 import string
 from typing import Dict, List, Tuple
 
+from decord._ffi.base import DECORDError
 from mmaction.datasets.transforms import (DecordDecode, DecordInit,
                                           RawFrameDecode)
 from mmaction.registry import TRANSFORMS
@@ -103,7 +104,8 @@ class VideoOrFramesInit(BaseTransform):
       ``start_index`` (the number of its first frame, replacing the 0 that
       ``inference_recognizer`` sets for videos).
     - Anything else is a video file, opened by MMAction2's ``DecordInit``
-      (``video_reader``, ``total_frames``, ``avg_fps``).
+      (``video_reader``, ``total_frames``, ``avg_fps``); a file decord
+      cannot read raises ``ValueError``.
 
     Required keys: ``filename`` or ``frame_dir``.
 
@@ -160,8 +162,14 @@ class VideoOrFramesInit(BaseTransform):
                 modality=modality)
             return results
         if 'filename' not in results:
-            raise ValueError(f"frame_dir {path!r} is not a folder.")
-        return self.video_init.transform(results)
+            raise ValueError(f'frame_dir {path!r} is not a folder.')
+        try:
+            return self.video_init.transform(results)
+        except (RuntimeError, DECORDError) as err:
+            raise ValueError(
+                f'cannot read {path!r} as a video (decord: '
+                f'{str(err).splitlines()[0]}); a frame folder must be a '
+                f'directory.') from err
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}('

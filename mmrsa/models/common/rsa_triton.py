@@ -33,11 +33,10 @@ from typing import Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # optional dependency
-    triton = tl = None
+#: ``triton`` and ``triton.language``, imported on first use
+#: (:func:`_load_triton`): a CPU-only run never pays for the import.
+triton = tl = None
+_triton_checked = False
 
 __all__ = ['fused_available', 'fused_per_position_products', 'DISABLE_ENV']
 
@@ -56,14 +55,30 @@ def _interpreting() -> bool:
     return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
+def _load_triton() -> bool:
+    """Import Triton once; whether it is installed."""
+    global triton, tl, _triton_checked
+    if not _triton_checked:
+        _triton_checked = True
+        try:
+            import triton as triton_module
+            import triton.language as language
+        except ImportError:  # optional dependency
+            return False
+        triton, tl = triton_module, language
+    return triton is not None
+
+
 def fused_available(device: torch.device) -> bool:
     """Whether :func:`fused_per_position_products` can run on ``device``:
-    Triton imports and the device is CUDA, or the CPU under Triton's
-    interpreter (``TRITON_INTERPRET=1``)."""
-    if triton is None or os.environ.get(DISABLE_ENV, '0') == '1':
+    the device is CUDA, or the CPU under Triton's interpreter
+    (``TRITON_INTERPRET=1``), Triton imports and ``MMRSA_DISABLE_FUSED`` is
+    not set."""
+    if os.environ.get(DISABLE_ENV, '0') == '1':
         return False
-    return torch.device(device).type == ('cpu'
-                                         if _interpreting() else 'cuda')
+    if torch.device(device).type != ('cpu' if _interpreting() else 'cuda'):
+        return False
+    return _load_triton()
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,8 +92,8 @@ def _kernels(interpret: bool) -> Tuple:
                        sh2, sy0, sy1, sy2, BLOCK_P: tl.constexpr,
                        BL: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr,
                        IEEE: tl.constexpr):
-        pos = (tl.program_id(0) * BLOCK_P +
-               tl.arange(0, BLOCK_P)).to(tl.int64)[:, None, None]
+        pos = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(
+            tl.int64)[:, None, None]
         in_pos = pos < num_pos
         # index vectors along the second and third tile axes
         l2 = tl.arange(0, BL)[None, None, :]
@@ -88,13 +103,17 @@ def _kernels(interpret: bool) -> Tuple:
         d2 = tl.arange(0, BD)[None, None, :]
         # operands, transposed ones read through swapped strides
         q_t = tl.load(q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1,
-                      mask=in_pos & (c1 < CQ) & (l2 < L), other=0.)
+                      mask=in_pos & (c1 < CQ) & (l2 < L),
+                      other=0.)
         k_t = tl.load(k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1,
-                      mask=in_pos & (d1 < D) & (c2 < CQ), other=0.)
+                      mask=in_pos & (d1 < D) & (c2 < CQ),
+                      other=0.)
         g = tl.load(g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2,
-                    mask=in_pos & (c1 < CQ) & (c2 < CQ), other=0.)
+                    mask=in_pos & (c1 < CQ) & (c2 < CQ),
+                    other=0.)
         h = tl.load(h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2,
-                    mask=in_pos & (c1 < CQ) & (d2 < D), other=0.)
+                    mask=in_pos & (c1 < CQ) & (d2 < D),
+                    other=0.)
         dtype = q_t.dtype
         if IEEE:
             kernel_t = tl.dot(k_t, q_t, input_precision='ieee')  # [D, L]
@@ -110,13 +129,13 @@ def _kernels(interpret: bool) -> Tuple:
 
     @triton.jit
     def backward_kernel(q_ptr, k_ptr, g_ptr, h_ptr, gy_ptr, gq_ptr, gk_ptr,
-                        gg_ptr, gh_ptr, num_pos, L, CQ, D, sq0, sq1, sq2,
-                        sk0, sk1, sk2, sg0, sg1, sg2, sh0, sh1, sh2, sy0, sy1,
-                        sy2, BLOCK_P: tl.constexpr, BL: tl.constexpr,
+                        gg_ptr, gh_ptr, num_pos, L, CQ, D, sq0, sq1, sq2, sk0,
+                        sk1, sk2, sg0, sg1, sg2, sh0, sh1, sh2, sy0, sy1, sy2,
+                        BLOCK_P: tl.constexpr, BL: tl.constexpr,
                         BC: tl.constexpr, BD: tl.constexpr,
                         IEEE: tl.constexpr):
-        pos = (tl.program_id(0) * BLOCK_P +
-               tl.arange(0, BLOCK_P)).to(tl.int64)[:, None, None]
+        pos = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(
+            tl.int64)[:, None, None]
         in_pos = pos < num_pos
         l1 = tl.arange(0, BL)[None, :, None]
         l2 = tl.arange(0, BL)[None, None, :]
@@ -132,23 +151,29 @@ def _kernels(interpret: bool) -> Tuple:
         ld = in_pos & (l1 < L) & (d2 < D)
         q = tl.load(q_ptr + pos * sq0 + l1 * sq1 + c2 * sq2, mask=lc,
                     other=0.)  # [L, Cq]
-        q_t = tl.load(q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1, mask=cl,
+        q_t = tl.load(q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1,
+                      mask=cl,
                       other=0.)  # [Cq, L]
         k = tl.load(k_ptr + pos * sk0 + c1 * sk1 + d2 * sk2, mask=cd,
                     other=0.)  # [Cq, D]
-        k_t = tl.load(k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1, mask=dc,
+        k_t = tl.load(k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1,
+                      mask=dc,
                       other=0.)  # [D, Cq]
         g = tl.load(g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2, mask=cc,
                     other=0.)  # [Cq, Cq]
-        g_t = tl.load(g_ptr + pos * sg0 + c1 * sg2 + c2 * sg1, mask=cc,
+        g_t = tl.load(g_ptr + pos * sg0 + c1 * sg2 + c2 * sg1,
+                      mask=cc,
                       other=0.)
         h = tl.load(h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2, mask=cd,
                     other=0.)  # [Cq, D]
-        h_t = tl.load(h_ptr + pos * sh0 + d1 * sh2 + c2 * sh1, mask=dc,
+        h_t = tl.load(h_ptr + pos * sh0 + d1 * sh2 + c2 * sh1,
+                      mask=dc,
                       other=0.)  # [D, Cq]
-        gy = tl.load(gy_ptr + pos * sy0 + c1 * sy1 + l2 * sy2, mask=cl,
+        gy = tl.load(gy_ptr + pos * sy0 + c1 * sy1 + l2 * sy2,
+                     mask=cl,
                      other=0.)  # [Cq, L]
-        gy_t = tl.load(gy_ptr + pos * sy0 + l1 * sy2 + c2 * sy1, mask=lc,
+        gy_t = tl.load(gy_ptr + pos * sy0 + l1 * sy2 + c2 * sy1,
+                       mask=lc,
                        other=0.)  # [L, Cq]
         dtype = q.dtype
         if IEEE:
@@ -170,14 +195,14 @@ def _kernels(interpret: bool) -> Tuple:
             g_g = tl.dot(g_context, h_t)  # [Cq, Cq]
             g_h = tl.dot(g_t, g_context)  # [Cq, D]
         # gradients are contiguous, shaped as their operands
-        tl.store(gq_ptr + pos * (L * CQ) + l1 * CQ + c2, g_q.to(dtype),
+        tl.store(gq_ptr + pos * (L * CQ) + l1 * CQ + c2,
+                 g_q.to(dtype),
                  mask=lc)
-        tl.store(gk_ptr + pos * (CQ * D) + c1 * D + d2, g_k.to(dtype),
-                 mask=cd)
-        tl.store(gg_ptr + pos * (CQ * CQ) + c1 * CQ + c2, g_g.to(dtype),
+        tl.store(gk_ptr + pos * (CQ * D) + c1 * D + d2, g_k.to(dtype), mask=cd)
+        tl.store(gg_ptr + pos * (CQ * CQ) + c1 * CQ + c2,
+                 g_g.to(dtype),
                  mask=cc)
-        tl.store(gh_ptr + pos * (CQ * D) + c1 * D + d2, g_h.to(dtype),
-                 mask=cd)
+        tl.store(gh_ptr + pos * (CQ * D) + c1 * D + d2, g_h.to(dtype), mask=cd)
 
     return forward_kernel, backward_kernel
 
@@ -187,10 +212,9 @@ def _launch_config(q: torch.Tensor, key: torch.Tensor) -> dict:
     ``tl.dot`` takes), as many positions per program as fit a tile."""
     num_queries, query_channels = q.shape[1:]
     dim = key.shape[2]
-    sizes = dict(
-        BL=max(16, triton.next_power_of_2(num_queries)),
-        BC=max(16, triton.next_power_of_2(query_channels)),
-        BD=max(16, triton.next_power_of_2(dim)))
+    sizes = dict(BL=max(16, triton.next_power_of_2(num_queries)),
+                 BC=max(16, triton.next_power_of_2(query_channels)),
+                 BD=max(16, triton.next_power_of_2(dim)))
     side = max(sizes.values())
     sizes['BLOCK_P'] = max(1, min(16, TILE_ELEMENTS // (side * side)))
     sizes['IEEE'] = q.dtype == torch.float32
@@ -203,7 +227,10 @@ class _FusedProducts(torch.autograd.Function):
     def forward(ctx, q, key, g, h):
         num_pos, num_queries, query_channels = q.shape
         dim = key.shape[2]
-        y = torch.empty(num_pos, query_channels, num_queries, dtype=q.dtype,
+        y = torch.empty(num_pos,
+                        query_channels,
+                        num_queries,
+                        dtype=q.dtype,
                         device=q.device)
         config = _launch_config(q, key)
         forward_kernel = _kernels(_interpreting())[0]
@@ -221,15 +248,17 @@ class _FusedProducts(torch.autograd.Function):
         num_pos, num_queries, query_channels = q.shape
         dim = key.shape[2]
         grad = grad.to(q.dtype)
-        grads = [torch.empty(t.shape, dtype=q.dtype, device=q.device)
-                 for t in (q, key, g, h)]
+        grads = [
+            torch.empty(t.shape, dtype=q.dtype, device=q.device)
+            for t in (q, key, g, h)
+        ]
         config = _launch_config(q, key)
         backward_kernel = _kernels(_interpreting())[1]
         grid = (triton.cdiv(num_pos, config['BLOCK_P']), )
-        backward_kernel[grid](q, key, g, h, grad, *grads, num_pos,
-                              num_queries, query_channels, dim, *q.stride(),
-                              *key.stride(), *g.stride(), *h.stride(),
-                              *grad.stride(), **config)
+        backward_kernel[grid](q, key, g, h, grad, *grads, num_pos, num_queries,
+                              query_channels, dim, *q.stride(), *key.stride(),
+                              *g.stride(), *h.stride(), *grad.stride(),
+                              **config)
         return tuple(grads)
 
 
@@ -256,7 +285,7 @@ def fused_per_position_products(q: torch.Tensor, key: torch.Tensor,
         raise RuntimeError(
             f'the fused RSA kernel needs Triton and a CUDA device (or '
             f'TRITON_INTERPRET=1 on CPU) and {DISABLE_ENV} unset; got '
-            f'{"no Triton" if triton is None else q.device}.')
+            f'{q.device}{"" if _load_triton() else " without Triton"}.')
     num_pos, _, query_channels = q.shape
     dim = key.shape[2]
     if (key.shape != (num_pos, query_channels, dim)
@@ -271,9 +300,8 @@ def fused_per_position_products(q: torch.Tensor, key: torch.Tensor,
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
     else:
-        dtype = torch.promote_types(
-            torch.promote_types(q.dtype, key.dtype),
-            torch.promote_types(g.dtype, h.dtype))
+        dtype = torch.promote_types(torch.promote_types(q.dtype, key.dtype),
+                                    torch.promote_types(g.dtype, h.dtype))
     if dtype not in FUSED_DTYPES:
         raise ValueError(f'the fused RSA kernel takes {FUSED_DTYPES}, got '
                          f'{dtype}.')

@@ -237,8 +237,10 @@ def test_frame_dir_must_be_a_folder(tmp_path):
 def test_unreadable_video_is_reported(tmp_path):
     bad = tmp_path / 'bad.mp4'
     bad.write_bytes(b'not a video')
-    with pytest.raises(Exception):  # decord's DECORDError
+    with pytest.raises(ValueError, match='cannot read .*bad.mp4.* as a'):
         VideoOrFramesInit().transform(_video_input(str(bad)))
+    with pytest.raises(FileNotFoundError):
+        VideoOrFramesInit().transform(_video_input(str(tmp_path / 'no.mp4')))
 
 
 def test_decode_needs_an_init_step():

@@ -44,7 +44,11 @@ def _run(layer: RSA, x: torch.Tensor, path: str):
     for a fixed, non-uniform output gradient."""
     with force_path(path):
         out = layer(x)
-        grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype)
+        grad = torch.linspace(-1,
+                              1,
+                              out.numel(),
+                              dtype=out.dtype,
+                              device=out.device)
         grads = torch.autograd.grad(out, (x, ) + tuple(layer.parameters()),
                                     grad.view_as(out))
     return out, grads
@@ -69,6 +73,43 @@ def test_select_path_by_device(monkeypatch):
     assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
 
 
+def test_half_precision_on_cpu_takes_bmm():
+    """The loops would sum float32 copies; bmm sums bf16 in float32."""
+    cpu = torch.zeros(1)
+    assert select_path(cpu, (8, 16, 16), True) == 'cpu_loops'
+    assert select_path(cpu.bfloat16(), (8, 16, 16), True) == 'cpu_bmm'
+    assert select_path(cpu.half(), (8, 8, 8), True) == 'cpu_bmm'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert select_path(cpu, (8, 8, 8), True) == 'cpu_bmm'
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=False):
+        assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+
+
+@pytest.mark.parametrize('filters', [8, 16])  # float32 / bf16 kernels
+def test_half_weight_gradient_is_the_float32_one_rounded(filters):
+    """bfloat16 inputs: the weight gradient of every bank (computed in
+    float32 below 16 filters, where oneDNN's bf16 kernel is slow) is the
+    float32 gradient of the same bf16 values, rounded once."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 4, 9, 9).bfloat16()
+    weight = torch.randn(4, filters, 3, 5, 5).bfloat16().requires_grad_()
+    out = channel_conv3d(x, weight, (1, 2, 2))
+    grad = torch.randn(out.shape).bfloat16()
+    (got, ) = torch.autograd.grad(out, weight, grad)
+    assert got.dtype == torch.bfloat16
+    # bank g filters channel g: [N, 1, T, H, W] rows, [O, 1, k...] filters
+    want = torch.stack([
+        torch.ops.aten.convolution_backward(grad[:, g].float(),
+                                            x[:, g:g + 1].float(),
+                                            weight[g].unsqueeze(1).float(),
+                                            None, [1, 1, 1], [1, 2, 2],
+                                            [1, 1, 1], False, [0, 0, 0], 1,
+                                            [False, True, False])[1].squeeze(1)
+        for g in range(4)
+    ])
+    assert _rel_err(got.float(), want) <= 2**-8
+
+
 def test_force_path_overrides_and_restores():
     cpu = torch.zeros(1)
     with force_path('plain'):
@@ -86,8 +127,7 @@ def test_force_path_rejects_what_cannot_run(monkeypatch):
         with force_path('cuda'):
             pass
     meta = torch.zeros(1, device='meta')
-    with force_path('cpu_loops'), pytest.raises(ValueError,
-                                                match='CPU only'):
+    with force_path('cpu_loops'), pytest.raises(ValueError, match='CPU only'):
         select_path(meta, (8, 8, 8), True)
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: True)
     with force_path('fused'), pytest.raises(ValueError,
@@ -103,9 +143,9 @@ def test_fused_available(monkeypatch):
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     monkeypatch.delenv(rsa_triton.DISABLE_ENV, raising=False)
     assert not rsa_triton.fused_available(torch.device('cpu'))
-    monkeypatch.setattr(rsa_triton, 'triton', None)
+    monkeypatch.setattr(rsa_triton, '_load_triton', lambda: False)
     assert not rsa_triton.fused_available(torch.device('cuda'))
-    monkeypatch.setattr(rsa_triton, 'triton', object())
+    monkeypatch.setattr(rsa_triton, '_load_triton', lambda: True)
     assert rsa_triton.fused_available(torch.device('cuda'))
     monkeypatch.setenv(rsa_triton.DISABLE_ENV, '1')
     assert not rsa_triton.fused_available(torch.device('cuda'))
@@ -120,11 +160,14 @@ def test_fused_available(monkeypatch):
 @pytest.mark.parametrize('kernel_type,context_type',
                          list(itertools.product(TYPES, TYPES)))
 def test_paths_match_reference_and_each_other(kernel_type, context_type):
-    layer = _make(16, num_queries=2, latent_dim=3, corr_groups=4,
-                  kernel_size=(3, 3, 5), kernel_type=kernel_type,
+    layer = _make(16,
+                  num_queries=2,
+                  latent_dim=3,
+                  corr_groups=4,
+                  kernel_size=(3, 3, 5),
+                  kernel_type=kernel_type,
                   context_type=context_type)
-    x = torch.randn(2, 16, 3, 5, 4, dtype=torch.float64,
-                    requires_grad=True)
+    x = torch.randn(2, 16, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     expected = rsa_reference(layer, x)
     results = {path: _run(layer, x, path) for path in TORCH_PATHS}
     for path, (out, _) in results.items():
@@ -173,8 +216,7 @@ def test_plain_path_uses_no_cpu_primitive(monkeypatch):
     def refuse_grouped(*args, **kwargs):
         raise AssertionError('grouped convolution on a CPU path')
 
-    monkeypatch.setattr(rsa_module, 'grouped_channel_conv3d',
-                        refuse_grouped)
+    monkeypatch.setattr(rsa_module, 'grouped_channel_conv3d', refuse_grouped)
     for path in ('cpu_loops', 'cpu_bmm'):
         assert _rel_err(_run(layer, x, path)[0], expected) <= 1e-5
 
@@ -182,7 +224,12 @@ def test_plain_path_uses_no_cpu_primitive(monkeypatch):
 @pytest.mark.parametrize('n,c,banks', [(2, 4, 4), (1, 6, 1), (2, 6, 3)])
 def test_grouped_channel_conv3d_matches_channel_conv3d(n, c, banks):
     x = torch.randn(n, c, 4, 6, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(banks, 3, 3, 5, 3, dtype=torch.float64,
+    weight = torch.randn(banks,
+                         3,
+                         3,
+                         5,
+                         3,
+                         dtype=torch.float64,
                          requires_grad=True)
     out = grouped_channel_conv3d(x, weight, (1, 2, 1))
     assert out.shape == (n, 4, 6, 5, c, 3)
@@ -197,8 +244,8 @@ def test_grouped_channel_conv3d_matches_channel_conv3d(n, c, banks):
 
 def test_grouped_channel_conv3d_rejects_bad_shapes():
     with pytest.raises(ValueError, match='banks dividing C'):
-        grouped_channel_conv3d(
-            torch.zeros(1, 6, 2, 3, 3), torch.zeros(4, 2, 1, 3, 3), (0, 1, 1))
+        grouped_channel_conv3d(torch.zeros(1, 6, 2, 3, 3),
+                               torch.zeros(4, 2, 1, 3, 3), (0, 1, 1))
 
 
 # --------------------------------------------------------------------- #
@@ -274,14 +321,16 @@ def test_fused_products_check_shapes(interpreter):
         rsa_triton.fused_per_position_products(q.double(), key, g, h)
 
 
-@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'),
-                                                      ('R', 'R'),
+@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'), ('R', 'R'),
                                                       ('VR', 'R')])
 def test_fused_path_matches_plain(interpreter, kernel_type, context_type):
     """The layer through the fused kernel, against its bmm path, output
     and every gradient (float32; 'R' context: g without I, strided)."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3), kernel_type=kernel_type,
+    layer = _make(32,
+                  dtype=torch.float32,
+                  num_queries=4,
+                  kernel_size=(3, 3, 3),
+                  kernel_type=kernel_type,
                   context_type=context_type)
     x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
     out, grads = _run(layer, x, 'fused')
@@ -299,12 +348,37 @@ def test_fused_path_saves_fewer_bytes(interpreter):
     x = torch.randn(1, 64, 2, 6, 6, requires_grad=True)
 
     def forward(path):
+
         def run():
             with force_path(path):
                 return layer(x).sum()
+
         return run
 
     num_pos, cq, nq, dim = 2 * 6 * 6, 8, 8, 8
     intermediates = num_pos * (nq * dim + cq * dim) * 4
     assert saved_bytes(forward('plain')) - saved_bytes(
         forward('fused')) == intermediates
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('amp', [False, True])
+def test_cuda_fused_matches_plain(amp):
+    """On CUDA with Triton: the automatic path is the fused kernel, and it
+    computes what the cuDNN/cuBLAS path computes (float32, float16 AMP)."""
+    pytest.importorskip('triton', reason='Triton is not installed')
+    layer = _make(64, dtype=torch.float32).cuda()
+    x = torch.randn(2, 64, 4, 9, 8, device='cuda', requires_grad=True)
+    sizes = (layer.num_queries, layer.query_channels, layer.latent_dim)
+    assert select_path(x, sizes, True) == 'fused'
+    results = {}
+    for path in ('fused', 'plain'):
+        with torch.autocast('cuda', dtype=torch.float16, enabled=amp):
+            results[path] = _run(layer, x, path)
+    (out, grads), (expected, expected_grads) = results['fused'], \
+        results['plain']
+    tol = 2e-2 if amp else 1e-5
+    assert _rel_err(out.float(), expected.float()) <= tol
+    for g, e in zip(grads, expected_grads):
+        assert _rel_err(g.float(), e.float()) <= tol

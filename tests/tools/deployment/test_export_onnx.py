@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 EXPORT = REPO_ROOT / 'tools' / 'deployment' / 'export_onnx.py'
 BENCHMARK = REPO_ROOT / 'tools' / 'deployment' / 'benchmark_onnx.py'
 RSANET = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
