@@ -44,3 +44,12 @@ def reference_run(synth_dir) -> Path:
     ], cwd=synth_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir
+
+
+@pytest.fixture(autouse=True)
+def mmaction_scope():
+    """Start every test in MMAction2's registry scope, whatever scope a
+    Runner of an earlier test left current (tests build modules by their
+    type names)."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmaction')

@@ -187,12 +187,16 @@ def test_cpu_distributed_patch_is_a_noop_with_an_accelerator(monkeypatch):
 
 
 def test_cpu_distributed_picks_gloo_and_skips_set_device(monkeypatch):
+    """The CPU path, forced on any machine (mmengine finds no device)."""
     import mmengine.device
     import torch
     from mmengine.dist import utils as dist_utils
 
-    if mmengine.device.get_device() not in ('cpu', 'mps'):
-        pytest.skip('needs a machine without CUDA')
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    init = dist_utils._init_dist_pytorch
+    init = getattr(init, '__wrapped__', init)
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch',
+                        compat._cpu_safe(init))
     calls = []
 
     def fake_set_device(device):
@@ -239,12 +243,10 @@ _TORCHRUN_WORKER = textwrap.dedent("""
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
-    import mmengine.device
-    if mmengine.device.get_device() not in ('cpu', 'mps'):
-        pytest.skip('checks the CPU start-up path')
+    """The CPU start-up path, forced on any machine (no GPU visible)."""
     script = tmp_path / 'worker.py'
     script.write_text(_TORCHRUN_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     env['PYTHONPATH'] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
     command = [
@@ -294,16 +296,20 @@ def test_cpu_ddp_patch_is_a_noop_with_an_accelerator(monkeypatch):
             original.__wrapped__)
 
 
-def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path):
+def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path,
+                                                     monkeypatch):
     """What ``Runner.wrap_model`` does under torchrun, on a CPU model with
-    SyncBN layers."""
+    SyncBN layers (the CPU path, forced on any machine)."""
     import mmengine.device
     import torch
     import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
 
-    if mmengine.device.get_device() != 'cpu':
-        pytest.skip('checks the CPU path')
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    init = MMDistributedDataParallel.__init__
+    init = getattr(init, '__wrapped__', init)
+    monkeypatch.setattr(MMDistributedDataParallel, '__init__',
+                        compat._cpu_safe_ddp_init(init))
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.SyncBatchNorm(4))
     _single_process_group(tmp_path)
