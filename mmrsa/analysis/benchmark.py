@@ -258,8 +258,14 @@ class Bench:
         args (argparse.Namespace): The parsed options.
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self,
+                 args: argparse.Namespace,
+                 echo: Optional[Callable[[str], None]] = None) -> None:
         self.args = args
+        # where the tables go: the script passes its own output; by default
+        # the 'mmrsa.benchmark' logger (standard logging: the layer section
+        # runs with torch alone, without MMEngine's logger)
+        self.echo = echo or logging.getLogger('mmrsa.benchmark').info
         self.device = torch.device(args.device)
         self.cuda = self.device.type == 'cuda'
         self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
@@ -286,15 +292,16 @@ class Bench:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def print_table(title: List[str], header: str, rows: List[str]) -> None:
-    """Print a section: title lines, header, rule, rows."""
-    print()
+def report_table(echo: Callable[[str], None], title: List[str], header: str,
+                 rows: List[str]) -> None:
+    """Report a section through ``echo``: title lines, header, rule, rows."""
+    echo('')
     for line in title:
-        print(line)
-    print(header)
-    print('-' * len(header))
+        echo(line)
+    echo(header)
+    echo('-' * len(header))
     for row in rows:
-        print(row)
+        echo(row)
 
 
 def ratio(a: Optional[float], b: Optional[float], width: int) -> str:
@@ -342,16 +349,17 @@ def layer_section(bench: Bench) -> List[Dict[str, Any]]:
     if cuda:
         header += f' {"RSA peak MB":>11}'
     header += f' | {"RSA path":<9}'
-    print()
+    echo = bench.echo
+    echo('')
     if committed:
-        print(f'rev = the RSA layer at git revision {args.compare_impl}')
-    print(f'one layer vs the 1x3x3 convolution it replaces, forward + '
+        echo(f'rev = the RSA layer at git revision {args.compare_impl}')
+    echo(f'one layer vs the 1x3x3 convolution it replaces, forward + '
           f'backward, T={args.frames} (MB: saved for backward); RSA path = '
           f'its automatic implementation here'
           + (f', beside it forced through {", ".join(paths)}'
              if paths else ''))
-    print(header)
-    print('-' * len(header))
+    echo(header)
+    echo('-' * len(header))
     results = []
     for batch in args.batch:
         for channels, size in args.shapes:
@@ -407,7 +415,7 @@ def layer_section(bench: Bench) -> List[Dict[str, Any]]:
                 peak = bench.cuda_peak_mb(steps['rsa'])
                 row += f' {peak:11.1f}'
             row += f' | {auto_path:<9}'
-            print(row, flush=True)
+            echo(row)
             results.append(
                 dict(batch=batch, channels=channels, size=size, ms=times,
                      saved_mb=mem, path=auto_path))
@@ -618,7 +626,7 @@ def model_section(bench: Bench) -> List[Dict[str, Any]]:
             summary += (f' (CUDA peak x'
                         f'{peak["RSANet-R50 cp"] / peak["RSANet-R50"]:.2f})')
         summaries.append(summary)
-    print_table(title, header, rows + [''] + summaries)
+    report_table(bench.echo, title, header, rows + [''] + summaries)
     return results
 
 
@@ -683,7 +691,7 @@ def scaling_section(bench: Bench) -> Dict[str, List[Dict[str, Any]]]:
         kernel_rows.append(
             dict(kernel=kernel, flops=flops[kernel], ms=times[kernel],
                  saved_mb=mem[kernel]))
-    print_table([
+    report_table(bench.echo, [
         f'RSA layer vs context size M: C={channels}, {size}x{size}, '
         f'T={frames}, N={batch}, forward + backward',
         'MFLOPs: forward multiply-adds (mmrsa.models.utils.count_flops); '
@@ -715,7 +723,7 @@ def scaling_section(bench: Bench) -> Dict[str, List[Dict[str, Any]]]:
         position_rows.append(
             dict(size=s, positions=positions[s], flops=flops[s],
                  ms=times[s], saved_mb=mem[s]))
-    print_table([
+    report_table(bench.echo, [
         f'RSA layer vs positions: C={channels}, T={frames}, N={batch}, '
         f'M={"x".join(map(str, POSITIONS_KERNEL))}, forward + backward',
         'us/pos: microseconds per position of one clip; x = relative to '
@@ -724,8 +732,15 @@ def scaling_section(bench: Bench) -> Dict[str, List[Dict[str, Any]]]:
     return dict(kernel=kernel_rows, positions=position_rows)
 
 
-def main(argv=None) -> Dict[str, Any]:
-    """Run the selected sections and return their measurements."""
+def main(argv=None,
+         echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run the selected sections and return their measurements.
+
+    Args:
+        argv (list[str], optional): Command-line arguments.
+        echo (callable, optional): Receives each line of the tables.
+            Defaults to the ``mmrsa.benchmark`` logger's ``info``.
+    """
     args = parse_args(argv)
     needs_stack = [name for name in args.sections if name != 'layer']
     if MISSING_STACK and needs_stack:
@@ -740,7 +755,7 @@ def main(argv=None) -> Dict[str, Any]:
             f'"Benchmarks on a GPU machine").')
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = Bench(args)
+    bench = Bench(args, echo)
     malloc = 'default'
     if not bench.cuda and args.malloc == 'keep':
         from mmrsa.utils.allocator import keep_freed_memory
@@ -757,19 +772,17 @@ def main(argv=None) -> Dict[str, Any]:
             sys.exit('--paths fused needs Triton and a CUDA device (or '
                      'TRITON_INTERPRET=1 on the CPU).')
 
-    print(f'torch {torch.__version__}, device {bench.device}'
+    bench.echo(f'torch {torch.__version__}, device {bench.device}'
           f'{" (" + torch.cuda.get_device_name() + ")" if bench.cuda else ""}'
           f', threads {torch.get_num_threads()}, '
           f'AMP={"on (" + str(bench.amp_dtype) + ")" if args.amp else "off"}'
           f', median of {args.repeats} alternating rounds after '
           f'{args.warmup} warm-up, {args.pause:g} s pause before each call'
           + ('' if bench.cuda else f', malloc: {malloc}')
-          + f', fused RSA kernel: {"yes" if fused else "no"}',
-          flush=True)
+          + f', fused RSA kernel: {"yes" if fused else "no"}')
     sections = dict(layer=layer_section, model=model_section,
                     scaling=scaling_section)
     results = {}
     for name in args.sections:
         results[name] = sections[name](bench)
-        sys.stdout.flush()
     return results

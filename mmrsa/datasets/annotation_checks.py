@@ -112,6 +112,17 @@ def _missing_parts(dataset, info: dict) -> Optional[str]:
     return f'video {filename} does not exist'
 
 
+def _listed(bad: List[Tuple[Optional[int], str]]) -> str:
+    """The first :data:`MAX_LISTED` ``(line, problem)`` pairs, one per
+    line, and how many more there are."""
+    listed = '\n'.join(f'  line {line}: {problem}'
+                       for line, problem in bad[:MAX_LISTED])
+    more = len(bad) - MAX_LISTED
+    if more > 0:
+        listed += f'\n  ... and {more} more'
+    return listed
+
+
 def _check_exists(dataset, data_list: List[dict]) -> None:
     if os.environ.get(CHECK_ENV, '1') == '0':
         return
@@ -122,14 +133,10 @@ def _check_exists(dataset, data_list: List[dict]) -> None:
             bad.append((info.get('ann_line'), problem))
     if not bad:
         return
-    listed = '\n'.join(f'  line {line}: {problem}'
-                       for line, problem in bad[:MAX_LISTED])
-    more = len(bad) - MAX_LISTED
-    if more > 0:
-        listed += f'\n  ... and {more} more'
     raise AnnotationError(
         f'{dataset.ann_file}: {len(bad)} of {len(data_list)} samples point '
-        f'at missing data (data_prefix={dataset.data_prefix}):\n{listed}\n'
+        f'at missing data (data_prefix={dataset.data_prefix}):\n'
+        f'{_listed(bad)}\n'
         f'Fix the annotation file or the data paths, or regenerate the '
         f'data; set {CHECK_ENV}=0 to skip this check.')
 
@@ -153,20 +160,15 @@ def _check_labels(dataset, data_list: List[dict]) -> None:
     num_classes = dataset.num_classes
     if not isinstance(num_classes, int) or dataset.multi_class:
         return
-    bad = [(info.get('ann_line'), info['label']) for info in data_list
-           if isinstance(info.get('label'), int)
+    bad = [(info.get('ann_line'), f'label {info["label"]}')
+           for info in data_list if isinstance(info.get('label'), int)
            and not 0 <= info['label'] < num_classes]
     if not bad:
         return
-    listed = '\n'.join(f'  line {line}: label {label}'
-                       for line, label in bad[:MAX_LISTED])
-    more = len(bad) - MAX_LISTED
-    if more > 0:
-        listed += f'\n  ... and {more} more'
     raise AnnotationError(
         f'{dataset.ann_file}: {len(bad)} of {len(data_list)} samples have a '
         f'label outside [0, {num_classes}) (num_classes={num_classes}):\n'
-        f'{listed}\nFix the labels, or the number of classes of the dataset '
+        f'{_listed(bad)}\nFix the labels, or the number of classes of the dataset '
         f'and of the model head.')
 
 

@@ -18,6 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
 
 
+def _main(argv):
+    """The benchmark with its tables on standard output, as the script
+    runs it."""
+    return tool.main(argv, echo=print)
+
+
 @pytest.fixture(autouse=True)
 def keep_threads():
     """The tool sets torch's thread count when asked; restore it."""
@@ -98,7 +104,7 @@ def test_saved_bytes_leaves_out_autocast_copies_of_the_weights():
 # sections
 # --------------------------------------------------------------------- #
 def test_layer_section_alone(capsys):
-    results = tool.main(FAST + [
+    results = _main(FAST + [
         '--sections', 'layer', '--shapes', '16@8', '--frames', '4',
         '--threads', '1'
     ])
@@ -118,7 +124,7 @@ def test_layer_section_alone(capsys):
 
 
 def test_model_section(capsys):
-    results = tool.main(FAST + [
+    results = _main(FAST + [
         '--sections', 'model', '--input-size', '32', '--batch', '1',
         '--threads', '1'
     ])
@@ -160,7 +166,7 @@ def test_model_section(capsys):
 
 
 def test_model_section_amp(capsys):
-    results = tool.main(FAST + [
+    results = _main(FAST + [
         '--sections', 'model', '--input-size', '32', '--amp', '--threads',
         '1'
     ])
@@ -192,7 +198,7 @@ def test_model_section_shares_weights_between_cp_twins():
 
 
 def test_scaling_section(capsys):
-    results = tool.main(FAST + [
+    results = _main(FAST + [
         '--sections', 'scaling', '--shapes', '16@8', '--frames', '4',
         '--threads', '1'
     ])
@@ -249,7 +255,7 @@ def test_gpu_command_arguments():
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is here')
 def test_gpu_command_without_cuda_says_so():
     with pytest.raises(SystemExit, match='CUDA is not available'):
-        tool.main(GPU_COMMAND)
+        _main(GPU_COMMAND)
 
 
 @pytest.mark.parametrize('argv,message', [
@@ -265,14 +271,14 @@ def test_bad_device_or_path_exit(argv, message, capsys):
 def test_fused_path_needs_triton_on_cuda(monkeypatch):
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     with pytest.raises(SystemExit, match='--paths fused needs Triton'):
-        tool.main(FAST + ['--sections', 'layer', '--paths', 'fused'])
+        _main(FAST + ['--sections', 'layer', '--paths', 'fused'])
 
 
 def test_layer_section_amp_with_forced_paths(capsys):
     """The CPU variant of the GPU command's layer section: autocast,
     batch > 1, and the layer forced through the other paths beside its
     automatic one."""
-    results = tool.main(FAST + [
+    results = _main(FAST + [
         '--sections', 'layer', '--device', 'cpu', '--amp', '--batch', '2',
         '--shapes', '16@8', '256@4', '--frames', '2', '--threads', '1',
         '--paths', 'cpu_bmm', 'plain'

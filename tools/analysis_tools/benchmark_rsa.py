@@ -12,6 +12,7 @@ is missing (a GPU machine with torch only), mmrsa's packages are entered as
 bare packages of this checkout, so that their torch-only modules import
 without ``mmrsa/__init__.py`` (which registers into MMAction2).
 """
+import functools
 import importlib.util
 import sys
 import types
@@ -36,4 +37,4 @@ if any(importlib.util.find_spec(name) is None
 from mmrsa.analysis.benchmark import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    main(echo=functools.partial(print, flush=True))
