@@ -1,13 +1,17 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Helpers of the reliability tests: paths, small-run overrides, running
 the command-line tools and reading what they wrote."""
+import contextlib
+import functools
 import glob
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -69,3 +73,28 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint read as the tools read it (weights only)."""
     import mmrsa  # noqa: F401  (allowlist of MMEngine checkpoint types)
     return torch.load(str(path), map_location='cpu', weights_only=True)
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 (never another address)
+    until the ``with`` block ends; yields the base URL. Connections idle at
+    most 10 s; the server thread is joined on exit."""
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        timeout = 10
+
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert not thread.is_alive()

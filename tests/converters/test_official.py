@@ -11,12 +11,10 @@ the authors' ``main.py`` (``epoch``, ``arch``, ``state_dict``,
 served by an HTTP server on 127.0.0.1 that the test starts and stops.
 """
 import functools
-import http.server
 import itertools
 import math
 import os
 import socket
-import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from mmrsa.converters.official import (ConversionError,
                                        official_forward, official_rsa_forward,
                                        official_rsa_settings)
 from mmrsa.models.common import RSA, rsa_reference
+from run_helpers import serve_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
@@ -481,13 +480,6 @@ def test_refuses_to_overwrite_unless_asked(main_official, tmp_path):
 # --------------------------------------------------------------------- #
 # URLs
 # --------------------------------------------------------------------- #
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    timeout = 10  # seconds a connection may idle
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def http_root(tmp_path, monkeypatch):
     """(folder, base URL): files in the folder served on 127.0.0.1 until
@@ -497,17 +489,8 @@ def http_root(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     for name in ('NO_PROXY', 'no_proxy'):  # never through a proxy
         monkeypatch.setenv(name, '127.0.0.1,localhost')
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    with serve_folder(root) as base:
+        yield root, base
 
 
 def test_url_is_downloaded_to_the_hub_cache_and_converted(

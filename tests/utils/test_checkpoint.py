@@ -6,11 +6,7 @@ loading path (MMEngine's loader, ``load_from``/``--resume``,
 planted in the torch hub cache), and the refusal says why and how to opt in
 for a trusted file. Bad files get a message naming them."""
 import argparse
-import contextlib
-import functools
-import http.server
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,7 @@ from mmrsa.utils import checkpoint as safe_loading
 from mmrsa.utils.checkpoint import (CheckpointDownloadError,
                                     CheckpointFileError, UnsafeCheckpointError,
                                     load_checkpoint_file, trust_checkpoint)
-from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
+from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool, serve_folder
 
 
 class _Payload:
@@ -179,24 +175,6 @@ def test_a_run_own_checkpoint_loads_weights_only(tmp_path):
 # ----------------------------------------------------- remote schemes ----
 
 
-@contextlib.contextmanager
-def _serve(folder: Path):
-    """An HTTP server on 127.0.0.1 serving ``folder``, stopped on exit."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    server.timeout = 10
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     home = tmp_path / 'torch_home'
@@ -208,7 +186,7 @@ def torch_home(tmp_path, monkeypatch):
 def test_url_checkpoint_is_refused_and_runs_nothing(evil, torch_home):
     from mmengine.runner.checkpoint import _load_checkpoint
     path, marker = evil
-    with _serve(path.parent) as base:
+    with serve_folder(path.parent) as base:
         url = f'{base}/{path.name}'
         with pytest.raises(UnsafeCheckpointError) as info:
             _load_checkpoint(url, map_location='cpu')
@@ -229,7 +207,7 @@ def test_url_checkpoint_loads_weights(tmp_path, torch_home):
     torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 2}},
                tmp_path / 'good.pth')
     other = torch.nn.Linear(3, 2)
-    with _serve(tmp_path) as base:
+    with serve_folder(tmp_path) as base:
         load_checkpoint(other, f'{base}/good.pth', map_location='cpu')
     assert torch.equal(other.weight, model.weight)
 

@@ -6,13 +6,10 @@ documented map read backwards (a rename table written here), so a
 conversion must give back the model's tensors exactly. The URL is served by
 an HTTP server on 127.0.0.1 that the test starts and stops.
 """
-import functools
-import http.server
 import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from mmengine.registry import init_default_scope
 
 import mmrsa  # noqa: F401
 from mmaction.registry import MODELS
+from run_helpers import serve_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOOL = REPO_ROOT / 'tools' / 'convert' / 'convert_official_checkpoint.py'
@@ -91,29 +89,13 @@ def run(*args: str, env=None) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    timeout = 10
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def served(tmp_path):
     """(folder, base URL) of an HTTP server on 127.0.0.1 for this test."""
     root = tmp_path / 'served'
     root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    with serve_folder(root) as base:
+        yield root, base
 
 
 def test_help_names_url_and_options():
