@@ -111,6 +111,7 @@ setup(
     description='Relational Self-Attention (RSA) and RSANet for MMAction2',
     long_description=readme(),
     long_description_content_type='text/markdown',
+    license='Apache License 2.0',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools',
                                     'demo')),
     python_requires='>=3.9',

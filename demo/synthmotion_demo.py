@@ -41,6 +41,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
+from mmrsa.apis.model import load_config
+from mmrsa.fileio.atomic import write_atomic
 from mmrsa.datasets.synthmotion import (REVERSED_PAIRS, SYNTHMOTION_CLASSES,
                                         generate_synthmotion,
                                         synthmotion_is_complete)
@@ -127,14 +129,15 @@ def export_weights(model: torch.nn.Module, cfg: Config, path: str,
         config=cfg.pretty_text,
         classes=list(SYNTHMOTION_CLASSES),
         metrics={k: float(v) for k, v in metrics.items()})
-    torch.save(dict(state_dict=state, meta=meta), path)
+    write_atomic(path,
+                 lambda f: torch.save(dict(state_dict=state, meta=meta), f))
 
 
 def run_model(key: str, args: argparse.Namespace) -> dict:
     """Train, then test, one model; return its row of the table."""
     config = osp.join(ROOT, CONFIGS[key])
     name = osp.splitext(osp.basename(config))[0]
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     use_data_root(cfg, args.data_root)
     if args.max_epochs is not None:
         cfg.train_cfg.max_epochs = args.max_epochs
@@ -193,7 +196,7 @@ def release(row: dict, args: argparse.Namespace) -> dict:
         FileExistsError: Another file has the release's name.
         RuntimeError: The release does not hold the trained weights.
     """
-    from mmrsa.utils.checkpoint import load_checkpoint_file, state_dict_of
+    from mmrsa.fileio.checkpoint import load_checkpoint_file, state_dict_of
     from mmrsa.utils.publish import metafile_entry, publish_checkpoint
     config = row['config']
     name = osp.splitext(osp.basename(config))[0]
@@ -241,8 +244,7 @@ def release(row: dict, args: argparse.Namespace) -> dict:
                  ' test_dataloader.dataset.data_prefix.img=' +
                  osp.join(args.data_root, 'rawframes'))
     commands = [
-        f'python demo/demo.py {clip} {config} {path} --label-file '
-        f'{label_map}', test
+        f'python demo/demo.py {config} {path} {clip} {label_map}', test
     ]
     return dict(file=path, sha256=sha256, metafile=entry, commands=commands)
 

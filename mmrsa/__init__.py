@@ -5,11 +5,11 @@ Importing this package
 
 1. applies the fixes the pinned stack cannot run without
    (:func:`mmrsa.utils.compat.apply_compat_fixes`; they must act before
-   ``mmaction.models`` is imported, and each one is listed in the README's
-   compatibility table with the upstream issue it works around);
+   ``mmaction.models`` is imported, and each one is listed in
+   docs/compatibility.md with the upstream issue it works around);
 2. registers safe checkpoint loaders for local paths and every URL scheme
    through MMEngine's ``CheckpointLoader.register_scheme``
-   (:mod:`mmrsa.utils.checkpoint`);
+   (:mod:`mmrsa.fileio.checkpoint`);
 3. registers the package's models, datasets, transforms, hooks and optimizer
    wrapper into MMAction2's registries.
 
@@ -20,7 +20,7 @@ from .utils.compat import apply_compat_fixes
 
 apply_compat_fixes()
 
-from .utils.checkpoint import register_safe_schemes  # noqa: E402
+from .fileio.checkpoint import register_safe_schemes  # noqa: E402
 
 register_safe_schemes()
 

@@ -10,6 +10,8 @@
 # (constraints.txt included) change (a hash of them is kept in
 # .venv/.mmrsa-install-stamp); otherwise installation is skipped. Every pip
 # install runs with `-c requirements/constraints.txt`, the tested versions.
+# torch is the CPU build unless a GPU is present or MMRSA_TORCH=cuda
+# (MMRSA_TORCH=cpu|cuda|auto; tools/torch_choice.py).
 # Nothing here reads standard input.
 set -euo pipefail
 
@@ -42,9 +44,13 @@ find_python() {
 install_hash() {
   # Everything that decides what gets installed: requirements/*.txt are
   # runtime.txt, tests.txt, mminstall.txt and the pins in constraints.txt.
-  local files=(setup.py requirements/*.txt)
-  [[ -f "${REPO_ROOT}/setup.cfg" ]] && files+=(setup.cfg)
-  (cd "${REPO_ROOT}" && cat "${files[@]}") | sha256sum | cut -d' ' -f1
+  # (the glob is expanded in the repository, whatever the caller's folder)
+  (
+    cd "${REPO_ROOT}"
+    local files=(setup.py requirements/*.txt)
+    [[ -f setup.cfg ]] && files+=(setup.cfg)
+    cat "${files[@]}"
+  ) | sha256sum | cut -d' ' -f1
 }
 
 create_venv() {
@@ -76,28 +82,13 @@ sys.exit(0 if importlib.util.find_spec('mmcv') else 1)
 PY
 }
 
-check_torch_wheel() {
-  # Refuse a torch resolution that would pull CUDA libraries (several GB).
-  local report="${VENV}/.torch-resolution.json"
-  "${PIP[@]}" install --quiet --dry-run --ignore-installed --no-deps \
-    --report "${report}" "${TORCH_PIN}"
-  "${VENV}/bin/python" - "${report}" <<'PY'
-import json
-import sys
-
-with open(sys.argv[1]) as f:
-    report = json.load(f)
-for item in report.get('install', []):
-    meta = item['metadata']
-    cuda = [r for r in meta.get('requires_dist', []) if r.startswith('nvidia-')]
-    if cuda or '+cu' in meta['version']:
-        sys.exit(f"[run.sh] error: torch=={meta['version']} from "
-                 f"{item['download_info']['url']} is a CUDA build. Make a CPU "
-                 "wheel of torch 2.13.0 available to pip (e.g. PIP_FIND_LINKS or "
-                 "PIP_EXTRA_INDEX_URL pointing at the PyTorch CPU wheels) and "
-                 "run again.")
-PY
-  rm -f "${report}"
+install_torch() {
+  # The torch build: CPU unless a GPU is present (nvidia-smi) or
+  # MMRSA_TORCH=cuda; a CPU wheel pip's configuration resolves first, else
+  # PyTorch's CPU index, else what pip resolves (see tools/torch_choice.py).
+  "${VENV}/bin/python" "${REPO_ROOT}/tools/torch_choice.py" \
+    --python "${VENV}/bin/python" "${TORCH_PIN}" \
+    || die "installing ${TORCH_PIN} failed"
 }
 
 torch_pin() {
@@ -121,9 +112,8 @@ install_env() {
       && [[ "$("${VENV}/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')" == "${torch_version}" ]]; then
     log "step 2/3: ${TORCH_PIN} already installed"
   else
-    log "step 2/3: ${TORCH_PIN} (first, so no dependency can pull a CUDA build)"
-    check_torch_wheel
-    "${PIP[@]}" install --quiet "${TORCH_PIN}"
+    log "step 2/3: ${TORCH_PIN} (first, so no dependency can pull another build)"
+    install_torch
   fi
 
   local extras='tests'
@@ -138,7 +128,7 @@ install_env() {
 
   torch_version="$("${VENV}/bin/python" -c 'import torch; print(torch.__version__)')"
   if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -qi '^nvidia-'; then
-    log "warning: nvidia-* packages are installed in ${VENV} (torch ${torch_version})"
+    log "torch ${torch_version} is a CUDA build: nvidia-* packages are installed in ${VENV}"
   fi
   install_hash > "${STAMP}"
   log "environment ready in $((SECONDS - started)) s (torch ${torch_version})"

@@ -28,8 +28,9 @@ from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
                           ClipSamplingError)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
+from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
 from mmrsa.apis import ToolConfigError, build_test_config  # noqa: E402
-from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
+from mmrsa.fileio.checkpoint import (CheckpointDownloadError,  # noqa: E402
                                     CheckpointFileError,
                                     UnsafeCheckpointError, trust_checkpoint)
 
@@ -111,7 +112,7 @@ def build_config(args: argparse.Namespace) -> Config:
             wait_time=args.wait_time,
             cfg_options=args.cfg_options,
             launcher=args.launcher)
-    except ToolConfigError as e:
+    except (ToolConfigError, OverwriteRefusedError) as e:
         raise SystemExit(f'error: {e}')
 
 

@@ -26,10 +26,13 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
-                          ClipSamplingError, find_resumable_checkpoint)
+                          ClipSamplingError, NonFiniteTrainingError,
+                          NonFiniteWeightsError, WorkDirBusyError,
+                          find_resumable_checkpoint)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
+from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
 from mmrsa.apis import ToolConfigError, build_train_config  # noqa: E402
-from mmrsa.utils.checkpoint import (CheckpointDownloadError,  # noqa: E402
+from mmrsa.fileio.checkpoint import (CheckpointDownloadError,  # noqa: E402
                                     CheckpointFileError,
                                     UnsafeCheckpointError, trust_checkpoint)
 
@@ -39,10 +42,13 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmaction.registry import RUNNERS  # noqa: E402
 
-#: Errors whose message says what is wrong; reported without a traceback.
+#: Errors whose message says what is wrong; reported without a traceback
+#: (exit code 1). A pre-empted run (PreemptionHook) exits with code 75.
 CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointFileError,
                 CheckpointDownloadError, CheckpointMismatchError,
-                ClipSamplingError, AnnotationError, SampleLoadError)
+                ClipSamplingError, AnnotationError, SampleLoadError,
+                WorkDirBusyError, NonFiniteTrainingError,
+                NonFiniteWeightsError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -124,7 +130,7 @@ def build_config(args: argparse.Namespace) -> Config:
             deterministic=args.deterministic,
             cfg_options=args.cfg_options,
             launcher=args.launcher)
-    except ToolConfigError as e:
+    except (ToolConfigError, OverwriteRefusedError) as e:
         raise SystemExit(f'error: {e}')
 
 

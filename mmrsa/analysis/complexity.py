@@ -11,7 +11,6 @@ parameters include the classifier. Counting is done by
 a config, keeps counts in a cache, and counts the static transforms of the
 paper's Table 2 (:class:`FrameConv3d`).
 """
-import copy
 import hashlib
 import json
 import os
@@ -21,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-from mmaction.registry import MODELS
+from ..apis.model import build_model, load_config
+from ..fileio.atomic import write_atomic
 from ..models.utils import recognizer_complexity
 
 __all__ = [
@@ -34,44 +33,19 @@ __all__ = [
 ]
 
 _PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-#: Where relative config paths are looked up when they are not found from
-#: the working directory: a source checkout, then the configs a wheel
-#: carries.
-CONFIG_ROOTS = (osp.dirname(_PACKAGE_DIR), osp.join(_PACKAGE_DIR, '.mim'))
 
 
 # ---------------------------------------------------------------------- #
 # building and counting
 # ---------------------------------------------------------------------- #
-def load_config(path: str,
-                cfg_options: Optional[Dict] = None) -> Config:
-    """Read a config (relative paths are taken from the repository root, or
-    an installed package's configs, when they do not exist in the working
-    directory)."""
-    if not osp.exists(path):
-        for root in CONFIG_ROOTS:
-            if osp.exists(osp.join(root, path)):
-                path = osp.join(root, path)
-                break
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
 def build_recognizer(cfg: Config) -> nn.Module:
     """The config's model, without downloading any pretrained weights.
 
     Weights do not change the counts, so ``backbone.pretrained`` and every
-    ``init_cfg`` are dropped and the model is never initialised.
+    ``init_cfg`` are dropped and the model is never initialised
+    (:func:`mmrsa.apis.build_model`).
     """
-    model_cfg = copy.deepcopy(cfg.model)
-    backbone = model_cfg.get('backbone', {})
-    if 'pretrained' in backbone:
-        backbone['pretrained'] = None
-    model_cfg.pop('init_cfg', None)
-    init_default_scope(cfg.get('default_scope', 'mmaction'))
-    return MODELS.build(model_cfg)
+    return build_model(cfg, eval_mode=False)
 
 
 def config_frames(cfg: Config) -> int:
@@ -269,12 +243,9 @@ class ComplexityCounter:
     def _save(self) -> None:
         if not self.cache_file:
             return
-        os.makedirs(osp.dirname(osp.abspath(self.cache_file)), exist_ok=True)
-        tmp = f'{self.cache_file}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(
-                dict(fingerprint=self._fingerprint, results=self.results), f)
-        os.replace(tmp, self.cache_file)
+        text = json.dumps(
+            dict(fingerprint=self._fingerprint, results=self.results))
+        write_atomic(self.cache_file, lambda f: f.write(text.encode()))
 
 
 def config_complexity(config: str,

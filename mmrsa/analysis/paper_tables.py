@@ -7,7 +7,8 @@ paper prints. :func:`paper_table_rows` counts each row's config on one
 ``T x 3 x 224 x 224`` clip (:class:`~mmrsa.analysis.ComplexityCounter`) and
 flags rows off by more than :data:`PARAMS_TOL` parameters or
 :data:`FLOPS_TOL` FLOPs; :func:`format_paper_tables` prints them side by
-side. It counts 40 ResNet-50s (one of them 252 GFLOPs): minutes on a CPU.
+side. It counts the ResNet-50s of 47 rows (one of them 252 GFLOPs):
+minutes on a CPU.
 """
 import os.path as osp
 import time
@@ -23,6 +24,7 @@ __all__ = [
 CONFIG_DIR = osp.join('configs', 'recognition', 'rsanet')
 ABLATION_PREFIX = osp.join(CONFIG_DIR, 'ablations', 'rsanet_r50_8x1_ssv1_')
 MAIN_CONFIG = osp.join(CONFIG_DIR, 'rsanet_r50_8x1_ssv1.py')
+TRANSFORM_PREFIX = osp.join(CONFIG_DIR, 'transforms', 'tsn_r50_8x1_ssv1_')
 
 #: Rows may differ from the paper's by this much and still be reported ok.
 PARAMS_TOL = 0.1e6
@@ -43,6 +45,10 @@ def _abl(name: str) -> str:
     return f'{ABLATION_PREFIX}{name}.py'
 
 
+def _tr(name: str) -> str:
+    return f'{TRANSFORM_PREFIX}{name}.py'
+
+
 _2D_NOTE = (
     'the paper\'s own 3D and (2+1)D rows of Table 2, which match ours, put '
     'the 2D baseline at 32.7 G / 23.8 M (57.0 G - 24.3 G and 39.3 M - '
@@ -50,16 +56,24 @@ _2D_NOTE = (
     'a 174-class head, as counted here; 24.3 M would be a 400-class head')
 _OOM_NOTE = 'the paper trains this row out of memory; counted here anyway'
 
+_INVOLUTION_NOTE = (
+    'q P^T computed as the attention rows are (P a [M, Cq] table), as the '
+    'paper counts this row; RSA\'s kV-xV (Table 4a, same kernel with '
+    'P = H2 P1) counts 32.3 G')
+
 #: (title, rows) of every paper table that has a config in this repository.
-#: Table 2's self-attention rows have no counterpart in mmrsa.
 PAPER_TABLES: Tuple[Tuple[str, Tuple[PaperRow, ...]], ...] = (
     ('Main Table 2: feature transforms, one layer in res4 (8 frames)', (
         PaperRow('2D convolution (TSN)', _abl('0layers'), 32.5, 24.3,
                  note=_2D_NOTE),
-        PaperRow('3D convolution 5x7x7', _abl('0layers'), 57.0, 39.3,
-                 swap=('layer3.3', ((5, 7, 7), ))),
-        PaperRow('(2+1)D convolution 1x7x7, 5x1x1', _abl('0layers'), 37.3,
-                 26.8, swap=('layer3.3', ((1, 7, 7), (5, 1, 1)))),
+        PaperRow('3D convolution 5x7x7', _tr('conv3d'), 57.0, 39.3),
+        PaperRow('(2+1)D convolution 1x7x7, 5x1x1', _tr('conv2plus1d'),
+                 37.3, 26.8),
+        PaperRow('self-attention σ(qK^T + qP^T)', _tr('sa'), 32.2, 23.4),
+        PaperRow('SA variant σ(qK^T)', _tr('sa-content'), 32.1, 23.4),
+        PaperRow('SA variant σ(qP^T)', _tr('sa-position'), 32.1, 23.4),
+        PaperRow('SA variant qP^T (involution)', _tr('involution'), 32.1,
+                 23.4, note=_INVOLUTION_NOTE),
         PaperRow('RSA kV+kR, XV', _abl('1layer_kVR-xV'), 32.6, 23.6),
         PaperRow('RSA kV+kR, XV+XR', _abl('1layer'), 33.2, 23.6),
     )),

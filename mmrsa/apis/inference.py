@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
-from mmrsa.engine import load_checkpoint_strictly
+from .model import build_model, load_config
 
 __all__ = [
     'DECODE_STEPS', 'INIT_STEPS', 'video_pipeline', 'rawframe_pipeline',
@@ -54,6 +54,23 @@ def _filename_tmpl(cfg: Config) -> str:
     return dataset.get('filename_tmpl', 'img_{:05}.jpg')
 
 
+def _warn_if_short(path: str, count: int, cfg: Config) -> None:
+    """Name a video or frame folder with fewer frames than one clip takes
+    (its frames are then repeated to fill the clip)."""
+    import logging
+
+    from mmengine.logging import print_log
+    needed = cfg.get('model', {}).get('backbone', {}).get('num_segments')
+    if not isinstance(needed, int) or count >= needed:
+        return
+    print_log(
+        f'{path} has {count} frame(s), fewer than the {needed} frames of one '
+        f'clip (the backbone\'s num_segments): its frames are repeated to '
+        f'fill the clip, so the prediction sees no real motion.',
+        logger='current',
+        level=logging.WARNING)
+
+
 def load_input(path: str, cfg: Config) -> Tuple[dict, List[dict]]:
     """The pipeline input for a video file or a frame folder, and the
     pipeline for it.
@@ -69,6 +86,7 @@ def load_input(path: str, cfg: Config) -> Tuple[dict, List[dict]]:
         tmpl = _filename_tmpl(cfg)
         # all frames, numbered without a gap (else a ValueError naming it)
         first, total = find_frames(path, tmpl)
+        _warn_if_short(path, total, cfg)
         data = dict(
             frame_dir=path,
             total_frames=total,
@@ -87,6 +105,7 @@ def load_input(path: str, cfg: Config) -> Tuple[dict, List[dict]]:
                          f'{str(e).splitlines()[0]}') from None
     if num_frames == 0:
         raise ValueError(f'cannot read video {path}: it has no frames')
+    _warn_if_short(path, num_frames, cfg)
     data = dict(filename=path, label=-1, start_index=0, modality='RGB')
     return data, video_pipeline(cfg.test_pipeline)
 
@@ -111,17 +130,14 @@ def predict(video: str,
     """Class scores ``[num_classes]`` of one video."""
     from mmengine.dataset import Compose
 
-    from mmaction.apis import inference_recognizer, init_recognizer
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    from mmaction.apis import inference_recognizer
+    cfg = load_config(config, cfg_options)
     data, pipeline = load_input(video, cfg)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    # weights_only loading; refuses a checkpoint of another architecture
-    model = init_recognizer(cfg, None, device=device)
-    load_checkpoint_strictly(model, checkpoint)
-    # init_recognizer set the default scope the pipeline's types live in
+    # weights_only loading; refuses a checkpoint of another architecture.
+    # build_model sets the default scope the pipeline's types live in
+    model = build_model(cfg, checkpoint, device=device)
     result = inference_recognizer(
         model, data, test_pipeline=Compose(pipeline))
     return result.pred_score.detach().cpu()

@@ -10,6 +10,9 @@ from typing import Any, Dict, Optional
 
 from mmengine.config import Config
 
+from mmrsa.apis.model import load_config
+from mmrsa.fileio.atomic import refuse_existing
+
 from mmrsa.utils.config import check_batch_sizes
 
 __all__ = ['ToolConfigError', 'build_train_config', 'build_test_config']
@@ -21,9 +24,7 @@ class ToolConfigError(ValueError):
 
 def _load(config: str, cfg_options: Optional[Dict[str, Any]],
           work_dir: Optional[str], launcher: str) -> Config:
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     try:
         check_batch_sizes(cfg)
     except ValueError as e:
@@ -168,10 +169,7 @@ def build_test_config(config: str,
         if not dump.endswith(('.pkl', '.pickle')):
             raise ToolConfigError(
                 f'--dump must name a .pkl file, got {dump!r}')
-        if osp.exists(dump) and not force:
-            raise ToolConfigError(f'{dump} already exists; pass --force to '
-                                  f'overwrite it, or choose another --dump '
-                                  f'file')
+        refuse_existing(dump, force)
         entry = dict(type='DumpResults', out_file_path=dump)
         evaluator = cfg.test_evaluator
         if isinstance(evaluator, (list, tuple)):

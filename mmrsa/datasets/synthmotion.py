@@ -1,5 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""SynthMotion: a procedurally generated, Something-Something-like motion set.
+"""SynthMotion: a procedurally generated, Something-Something-like motion
+set: its classes, its generator and its dataset.
 
 Every class is defined by *how* an object moves, never by what it looks like:
 the object (a handwritten digit from scikit-learn's bundled ``load_digits``
@@ -20,7 +21,10 @@ of *unordered* frames: a model that pools frames without regard to their order
 (TSM, RSA) is not. Two more classes, ``Holding something still`` and
 ``Shaking something``, differ in motion but not in direction.
 
-The data are written in the layouts of the Something-Something recipes:
+:func:`generate_synthmotion` (command line:
+``tools/data/synthmotion/generate_synthmotion.py``) writes the set in the
+layouts of the Something-Something recipes, and :class:`SynthMotionDataset`
+(registered in MMAction2's ``DATASETS``) reads the rawframe one:
 
 .. code-block:: text
 
@@ -32,33 +36,47 @@ The data are written in the layouts of the Something-Something recipes:
                                            lines "<clip>.mp4 <label>"
     <out>/label_map.txt                    one class name per line
     <out>/meta.json                        settings, pairs, flip map
-    <out>/synthmotion_manifest.json        what the generator wrote there
 
 Clips are named ``<split>_<index:05>`` and have label ``index % 10``.
 
 Every clip is drawn from its own random stream seeded by ``(seed, split,
 index)``, so a clip does not depend on how many others are generated, and the
-same settings give byte-identical files.
+same settings give byte-identical files. The settings in ``meta.json`` thus
+name every path a run wrote, and are the generator's record of what is its
+own: it never overwrites or deletes a path that the ``meta.json`` of a set it
+wrote in the folder does not name (see :func:`generate_synthmotion`).
 """
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import os.path as osp
 from functools import lru_cache
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import cv2
 import numpy as np
+from mmaction.registry import DATASETS
+
+from ..fileio.atomic import (
+    OverwriteRefusedError,
+    refuse_existing,
+    write_bytes_atomic,
+)
+from .annotation_checks import CheckedRawframeDataset
 
 __all__ = [
     'SYNTHMOTION_CLASSES', 'REVERSED_PAIRS', 'HFLIP_LABEL_MAP',
-    'GENERATOR_VERSION', 'render_clip', 'generate_synthmotion',
-    'read_label_map', 'synthmotion_is_complete', 'read_manifest',
-    'MANIFEST_NAME'
+    'GENERATOR_VERSION', 'GENERATE_COMMAND', 'render_clip',
+    'generate_synthmotion', 'read_label_map', 'synthmotion_is_complete',
+    'SynthMotionDataset'
 ]
 
 GENERATOR_VERSION = 1
+
+#: The command line of :func:`generate_synthmotion`.
+GENERATE_COMMAND = 'python tools/data/synthmotion/generate_synthmotion.py'
 
 SYNTHMOTION_CLASSES: Tuple[str, ...] = (
     'Moving something from left to right',
@@ -291,24 +309,16 @@ def render_clip(label: int,
     return frames
 
 
-def _write_rawframes(frames: np.ndarray, clip_dir: str) -> None:
-    os.makedirs(clip_dir, exist_ok=True)
-    for i, frame in enumerate(frames):
-        path = osp.join(clip_dir, f'{i + 1:05}.jpg')
-        if not cv2.imwrite(path, frame[..., ::-1],
-                           [cv2.IMWRITE_JPEG_QUALITY, 95]):
-            raise OSError(f'could not write {path}')
-
-
-def _write_video(frames: np.ndarray, path: str, fps: int) -> None:
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                             (w, h))
-    if not writer.isOpened():
-        raise OSError(f'OpenCV cannot open an mp4v writer for {path}')
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
+# --------------------------------------------------------------------- #
+# writing a set
+# --------------------------------------------------------------------- #
+_META_NAME = 'meta.json'
+# cv2.VideoWriter writes only to a named file with a video suffix: each video
+# is encoded here, then written to its place by the atomic writer.
+_VIDEO_SCRATCH = '.synthmotion_encoding.mp4'
+# The settings that decide which paths a run writes.
+_PATH_SETTINGS = ('formats', 'num_train', 'num_val', 'seed', 'min_frames',
+                  'max_frames')
 
 
 def read_label_map(path: str) -> List[str]:
@@ -318,70 +328,56 @@ def read_label_map(path: str) -> List[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def _meta(seed: int, size: int, min_frames: int, max_frames: int, fps: int,
-          num_train: int, num_val: int, formats: Sequence[str]) -> dict:
-    return dict(
-        generator_version=GENERATOR_VERSION,
-        seed=seed,
-        size=size,
-        min_frames=min_frames,
-        max_frames=max_frames,
-        fps=fps,
-        num_train=num_train,
-        num_val=num_val,
-        formats=sorted(formats),
-        classes=list(SYNTHMOTION_CLASSES),
-        reversed_pairs=[list(p) for p in REVERSED_PAIRS],
-        hflip_label_map={str(k): v
-                         for k, v in sorted(HFLIP_LABEL_MAP.items())})
+def _check_settings(*, formats: Sequence[str], num_train: int, num_val: int,
+                    seed: int, size: int, min_frames: int, max_frames: int,
+                    fps: int) -> None:
+    """Raise ``ValueError`` naming the first bad setting."""
+    formats = tuple(formats)
+    if not formats or any(f not in _FORMATS for f in formats):
+        raise ValueError(f'formats must be a non-empty subset of {_FORMATS},'
+                         f' got {formats}')
+    integers = dict(num_train=num_train, num_val=num_val, seed=seed,
+                    size=size, min_frames=min_frames, max_frames=max_frames,
+                    fps=fps)
+    for name, value in integers.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise ValueError(f'{name} must be an integer, got {value!r}')
+    if num_train < 0 or num_val < 0:
+        raise ValueError('num_train and num_val must be >= 0, got '
+                         f'{num_train} and {num_val}')
+    if not 2 <= min_frames <= max_frames:
+        raise ValueError('need 2 <= min_frames <= max_frames, got '
+                         f'{min_frames} and {max_frames}')
+    if size < 16:
+        raise ValueError(f'size must be >= 16, got {size}')
+    if fps < 1:
+        raise ValueError(f'fps must be >= 1, got {fps}')
 
 
-def synthmotion_is_complete(out_dir: str, **settings) -> bool:
-    """Whether ``out_dir`` holds a finished set made with ``settings``.
-
-    ``settings`` are keyword arguments of :func:`generate_synthmotion`; only
-    those given are compared with the recorded ``meta.json`` (``formats`` is
-    satisfied by a superset).
-    """
-    path = osp.join(out_dir, 'meta.json')
-    if not osp.isfile(path):
-        return False
-    with open(path, encoding='utf-8') as f:
-        meta = json.load(f)
-    if meta.get('generator_version') != GENERATOR_VERSION:
-        return False
-    for key, value in settings.items():
-        if key == 'formats':
-            if not set(value) <= set(meta.get('formats', [])):
-                return False
-        elif meta.get(key) != value:
-            return False
-    return True
-
-
-MANIFEST_NAME = 'synthmotion_manifest.json'
-_MANIFEST_KIND = 'mmrsa SynthMotion generator manifest'
-
-
-def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng(
+def _clip_stream(seed: int, split: str, index: int, min_frames: int,
+                 max_frames: int) -> Tuple[np.random.Generator, int]:
+    """A clip's own random stream, and its number of frames (the stream's
+    first draw)."""
+    rng = np.random.default_rng(
         np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
+    return rng, int(rng.integers(min_frames, max_frames + 1))
 
 
 def _plan(formats: Sequence[str], num_train: int, num_val: int, seed: int,
           min_frames: int, max_frames: int) -> Dict[str, List[str]]:
     """The files and folders (relative to the output folder, ``/``
     separated) a run with these settings writes."""
-    files = ['label_map.txt', 'meta.json']
+    files = [_META_NAME, 'label_map.txt']
     dirs = [fmt for fmt in _FORMATS if fmt in formats]
+    if 'videos' in formats:
+        files.append(_VIDEO_SCRATCH)
     for split, count in (('train', num_train), ('val', num_val)):
-        for fmt in formats:
-            files.append(f'synthmotion_{split}_list_{fmt}.txt')
+        files += [f'synthmotion_{split}_list_{fmt}.txt' for fmt in formats]
         for index in range(count):
             clip = f'{split}_{index:05}'
             if 'rawframes' in formats:
-                rng = _clip_rng(seed, split, index)
-                num_frames = int(rng.integers(min_frames, max_frames + 1))
+                _, num_frames = _clip_stream(seed, split, index, min_frames,
+                                             max_frames)
                 dirs.append(f'rawframes/{clip}')
                 files += [
                     f'rawframes/{clip}/{i + 1:05}.jpg'
@@ -392,113 +388,155 @@ def _plan(formats: Sequence[str], num_train: int, num_val: int, seed: int,
     return dict(files=files, dirs=dirs)
 
 
-def read_manifest(out_dir: str) -> Optional[Dict[str, List[str]]]:
-    """What an earlier run of the generator wrote into ``out_dir``:
-    ``files`` and the folders it created (``dirs``), as recorded in its
-    ``synthmotion_manifest.json``; None without one.
+def _path(out_dir: str, rel: str) -> str:
+    return osp.join(out_dir, *rel.split('/'))
 
-    Raises:
-        FileExistsError: The manifest is not one this generator writes (it
-            is then treated as a user's file and left alone).
-    """
-    path = osp.join(out_dir, MANIFEST_NAME)
-    if not osp.lexists(path):
+
+def _read_own_meta(out_dir: str) -> Optional[dict]:
+    """The ``meta.json`` of a set this generator wrote in ``out_dir``,
+    finished or not; None when there is none, or when the file is not one
+    (unreadable, another generator version, settings this version never
+    writes): the paths of the folder are then not the generator's."""
+    path = osp.join(out_dir, _META_NAME)
+    if not osp.isfile(path) or osp.islink(path):
         return None
     try:
         with open(path, encoding='utf-8') as f:
-            manifest = json.load(f)
-        ok = (isinstance(manifest, dict)
-              and manifest.get('kind') == _MANIFEST_KIND and all(
-                  isinstance(manifest.get(k), list)
-                  and all(isinstance(p, str) for p in manifest[k])
-                  for k in ('files', 'dirs')))
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        raise FileExistsError(
-            f'{path} is not a manifest of the SynthMotion generator; it '
-            f'and the rest of {out_dir} are left alone: choose another '
-            f'output folder.')
-    return dict(files=manifest['files'], dirs=manifest['dirs'])
+            meta = json.load(f)
+        if meta.get('generator_version') != GENERATOR_VERSION:
+            return None
+        _check_settings(**{
+            key: meta[key]
+            for key in _PATH_SETTINGS + ('size', 'fps')
+        })
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    return meta
 
 
-def _write_manifest(out_dir: str, files: Sequence[str],
-                    dirs: Sequence[str]) -> None:
-    path = osp.join(out_dir, MANIFEST_NAME)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(
-            dict(
-                kind=_MANIFEST_KIND,
-                note='files and folders written by '
-                'tools/data/synthmotion/generate_synthmotion.py; --force '
-                'replaces these and nothing else',
-                files=list(files),
-                dirs=list(dirs)), f)
-        f.write('\n')
-    os.replace(tmp, path)
-
-
-def _is_safe_relative(path: str) -> bool:
-    parts = path.split('/')
-    return bool(path) and not osp.isabs(path) and '..' not in parts \
-        and '' not in parts and '\\' not in path
-
-
-def _check_conflicts(out_dir: str, plan: Dict[str, List[str]],
-                     previous: Optional[Dict[str, List[str]]],
-                     overwrite: bool) -> None:
-    """Refuse a run that would overwrite a path the generator did not
-    write, or (without ``overwrite``) one that it did."""
-    ours = set(previous['files']) if previous else set()
+def _refuse_foreign(out_dir: str, plan: Dict[str, List[str]],
+                    owned: Set[str]) -> None:
+    """Refuse (whatever ``overwrite`` says) a run that would write over a
+    path the generator did not write: a file of ``plan`` that exists and is
+    not in ``owned``, or anything but a folder where ``plan`` has one."""
     foreign = []
-    for rel in plan['files']:
-        path = osp.join(out_dir, *rel.split('/'))
-        if osp.lexists(path) and (rel not in ours or osp.isdir(path)
-                                  or osp.islink(path)):
-            foreign.append(path)
-    for rel in plan['dirs']:
-        path = osp.join(out_dir, *rel.split('/'))
-        if osp.lexists(path) and (not osp.isdir(path) or osp.islink(path)):
-            foreign.append(path)
     if osp.lexists(out_dir) and not osp.isdir(out_dir):
         foreign.append(out_dir)
+    for rel in plan['files']:
+        path = _path(out_dir, rel)
+        if osp.lexists(path) and (rel not in owned or osp.islink(path)
+                                  or not osp.isfile(path)):
+            foreign.append(path)
+    for rel in plan['dirs']:
+        path = _path(out_dir, rel)
+        if osp.lexists(path) and (osp.islink(path) or not osp.isdir(path)):
+            foreign.append(path)
     if foreign:
-        more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
-        raise FileExistsError(
+        one = len(foreign) == 1
+        more = '' if len(foreign) <= 3 else f' and {len(foreign) - 3} more'
+        raise OverwriteRefusedError(
             f'{", ".join(foreign[:3])}{more} '
-            f'{"exists and was" if len(foreign) == 1 else "exist and were"} '
-            f'not written by the SynthMotion generator (not in '
-            f'{MANIFEST_NAME}): nothing it did not write is overwritten or '
-            f'deleted, not even with --force. Move it away or choose another'
-            f' output folder.')
-    written = previous is not None and any(
-        osp.lexists(osp.join(out_dir, *rel.split('/')))
-        for rel in previous['files'])
-    if written and not overwrite:
-        raise FileExistsError(
-            f'{out_dir} already holds a SynthMotion set; pass --force '
-            f'(--overwrite; overwrite=True in Python) to replace it (only '
-            f'what the generator wrote there, listed in {MANIFEST_NAME}, is '
-            f'replaced)')
+            f'{"exists and was" if one else "exist and were"} not written by '
+            f'the SynthMotion generator (no {_META_NAME} of a set it wrote '
+            f'there names {"it" if one else "them"}): nothing it did not '
+            f'write is overwritten or deleted, not even with --force. Move '
+            f'{"it" if one else "them"} away or choose another output '
+            f'folder.')
 
 
-def _remove_written(out_dir: str, previous: Dict[str, List[str]]) -> None:
-    """Remove the files an earlier run wrote and the folders it created
-    that are then empty; nothing else."""
-    for rel in previous['files']:
-        path = osp.join(out_dir, *rel.split('/'))
-        if _is_safe_relative(rel) and osp.isfile(path) \
-                and not osp.islink(path):
+def _remove_set(out_dir: str, plan: Dict[str, List[str]]) -> None:
+    """Remove the files of a set the generator wrote (``plan`` of its
+    ``meta.json``), ``meta.json`` last so that a run killed here can still
+    be replaced, then those of its folders that are left empty."""
+    for rel in sorted(plan['files'], key=lambda rel: rel == _META_NAME):
+        path = _path(out_dir, rel)
+        if osp.isfile(path) and not osp.islink(path):
             os.remove(path)
-    for rel in sorted(previous['dirs'], key=lambda d: -d.count('/')):
-        path = osp.join(out_dir, *rel.split('/'))
-        if _is_safe_relative(rel) and osp.isdir(path) \
-                and not osp.islink(path):
-            try:
-                os.rmdir(path)  # only when empty
-            except OSError:
-                pass
+    for rel in sorted(plan['dirs'], key=lambda rel: -rel.count('/')):
+        path = _path(out_dir, rel)
+        if osp.isdir(path) and not osp.islink(path) and not os.listdir(path):
+            os.rmdir(path)
+
+
+def _write_text(path: str, lines: Sequence[str]) -> None:
+    write_bytes_atomic(path, ''.join(lines).encode('utf-8'))
+
+
+def _write_rawframes(frames: np.ndarray, clip_dir: str) -> None:
+    for i, frame in enumerate(frames):
+        path = osp.join(clip_dir, f'{i + 1:05}.jpg')
+        ok, data = cv2.imencode('.jpg', np.ascontiguousarray(frame[..., ::-1]),
+                                [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise OSError(f'OpenCV could not encode {path}')
+        # bulk files: meta.json's "complete" flag covers a power loss
+        write_bytes_atomic(path, data.tobytes(), durable=False)
+
+
+def _write_video(frames: np.ndarray, path: str, fps: int,
+                 scratch: str) -> None:
+    """Encode ``frames`` (mp4v) into ``scratch``, then write them to
+    ``path`` atomically and remove ``scratch``."""
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(scratch, cv2.VideoWriter_fourcc(*'mp4v'), fps,
+                             (w, h))
+    if not writer.isOpened():
+        raise OSError(f'OpenCV cannot open an mp4v writer for {scratch}')
+    try:
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    finally:
+        writer.release()
+    try:
+        with open(scratch, 'rb') as f:
+            data = f.read()
+    finally:
+        os.remove(scratch)
+    write_bytes_atomic(path, data, durable=False)
+
+
+def _meta(*, formats: Sequence[str], num_train: int, num_val: int, seed: int,
+          size: int, min_frames: int, max_frames: int, fps: int,
+          complete: bool) -> dict:
+    return dict(
+        generator_version=GENERATOR_VERSION,
+        seed=int(seed),
+        size=int(size),
+        min_frames=int(min_frames),
+        max_frames=int(max_frames),
+        fps=int(fps),
+        num_train=int(num_train),
+        num_val=int(num_val),
+        formats=sorted(formats),
+        classes=list(SYNTHMOTION_CLASSES),
+        reversed_pairs=[list(p) for p in REVERSED_PAIRS],
+        hflip_label_map={str(k): v
+                         for k, v in sorted(HFLIP_LABEL_MAP.items())},
+        complete=complete)
+
+
+def _write_meta(path: str, meta: dict) -> None:
+    _write_text(path, [json.dumps(meta, indent=2), '\n'])
+
+
+def synthmotion_is_complete(out_dir: str, **settings) -> bool:
+    """Whether ``out_dir`` holds a finished set made with ``settings``.
+
+    ``settings`` are keyword arguments of :func:`generate_synthmotion`; only
+    those given are compared with the recorded ``meta.json`` (``formats`` is
+    satisfied by a superset).
+    """
+    meta = _read_own_meta(out_dir)
+    # sets made before the "complete" flag wrote meta.json last
+    if meta is None or meta.get('complete', True) is not True:
+        return False
+    for key, value in settings.items():
+        if key == 'formats':
+            if not set(value) <= set(meta['formats']):
+                return False
+        elif meta.get(key) != value:
+            return False
+    return True
 
 
 def generate_synthmotion(out_dir: str,
@@ -519,6 +557,21 @@ def generate_synthmotion(out_dir: str,
     Clips are balanced over classes (clip ``i`` of a split has label
     ``i % num_classes``) and named ``<split>_<i:05>``.
 
+    What is written where is decided by the settings, and ``meta.json``
+    records them; it is written first (``"complete": false``), so that a
+    run that stops half-way can be replaced, and again last
+    (``"complete": true``). Before anything is written or removed, the run
+    is refused:
+
+    * whatever ``overwrite`` says, when one of the paths it would write
+      exists and is not named by the ``meta.json`` of a set the generator
+      wrote in ``out_dir`` (a user's ``label_map.txt`` or
+      ``rawframes/train_00001/``): a file the generator did not write is
+      never overwritten or deleted. Other files in the folder (a user's
+      ``notes.txt`` or ``rawframes/my_video/``) are no obstacle and are left
+      alone;
+    * without ``overwrite``, when ``out_dir`` holds a set (finished or not).
+
     Args:
         out_dir (str): Output folder; created if missing.
         formats (Sequence[str]): Any of ``'rawframes'`` and ``'videos'``.
@@ -530,95 +583,141 @@ def generate_synthmotion(out_dir: str,
         min_frames (int): Fewest frames in a clip. Defaults to 16.
         max_frames (int): Most frames in a clip. Defaults to 16.
         fps (int): Frame rate written into the videos. Defaults to 12.
-        overwrite (bool): Replace a set an earlier run wrote into
-            ``out_dir``: the files listed in its manifest
-            (``synthmotion_manifest.json``) are removed first, and the
-            folders it created if they are then empty. Defaults to False,
-            which refuses to write into a folder that already holds a set.
-            Either way, a file or folder the generator did not write (a
-            user's ``label_map.txt`` or ``rawframes/my_video/``) is never
-            removed or overwritten: a run that would write one of those
-            paths is refused before anything is written.
+        overwrite (bool): Replace the set ``out_dir`` holds: the files its
+            ``meta.json`` names are removed first, then the folders it named
+            that are left empty. Defaults to False.
         progress (callable, optional): Called as ``progress(done, total)``
             after each clip. Defaults to None.
 
     Returns:
-        dict: The metadata also written to ``meta.json``.
+        dict: The metadata written to ``meta.json``.
 
     Raises:
-        FileExistsError: ``out_dir`` holds a set and ``overwrite`` is False,
-            or the run would write a path that the generator did not write.
+        ValueError: A setting is out of range.
+        OverwriteRefusedError: (a ``FileExistsError``) The run is refused,
+            as above; nothing was written or removed.
     """
     formats = tuple(formats)
-    bad = [f for f in formats if f not in _FORMATS]
-    if bad or not formats:
-        raise ValueError(f'formats must be a non-empty subset of {_FORMATS},'
-                         f' got {formats}')
-    if num_train < 0 or num_val < 0:
-        raise ValueError('num_train and num_val must be >= 0, got '
-                         f'{num_train} and {num_val}')
-    if not 2 <= min_frames <= max_frames:
-        raise ValueError('need 2 <= min_frames <= max_frames, got '
-                         f'{min_frames} and {max_frames}')
-    if size < 16:
-        raise ValueError(f'size must be >= 16, got {size}')
-
-    meta_path = osp.join(out_dir, 'meta.json')
-    plan = _plan(formats, num_train, num_val, seed, min_frames, max_frames)
-    previous = read_manifest(out_dir)
-    _check_conflicts(out_dir, plan, previous, overwrite)
+    settings = dict(
+        formats=formats,
+        num_train=num_train,
+        num_val=num_val,
+        seed=seed,
+        min_frames=min_frames,
+        max_frames=max_frames)
+    _check_settings(size=size, fps=fps, **settings)
+    plan = _plan(**settings)
+    previous = _read_own_meta(out_dir)
+    owned = _plan(**{key: previous[key] for key in _PATH_SETTINGS}) \
+        if previous is not None else dict(files=[], dirs=[])
+    _refuse_foreign(out_dir, plan, set(owned['files']))
+    meta_path = osp.join(out_dir, _META_NAME)
     if previous is not None:
-        _remove_written(out_dir, previous)
-    os.makedirs(out_dir, exist_ok=True)
-    # the manifest goes first: a run that stops half-way can be replaced
-    created_dirs = [
-        d for d in plan['dirs']
-        if not osp.isdir(osp.join(out_dir, d)) or (
-            previous is not None and d in previous['dirs'])
-    ]
-    if previous is not None:  # created earlier, kept as they are not empty
-        created_dirs += [
-            d for d in previous['dirs'] if d not in created_dirs
-            and _is_safe_relative(d) and osp.isdir(osp.join(out_dir, d))
-        ]
-    _write_manifest(out_dir, plan['files'], created_dirs)
-    _digit_images()  # load once, before the loop
+        refuse_existing(
+            meta_path,
+            overwrite,
+            option='--force (or --overwrite; overwrite=True in Python)',
+            what=f'{out_dir} holds a SynthMotion set:')
+        _remove_set(out_dir, owned)
 
+    meta = _meta(size=size, fps=fps, complete=False, **settings)
+    _write_meta(meta_path, meta)
+    _digit_images()  # load once, before the loop
     num_classes = len(SYNTHMOTION_CLASSES)
     total = num_train + num_val
     done = 0
     for split, count in (('train', num_train), ('val', num_val)):
-        raw_lines, video_lines = [], []
+        lines: Dict[str, List[str]] = {fmt: [] for fmt in formats}
         for index in range(count):
-            rng = _clip_rng(seed, split, index)
+            rng, num_frames = _clip_stream(seed, split, index, min_frames,
+                                           max_frames)
             label = index % num_classes
-            num_frames = int(rng.integers(min_frames, max_frames + 1))
             frames = render_clip(label, rng, size=size, num_frames=num_frames)
             clip = f'{split}_{index:05}'
             if 'rawframes' in formats:
-                _write_rawframes(frames, osp.join(out_dir, 'rawframes', clip))
-                raw_lines.append(f'{clip} {num_frames} {label}\n')
+                _write_rawframes(frames, _path(out_dir, f'rawframes/{clip}'))
+                lines['rawframes'].append(f'{clip} {num_frames} {label}\n')
             if 'videos' in formats:
-                os.makedirs(osp.join(out_dir, 'videos'), exist_ok=True)
-                _write_video(frames,
-                             osp.join(out_dir, 'videos', f'{clip}.mp4'), fps)
-                video_lines.append(f'{clip}.mp4 {label}\n')
+                _write_video(frames, _path(out_dir, f'videos/{clip}.mp4'),
+                             fps, _path(out_dir, _VIDEO_SCRATCH))
+                lines['videos'].append(f'{clip}.mp4 {label}\n')
             done += 1
             if progress is not None:
                 progress(done, total)
-        for fmt, lines in (('rawframes', raw_lines), ('videos', video_lines)):
-            if fmt in formats:
-                list_path = osp.join(out_dir,
-                                     f'synthmotion_{split}_list_{fmt}.txt')
-                with open(list_path, 'w', encoding='utf-8') as f:
-                    f.writelines(lines)
-
-    with open(osp.join(out_dir, 'label_map.txt'), 'w', encoding='utf-8') as f:
-        f.writelines(name + '\n' for name in SYNTHMOTION_CLASSES)
-    meta = _meta(seed, size, min_frames, max_frames, fps, num_train, num_val,
-                 formats)
-    # meta.json last: its presence marks a finished set
-    with open(meta_path, 'w', encoding='utf-8') as f:
-        json.dump(meta, f, indent=2)
-        f.write('\n')
+        for fmt in formats:
+            _write_text(
+                osp.join(out_dir, f'synthmotion_{split}_list_{fmt}.txt'),
+                lines[fmt])
+    _write_text(
+        osp.join(out_dir, 'label_map.txt'),
+        [name + '\n' for name in SYNTHMOTION_CLASSES])
+    meta['complete'] = True
+    _write_meta(meta_path, meta)
     return meta
+
+
+# --------------------------------------------------------------------- #
+# reading a set
+# --------------------------------------------------------------------- #
+@DATASETS.register_module()
+class SynthMotionDataset(CheckedRawframeDataset):
+    """SynthMotion in its rawframe (SSv1) layout, as
+    :func:`generate_synthmotion` writes it.
+
+    MMAction2's ``RawframeDataset`` with the annotation checks of
+    :class:`~mmrsa.datasets.CheckedRawframeDataset` and the same arguments,
+    so a config may name either type. The defaults fit the layout:
+
+    * ``metainfo['classes']`` is :data:`SYNTHMOTION_CLASSES`;
+    * ``num_classes`` defaults to their number, so a label outside
+      ``[0, 10)`` fails when the dataset is built;
+    * ``filename_tmpl`` defaults to ``'{:05}.jpg'``;
+    * ``data_prefix`` defaults to ``dict(img=<folder of ann_file>/rawframes)``;
+    * a missing annotation file raises ``FileNotFoundError`` naming the
+      command that generates the set.
+
+    Example::
+
+        dataset=dict(
+            type='SynthMotionDataset',
+            ann_file='data/synthmotion/synthmotion_train_list_rawframes.txt',
+            pipeline=train_pipeline)
+
+    Args:
+        ann_file (str): A ``synthmotion_{train,val}_list_rawframes.txt``.
+        pipeline (list): The processing pipeline.
+        data_prefix (dict, optional): ``dict(img=<folder of the clip
+            folders>)``. Defaults to ``rawframes`` next to ``ann_file``.
+        filename_tmpl (str): Frame file names. Defaults to ``'{:05}.jpg'``.
+        **kwargs: The other arguments of ``RawframeDataset``.
+    """
+
+    METAINFO = dict(classes=SYNTHMOTION_CLASSES)
+
+    def __init__(self,
+                 ann_file: str,
+                 pipeline: List[Union[dict, Callable]],
+                 data_prefix: Optional[dict] = None,
+                 filename_tmpl: str = '{:05}.jpg',
+                 **kwargs) -> None:
+        if data_prefix is None:
+            data_prefix = dict(
+                img=osp.join(osp.dirname(ann_file), 'rawframes'))
+        if kwargs.get('num_classes') is None:
+            kwargs['num_classes'] = len(SYNTHMOTION_CLASSES)
+        super().__init__(
+            ann_file,
+            pipeline,
+            data_prefix=data_prefix,
+            filename_tmpl=filename_tmpl,
+            **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        ann_file = str(self.ann_file)
+        if '://' not in ann_file and not osp.isfile(ann_file):
+            raise FileNotFoundError(
+                f'SynthMotion annotation file {ann_file} does not exist; '
+                f'generate the set with\n    {GENERATE_COMMAND} --out '
+                f'{osp.dirname(ann_file) or "."}\n(--help lists the number '
+                f'of clips, seed and formats).')
+        return super().load_data_list()

@@ -125,22 +125,11 @@ def build_clip_classifier(
     Returns:
         tuple[ClipClassifier, Config]: The module and the config.
     """
-    from mmaction.apis import init_recognizer
+    from mmrsa.apis.model import build_model, load_config
 
-    from mmrsa.engine import load_checkpoint_strictly
-
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    backbone = cfg.model.get('backbone', {})
-    if checkpoint is None and backbone.get('pretrained') is not None:
-        backbone['pretrained'] = None  # no download for random weights
-        if 'pretrained2d' in backbone:
-            backbone['pretrained2d'] = False
-    model = init_recognizer(cfg, None, device='cpu')
-    if checkpoint is not None:
-        load_checkpoint_strictly(model, checkpoint)
-    model.eval()
+    cfg = load_config(config, cfg_options)
+    # no ImageNet download: the weights are the checkpoint's, or random
+    model = build_model(cfg, checkpoint)
     module = ClipClassifier(model, _clip_length(cfg)).eval()
     return module, cfg
 

@@ -15,7 +15,7 @@ Nothing here changes a run unless its config opts in:
   ``RandomStateHook`` (``custom_hooks``), a run survives a crash at any
   moment and resumes bit-identically on CPU.
 
-Safe checkpoint loading lives in :mod:`mmrsa.utils.checkpoint`; the datasets
+Safe checkpoint loading lives in :mod:`mmrsa.fileio.checkpoint`; the datasets
 that check their annotation files in :mod:`mmrsa.datasets`.
 """
 from .hooks import *  # noqa: F401,F403

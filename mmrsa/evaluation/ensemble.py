@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..utils.checkpoint import safe_torch_load
+from ..fileio.atomic import refuse_existing, write_atomic
+from ..fileio.checkpoint import load_score_file
 
 __all__ = [
     'EnsembleError', 'load_dump', 'softmax', 'looks_like_probabilities',
@@ -40,58 +41,6 @@ SOFTMAX_MODES = ('auto', 'always', 'never')
 
 class EnsembleError(Exception):
     """The dumps cannot be fused."""
-
-
-def _tensor_from_bytes(data: bytes):
-    """A tensor storage pickled with plain ``pickle`` (a nested torch file),
-    read with ``weights_only=True``."""
-    return safe_torch_load(io.BytesIO(data), map_location='cpu')
-
-
-class _DumpUnpickler(pickle.Unpickler):
-    """Builds tensors, numpy data and containers; refuses every other
-    object.
-
-    A dump is a plain pickle (protocol 4 framing), which ``torch.load``
-    cannot read, so it gets this reader; the tensors inside it are nested
-    torch files and go through
-    :func:`mmrsa.utils.checkpoint.safe_torch_load`.
-    """
-
-    _DATA = {
-        ('collections', 'OrderedDict'),
-        ('builtins', 'set'),
-        ('builtins', 'frozenset'),
-        ('copyreg', '_reconstructor'),
-        ('_codecs', 'encode'),  # bytes in pickle protocol 2
-        ('torch._utils', '_rebuild_tensor_v2'),
-        ('torch._tensor', '_rebuild_from_type_v2'),
-        ('torch', 'Tensor'),
-        ('torch', 'Size'),
-        ('torch', 'device'),
-        ('numpy', 'ndarray'),
-        ('numpy', 'dtype'),
-        ('numpy.core.multiarray', '_reconstruct'),
-        ('numpy.core.multiarray', 'scalar'),
-        ('numpy._core.multiarray', '_reconstruct'),
-        ('numpy._core.multiarray', 'scalar'),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ('torch.storage', '_load_from_bytes'):
-            return _tensor_from_bytes
-        if (module, name) in self._DATA:
-            return getattr(__import__(module, fromlist=[name]), name)
-        if module == 'torch' and isinstance(getattr(torch, name, None),
-                                            torch.dtype):
-            return getattr(torch, name)
-        if module == 'numpy.dtypes' and name.endswith('DType'):
-            import numpy.dtypes
-            if isinstance(getattr(numpy.dtypes, name, None), type):
-                return getattr(numpy.dtypes, name)
-        raise pickle.UnpicklingError(
-            f'refusing to load {module}.{name}: only tensors, numpy data and '
-            f'plain containers are read from a dump.')
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -109,10 +58,8 @@ def load_dump(path: str) -> List[Dict]:
         EnsembleError: The file is not such a dump.
     """
     try:
-        with open(path, 'rb') as f:
-            results = _DumpUnpickler(f).load()
-    except (OSError, pickle.UnpicklingError, EOFError, RuntimeError,
-            ValueError) as err:
+        results = load_score_file(path)
+    except (OSError, pickle.UnpicklingError, ValueError) as err:
         raise EnsembleError(f'{path}: cannot read a dump ({err}).') from err
     if not isinstance(results, list) or not results or not all(
             isinstance(r, dict) and 'pred_score' in r for r in results):
@@ -257,8 +204,9 @@ def check_out_path(out: str,
     an existing file (unless ``force``).
 
     Raises:
-        EnsembleError: ``out`` is one of ``inputs``, is a folder, or exists
-            and ``force`` is False.
+        EnsembleError: ``out`` is one of ``inputs``.
+        OverwriteRefusedError: ``out`` is a folder, or exists and ``force``
+            is False.
     """
     for path in inputs:
         same = osp.realpath(out) == osp.realpath(path)
@@ -269,11 +217,7 @@ def check_out_path(out: str,
                 f'--out {out} is one of the input dumps ({path}); an input '
                 f'is never overwritten, not even with --force: choose '
                 f'another output file.')
-    if osp.isdir(out):
-        raise EnsembleError(f'--out {out} is a folder; give a file name.')
-    if osp.lexists(out) and not force:
-        raise EnsembleError(f'--out {out} already exists; pass --force to '
-                            f'overwrite it.')
+    refuse_existing(out, force, what='--out')
 
 
 def ensemble(paths: Sequence[str],
@@ -345,18 +289,7 @@ def write_dump(result: Dict, path: str, force: bool = False) -> None:
         if 'gt_label' in item:
             entry['gt_label'] = torch.tensor([item['gt_label']])
         out.append(entry)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(out, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda f: pickle.dump(out, f))
 
 
 def format_report(result: Dict) -> str:

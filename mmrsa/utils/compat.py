@@ -25,7 +25,6 @@ import numpy as np
 __all__ = [
     'DRN_MODULE', 'DRN_MISSING_MESSAGE', 'patch_missing_drn',
     'patch_numpy_aliases', 'patch_cpu_distributed', 'patch_cpu_ddp',
-    'patch_checkpoint_safe_globals', 'checkpoint_safe_globals',
     'patch_bf16_head_loss', 'apply_compat_fixes'
 ]
 
@@ -43,9 +42,6 @@ _PATCH_FLAG = '_mmrsa_cpu_safe'
 # on the CUDA/CPU branch before ``init_process_group``.
 _DIST_INIT_FUNCTIONS = ('_init_dist_pytorch', '_init_dist_mpi',
                         '_init_dist_slurm')
-# The statistics of ``HistoryBuffer`` that MMEngine registers itself; their
-# functions are pickled as ``getattr(HistoryBuffer, name)``.
-_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
 def _drn_source_exists(search_locations: Iterable[str]) -> bool:
@@ -315,114 +311,6 @@ def patch_cpu_ddp() -> bool:
     return True
 
 
-def _history_buffer_getattr(obj: object, name: str) -> object:
-    """``getattr`` restricted to the statistics of ``HistoryBuffer``.
-
-    MMEngine pickles the statistics table of its log buffers as
-    ``getattr(HistoryBuffer, 'mean')`` and so on. Allowing ``getattr`` itself
-    would let a file reach any attribute of anything it can name, so this
-    stands in for it: it returns a public method of ``HistoryBuffer`` and
-    refuses everything else.
-
-    Raises:
-        pickle.UnpicklingError: For any other object or name.
-    """
-    import pickle
-
-    from mmengine.logging import HistoryBuffer
-    allowed = set(_HISTORY_BUFFER_STATISTICS) | set(
-        HistoryBuffer._statistics_methods)
-    if (obj is HistoryBuffer and isinstance(name, str)
-            and not name.startswith('_') and name in allowed
-            and callable(vars(HistoryBuffer).get(name))):
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'Unsupported global: GLOBAL builtins.getattr was not an allowed '
-        f'global by default. mmrsa allows it only as getattr(HistoryBuffer, '
-        f'<statistic>), not as getattr({obj!r}, {name!r}).')
-
-
-def checkpoint_safe_globals() -> list:
-    """The globals that MMEngine checkpoints hold besides tensors.
-
-    Found by saving real checkpoints with ``Runner`` (train, validation,
-    best-checkpoint and resume states) and listing what
-    ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports:
-    ``HistoryBuffer`` log buffers, numpy arrays, dtypes and scalars, and
-    ``getattr(HistoryBuffer, <statistic>)``; plus the classes of numpy's
-    dtypes (``numpy.dtypes.Float64DType``, ...), whose state the unpickler
-    sets although the file never names them. numpy's reconstruct functions
-    are also listed under their numpy < 2 path (``numpy.core``), which
-    checkpoints written with numpy 1 refer to.
-
-    Returns:
-        list: Entries for :func:`torch.serialization.add_safe_globals`:
-        objects, or ``(object, 'module.name')`` where the name in the file
-        differs from the object's own.
-    """
-    from mmengine.logging import HistoryBuffer
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    entries: list = [HistoryBuffer, np.ndarray, np.dtype]
-    # numpy >= 1.25: each dtype is an instance of its own class, which the
-    # unpickler must be allowed to BUILD (set the state of)
-    dtype_classes = getattr(np, 'dtypes', None)
-    if dtype_classes is not None:
-        entries += [
-            getattr(dtype_classes, name) for name in sorted(dir(dtype_classes))
-            if name.endswith('DType')
-            and isinstance(getattr(dtype_classes, name), type)
-        ]
-    for func in (multiarray._reconstruct, multiarray.scalar):
-        for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-            entries.append((func, f'{module}.{func.__name__}'))
-    entries.append((_history_buffer_getattr, 'builtins.getattr'))
-    return entries
-
-
-def patch_checkpoint_safe_globals() -> bool:
-    """Let ``torch.load(weights_only=True)`` read MMEngine checkpoints.
-
-    Upstream symptom (torch >= 2.6, which defaults to ``weights_only=True``)
-    on ``--resume``, ``load_from`` and ``tools/test.py CONFIG CHECKPOINT``::
-
-        _pickle.UnpicklingError: Weights only load failed. ...
-        WeightsUnpickler error: Unsupported global: GLOBAL
-        mmengine.logging.history_buffer.HistoryBuffer was not an allowed
-        global by default.
-
-    ``Runner.save_checkpoint`` stores the message hub's log buffers and numpy
-    values next to the weights. This adds exactly those types
-    (:func:`checkpoint_safe_globals`) to torch's allowlist, so checkpoints
-    keep loading with ``weights_only=True``, and a file that pickles anything
-    else (e.g. a ``__reduce__`` that calls ``os.system``) is still refused.
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is left alone.
-
-    Returns:
-        bool: ``True`` if entries were added, ``False`` when all of them were
-        allowed already.
-    """
-    import torch
-
-    def full_name(entry) -> tuple:
-        if isinstance(entry, tuple):
-            return entry[1], entry[0]
-        return f'{entry.__module__}.{entry.__qualname__}', entry
-
-    current = dict(map(full_name, torch.serialization.get_safe_globals()))
-    missing = [
-        entry for entry in checkpoint_safe_globals()
-        if current.get(full_name(entry)[0]) is not full_name(entry)[1]
-    ]
-    if not missing:
-        return False
-    torch.serialization.add_safe_globals(missing)
-    return True
-
-
-
 def patch_bf16_head_loss() -> bool:
     """Let MMAction2 heads compute their loss from bfloat16 scores.
 
@@ -466,6 +354,5 @@ def apply_compat_fixes() -> Dict[str, bool]:
         'missing_drn': patch_missing_drn(),
         'cpu_distributed': patch_cpu_distributed(),
         'cpu_ddp': patch_cpu_ddp(),
-        'checkpoint_safe_globals': patch_checkpoint_safe_globals(),
         'bf16_head_loss': patch_bf16_head_loss(),
     }

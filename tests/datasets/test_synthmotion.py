@@ -11,12 +11,23 @@ import pytest
 from mmengine.config import Config
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
-from mmrsa.datasets import direction_label_ids
-from mmrsa.datasets.synthmotion import (HFLIP_LABEL_MAP, REVERSED_PAIRS,
-                                        SYNTHMOTION_CLASSES,
-                                        generate_synthmotion,
-                                        read_label_map, render_clip,
-                                        synthmotion_is_complete)
+from mmrsa.datasets import (
+    AnnotationError,
+    CheckedRawframeDataset,
+    direction_label_ids,
+)
+from mmrsa.datasets.synthmotion import (
+    GENERATE_COMMAND,
+    HFLIP_LABEL_MAP,
+    REVERSED_PAIRS,
+    SYNTHMOTION_CLASSES,
+    SynthMotionDataset,
+    generate_synthmotion,
+    read_label_map,
+    render_clip,
+    synthmotion_is_complete,
+)
+from mmrsa.fileio.atomic import OverwriteRefusedError
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
@@ -217,6 +228,78 @@ def test_is_complete(tmp_path):
     assert not synthmotion_is_complete(out, seed=6)
     assert synthmotion_is_complete(out, formats=('rawframes', ))
     assert not synthmotion_is_complete(out, formats=('rawframes', 'videos'))
+    # sets made before the "complete" flag wrote meta.json last
+    meta_path = osp.join(out, 'meta.json')
+    with open(meta_path) as f:
+        meta = json.load(f)
+    assert meta.pop('complete') is True
+    with open(meta_path, 'w') as f:
+        json.dump(meta, f)
+    assert synthmotion_is_complete(out, seed=5)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(clips):
+
+    def progress(done, total):
+        if done == clips:
+            raise _Stop
+
+    return progress
+
+
+def test_interrupted_run_is_replaced_only_when_asked(tmp_path):
+    """meta.json is written first: a run that stops half-way leaves a set
+    that is not complete and that overwrite=True replaces."""
+    out, fresh = str(tmp_path / 'set'), str(tmp_path / 'fresh')
+    settings = dict(formats=('rawframes', 'videos'), num_train=4, num_val=2)
+    with pytest.raises(_Stop):
+        generate_synthmotion(out, progress=_stop_after(3), **settings)
+    with open(osp.join(out, 'meta.json')) as f:
+        assert json.load(f)['complete'] is False
+    assert not synthmotion_is_complete(out)
+    before = _tree_digest(out)
+    with pytest.raises(OverwriteRefusedError, match='--force'):
+        generate_synthmotion(out, **settings)
+    assert _tree_digest(out) == before
+
+    generate_synthmotion(out, overwrite=True, **settings)
+    generate_synthmotion(fresh, **settings)
+    assert synthmotion_is_complete(out)
+    assert _tree_digest(out) == _tree_digest(fresh)
+
+
+def test_a_meta_json_it_did_not_write_is_never_replaced(tmp_path):
+    out = tmp_path / 'set'
+    out.mkdir()
+    (out / 'meta.json').write_text('{"my": "experiment"}')
+    with pytest.raises(OverwriteRefusedError,
+                       match='not written by the SynthMotion generator'):
+        generate_synthmotion(str(out), num_train=1, num_val=0,
+                             overwrite=True)
+    assert (out / 'meta.json').read_text() == '{"my": "experiment"}'
+    assert [p.name for p in out.iterdir()] == ['meta.json']
+
+
+def test_overwrite_keeps_a_file_added_to_a_folder_it_wrote(tmp_path):
+    out = tmp_path / 'set'
+    generate_synthmotion(str(out), num_train=2, num_val=0)
+    notes = out / 'rawframes' / 'train_00001' / 'notes.txt'
+    notes.write_text('mine')
+    generate_synthmotion(
+        str(out), formats=('videos', ), num_train=1, num_val=0,
+        overwrite=True)
+    assert notes.read_text() == 'mine'
+    assert [p.name for p in notes.parent.iterdir()] == ['notes.txt']
+    assert [p.name for p in (out / 'rawframes').iterdir()] == ['train_00001']
+    assert sorted(p.name for p in out.iterdir()) == [
+        'label_map.txt', 'meta.json', 'rawframes',
+        'synthmotion_train_list_videos.txt',
+        'synthmotion_val_list_videos.txt', 'videos'
+    ]
 
 
 @pytest.mark.parametrize(
@@ -240,8 +323,61 @@ def _build(dataset_cfg):
     return DATASETS.build(dataset_cfg)
 
 
+def test_dataset_is_registered_with_the_generator_classes(tiny_set):
+    from mmaction.datasets import RawframeDataset
+    from mmaction.registry import DATASETS
+    assert DATASETS.get('SynthMotionDataset') is SynthMotionDataset
+    dataset = _build(
+        dict(
+            type='SynthMotionDataset',
+            ann_file=osp.join(tiny_set,
+                              'synthmotion_train_list_rawframes.txt'),
+            pipeline=[]))
+    assert isinstance(dataset, RawframeDataset)
+    assert isinstance(dataset, CheckedRawframeDataset)
+    assert tuple(dataset.metainfo['classes']) == SYNTHMOTION_CLASSES
+    assert tuple(dataset.metainfo['classes']) == tuple(
+        read_label_map(osp.join(tiny_set, 'label_map.txt')))
+    assert dataset.num_classes == len(SYNTHMOTION_CLASSES)
+    # frames in rawframes/ next to the list, named {:05}.jpg
+    assert len(dataset) == 12
+    info = dataset.get_data_info(3)
+    assert info['frame_dir'] == osp.join(tiny_set, 'rawframes',
+                                         'train_00003')
+    assert info['filename_tmpl'] == '{:05}.jpg' and info['label'] == 3
+
+
+def test_dataset_names_the_command_when_the_list_is_missing(tmp_path):
+    missing = tmp_path / 'nowhere' / 'synthmotion_train_list_rawframes.txt'
+    with pytest.raises(FileNotFoundError) as info:
+        _build(
+            dict(
+                type='SynthMotionDataset', ann_file=str(missing),
+                pipeline=[]))
+    assert str(missing) in str(info.value)
+    assert (f'{GENERATE_COMMAND} --out {tmp_path / "nowhere"}'
+            in str(info.value))
+    assert GENERATE_COMMAND == ('python tools/data/synthmotion/'
+                                'generate_synthmotion.py')
+
+
+def test_dataset_refuses_a_label_beyond_the_classes(tiny_set, tmp_path):
+    ann = tmp_path / 'list.txt'
+    ann.write_text('train_00000 2 10\n')
+    with pytest.raises(AnnotationError, match='label 10'):
+        _build(
+            dict(
+                type='SynthMotionDataset',
+                ann_file=str(ann),
+                data_prefix=dict(img=osp.join(tiny_set, 'rawframes')),
+                pipeline=[]))
+
+
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_rawframes_load_with_config_pipelines(tiny_set, split):
+@pytest.mark.parametrize('dataset_type', [None, 'SynthMotionDataset'])
+def test_rawframes_load_with_config_pipelines(tiny_set, split, dataset_type):
+    """The config's dataset, and SynthMotionDataset given the same
+    arguments."""
     cfg = Config.fromfile(CONFIG)
     loader = cfg[f'{split}_dataloader']
     dataset_cfg = dict(loader['dataset'])
@@ -249,11 +385,12 @@ def test_rawframes_load_with_config_pipelines(tiny_set, split):
         ann_file=osp.join(tiny_set,
                           f'synthmotion_{split}_list_rawframes.txt'),
         data_prefix=dict(img=osp.join(tiny_set, 'rawframes')))
+    if dataset_type is not None:
+        dataset_cfg['type'] = dataset_type
     dataset = _build(dataset_cfg)
-    from mmaction.datasets import RawframeDataset
-    assert dataset_cfg['type'] == 'CheckedRawframeDataset'
-    assert type(dataset).__name__ == 'CheckedRawframeDataset'
-    assert isinstance(dataset, RawframeDataset)
+    # the lines of a bad sample are named (CheckedRawframeDataset or a
+    # subclass of it)
+    assert isinstance(dataset, CheckedRawframeDataset)
     assert len(dataset) == (12 if split == 'train' else 10)
     crop = [t for t in cfg.val_pipeline
             if t['type'] == 'CenterCrop'][0]['crop_size']

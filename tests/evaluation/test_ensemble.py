@@ -136,7 +136,7 @@ def test_refuses_files_that_are_not_dumps_without_running_them(tmp_path):
     wrong = tmp_path / 'wrong.pkl'
     with open(wrong, 'wb') as f:
         pickle.dump({'acc/top1': 0.5}, f)
-    for path, message in ((evil, 'refusing to load os.makedirs'),
+    for path, message in ((evil, 'refused to unpickle `os.makedirs`'),
                           (text, 'cannot read a dump'),
                           (wrong, 'expected the dump')):
         with pytest.raises(EnsembleError, match=message):

@@ -1,21 +1,42 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""tools/analysis_tools/benchmark_rsa.py: every section end to end, tiny.
+"""tools/analysis_tools/benchmark_rsa.py: every section end to end, tiny;
+the tool's tables, and the measuring module it calls
+(:mod:`mmrsa.analysis.benchmark`), which returns numbers and prints none.
 
 Times are not asserted (they are noise at these sizes); the tables' rows,
 the ratio columns, the FLOP counts and the memory measures are.
 """
+import ast
+import importlib
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mmrsa.analysis import benchmark as tool
-from run_helpers import run_tool
+from mmrsa.analysis import benchmark
+from run_helpers import run_tool, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOL_DIR = REPO_ROOT / 'tools' / 'analysis_tools'
 # one timed round, no warm-up, no pause: the tables, not the numbers
 FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
+
+
+def _import_tool():
+    """The tool as a module (``tools/`` is no package: imported from its
+    folder, as ``python tools/analysis_tools/benchmark_rsa.py`` runs it)."""
+    sys.path.insert(0, str(TOOL_DIR))
+    try:
+        return importlib.import_module('benchmark_rsa')
+    finally:
+        sys.path.remove(str(TOOL_DIR))
+
+
+tool = _import_tool()
 
 
 def _main(argv):
@@ -52,7 +73,7 @@ def test_sections_default_to_all_in_order():
 
 def test_scaling_shape_is_the_first_given_shape():
     assert tool.parse_args([]).scaling_shape == (128, 28)
-    assert tool.parse_args([]).shapes == list(tool.STAGE_SHAPES)
+    assert tool.parse_args([]).shapes == list(benchmark.STAGE_SHAPES)
     args = tool.parse_args(['--shapes', '32@14', '64@7'])
     assert args.scaling_shape == (32, 14)
     assert args.shapes == [(32, 14), (64, 7)]
@@ -79,8 +100,9 @@ def test_bad_options_exit(argv, capsys):
 def test_saved_bytes_can_leave_out_the_weights():
     conv = torch.nn.Conv2d(4, 4, 3, bias=False)
     x = torch.randn(1, 4, 8, 8, requires_grad=True)
-    both = tool.saved_bytes(lambda: conv(x).sum())
-    acts = tool.saved_bytes(lambda: conv(x).sum(), exclude=conv.parameters())
+    both = benchmark.saved_bytes(lambda: conv(x).sum())
+    acts = benchmark.saved_bytes(
+        lambda: conv(x).sum(), exclude=conv.parameters())
     assert both - acts == conv.weight.numel() * 4
     assert acts == x.numel() * 4
 
@@ -93,8 +115,8 @@ def test_saved_bytes_leaves_out_autocast_copies_of_the_weights():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             return conv(x).float().sum()
 
-    both = tool.saved_bytes(step)
-    acts = tool.saved_bytes(step, exclude=conv.parameters())
+    both = benchmark.saved_bytes(step)
+    acts = benchmark.saved_bytes(step, exclude=conv.parameters())
     # conv saves bf16 copies of its input and of its weight
     assert both == (x.numel() + conv.weight.numel()) * 2
     assert acts == x.numel() * 2
@@ -180,7 +202,7 @@ def test_model_section_amp(capsys):
 
 
 def test_model_section_shares_weights_between_cp_twins():
-    models, num_frames, num_classes = tool.build_recognizers()
+    models, num_frames, num_classes = benchmark.build_recognizers()
     assert (num_frames, num_classes) == (8, 174)
     assert set(models) == {'RSANet-R50', 'RSANet-R50 cp', 'TSN-R50',
                            'TSM-R50'}
@@ -192,6 +214,7 @@ def test_model_section_shares_weights_between_cp_twins():
     assert type(models['TSN-R50'].backbone).__name__ == 'ResNet'
     assert type(models['TSM-R50'].backbone).__name__ == 'ResNetTSM'
     assert models['TSM-R50'].backbone.num_segments == 8
+    assert all(m.training for m in models.values())  # as MODELS.build
     heads = {type(m.cls_head).__name__ for m in models.values()}
     assert heads == {'TSMHead'}
     assert all(m.cls_head.num_classes == 174 for m in models.values())
@@ -208,7 +231,7 @@ def test_scaling_section(capsys):
     assert 'RSA layer vs positions: C=16, T=4, N=1, M=5x7x7' in out
 
     kernels = results['scaling']['kernel']
-    assert [r['kernel'] for r in kernels] == list(tool.SCALING_KERNELS)
+    assert [r['kernel'] for r in kernels] == list(benchmark.SCALING_KERNELS)
     # RSA's FLOPs are affine in M (the M-sized convolutions H1, H2, G plus
     # M-independent products): equal increments per added context position
     sizes = [r['kernel'][0] * r['kernel'][1] * r['kernel'][2]
@@ -218,7 +241,7 @@ def test_scaling_section(capsys):
         flops, flops[1:], sizes, sizes[1:])]
     assert max(slopes) == pytest.approx(min(slopes), rel=1e-6)
     assert slopes[0] > 0
-    for kernel, m in zip(tool.SCALING_KERNELS, sizes):
+    for kernel, m in zip(benchmark.SCALING_KERNELS, sizes):
         fields = _row(out, f'{"x".join(map(str, kernel)):>6} ')
         assert int(fields[0]) == m
     first = _row(out, ' 3x3x3 ')
@@ -336,3 +359,101 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
             in result.stderr)
     assert '--find-links wheelhouse' in result.stderr
     assert 'one layer vs' not in result.stdout  # stopped before any work
+
+
+# --------------------------------------------------------------------- #
+# the package measures and returns; the tool parses, formats and prints
+# --------------------------------------------------------------------- #
+def test_importing_the_package_module_changes_no_warning_filters():
+    code = (
+        'import json, sys, warnings\n'
+        '# what the module imports, and the filters their imports set\n'
+        'import mmrsa, mmrsa.analysis, mmrsa.models.common.rsa\n'
+        'import mmrsa.utils.memory\n'
+        'fresh = "mmrsa.analysis.benchmark" not in sys.modules\n'
+        'before = list(warnings.filters)\n'
+        'import mmrsa.analysis.benchmark\n'
+        'print(json.dumps([fresh, before == list(warnings.filters)]))\n')
+    result = subprocess.run([sys.executable, '-c', code],
+                            capture_output=True, text=True, env=tool_env(),
+                            cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fresh, unchanged = json.loads(result.stdout.strip().splitlines()[-1])
+    assert fresh, 'imported before the check: nothing was measured'
+    assert unchanged
+
+
+def test_the_package_module_parses_runs_git_and_prints_nothing():
+    tree = ast.parse(Path(benchmark.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split('.')[0])
+    assert not imported & {'argparse', 'subprocess'}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not names & {
+        'argparse', 'subprocess', 'print', 'exit', 'filterwarnings',
+        'simplefilter', 'system', 'popen'
+    }
+    strings = [
+        n.value for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
+    assert not [s for s in strings if s == 'git' or s.startswith('git ')]
+
+
+def test_ratio():
+    assert tool.ratio(1.0, 4.0, 5) == ' 0.25'
+    assert tool.ratio(None, 4.0, 5) == tool.ratio(1.0, None, 5) == '    -'
+
+
+def test_layer_table_formats_a_measured_result():
+    bench = benchmark.Bench('cpu', repeats=1, warmup=0)
+    (result, ) = benchmark.layer_section(
+        bench, [(16, 8)], frames=2, batches=[3])
+    assert (result['batch'], result['channels'], result['size'],
+            result['frames']) == (3, 16, 8, 2)
+    assert set(result['ms']) == set(result['saved_mb']) == {'conv', 'rsa'}
+    assert result['peak_mb'] is None  # CUDA only
+    columns = dict(reference=False, compare=False, cuda=True)
+    header = tool.layer_header([], **columns)
+    row = tool.layer_row(dict(result, peak_mb=12.34), [], **columns)  # CUDA
+    assert 'RSA peak MB' in header
+    assert len(row) == len(header)
+    fields = _row(row, '   16@8  T2 ')
+    assert fields[0] == '3'  # N
+    assert fields[-2:] == ['12.3', result['path']]
+    title = tool.layer_title(['plain'], frames=2, compare_rev='HEAD~1')
+    assert title[0] == 'rev = the RSA layer at git revision HEAD~1'
+    assert title[1].endswith(', beside it forced through plain')
+
+
+def test_model_table_with_cuda_peaks():
+    rows = [
+        dict(model=name, batch=2, frames=8, num_classes=174, train_ms=train,
+             infer_ms=infer, saved_mb=saved, peak_mb=peak)
+        for name, train, infer, saved, peak in [
+            ('RSANet-R50', 20., 10., 8., 40.),
+            ('RSANet-R50 cp', 30., None, 2., 20.),
+            ('TSN-R50', 10., 5., 4., 20.),
+            ('TSM-R50', 10., 5., 4., 20.),
+        ]
+    ]
+    lines = tool.model_table(rows, input_size=64, cuda=True)
+    out = '\n'.join(lines)
+    assert lines[0] == ''
+    assert lines[1].endswith('174-class head), one clip = 8 frames x 3 x '
+                             '64 x 64')
+    assert 'peak MB = CUDA peak of a train step' in lines[3]
+    assert _row(out, f'{"RSANet-R50":<14}  2 ') == [
+        '20.0', '2.00', '2.00', '10.0', '2.00', '2.00', '8.0', '2.00',
+        '2.00', '40.0', '2.00', '2.00'
+    ]
+    assert _row(out, f'{"RSANet-R50 cp":<14}  2 ')[3:6] == ['-'] * 3
+    assert lines[-1] == (
+        'N=2: with_cp=True takes x1.50 the train time and x0.25 the '
+        'saved-for-backward activation bytes of RSANet-R50 (CUDA peak '
+        'x0.50)')

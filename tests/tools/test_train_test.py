@@ -10,6 +10,7 @@ import torch
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
 from mmrsa.apis import ToolConfigError, build_test_config, build_train_config
+from mmrsa.fileio.atomic import OverwriteRefusedError
 from mmrsa.datasets.synthmotion import generate_synthmotion
 from run_helpers import run_tool
 
@@ -151,7 +152,8 @@ def test_test_config_errors(tmp_path):
         build_test_config(config, str(ckpt), dump='out.json')
     existing = tmp_path / 'scores.pkl'
     existing.write_bytes(b'mine')
-    with pytest.raises(ToolConfigError, match='already exists; pass --force'):
+    with pytest.raises(OverwriteRefusedError,
+                       match='already exists; pass --force'):
         build_test_config(config, str(ckpt), dump=str(existing))
     cfg = build_test_config(config, str(ckpt), dump=str(existing), force=True)
     assert cfg.test_evaluator[-1]['out_file_path'] == str(existing)

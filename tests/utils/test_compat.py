@@ -323,83 +323,10 @@ def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path,
         dist.destroy_process_group()
 
 
-# ------------------------------------------------------- safe loading ----
-
-
-def _runner_like_checkpoint(path) -> None:
-    import torch
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_instance('mmrsa_test_compat_safe_globals')
-    hub.update_scalar('train/loss', 2.0)
-    hub.update_scalar('val/acc', np.float64(0.5))
-    hub.update_info('iter', 3)
-    torch.save(
-        dict(
-            meta=dict(epoch=1, seed=np.int64(3), shape=np.array([1, 2])),
-            state_dict={'w': torch.ones(2)},
-            message_hub=hub.state_dict()), path)
-
-
-def test_runner_checkpoint_loads_with_weights_only(tmp_path):
-    import torch
-    path = tmp_path / 'epoch_1.pth'
-    _runner_like_checkpoint(path)
-    ckpt = torch.load(path, weights_only=True)
-    assert ckpt['meta']['seed'] == 3
-    buffer = ckpt['message_hub']['log_scalars']['train/loss']
-    assert buffer.mean() == 2.0 and buffer.statistics('current') == 2.0
-
-
-def test_without_the_allowlist_the_upstream_error_shows(tmp_path):
-    import torch
-    path = tmp_path / 'epoch_1.pth'
-    _runner_like_checkpoint(path)
-    result = _run_python(
-        'import torch; '
-        f'torch.load({str(path)!r}, weights_only=True)')
-    assert result.returncode != 0
-    assert 'Weights only load failed' in result.stderr
-    assert 'Unsupported global' in result.stderr
-
-
-def test_checkpoint_safe_globals_is_idempotent():
-    assert compat.patch_checkpoint_safe_globals() is False
-    assert compat.patch_checkpoint_safe_globals() is False
-
-
-class _GetattrPayload:
-
-    def __init__(self, target, name):
-        self.target, self.name = target, name
-
-    def __reduce__(self):
-        return (getattr, (self.target, self.name))
-
-
-@pytest.mark.parametrize('target, name', [
-    ('HistoryBuffer', '__init__'),
-    ('HistoryBuffer', '_set_default_statistics'),
-    ('ndarray', 'tofile'),
-])
-def test_getattr_is_allowed_only_for_history_buffer_statistics(
-        tmp_path, target, name):
-    import pickle
-
-    import torch
-    from mmengine.logging import HistoryBuffer
-    target = dict(HistoryBuffer=HistoryBuffer, ndarray=np.ndarray)[target]
-    path = tmp_path / 'payload.pth'
-    torch.save({'x': _GetattrPayload(target, name)}, path)
-    with pytest.raises(pickle.UnpicklingError, match='getattr'):
-        torch.load(path, weights_only=True)
-    torch.save({'x': _GetattrPayload(HistoryBuffer, 'mean')}, path)
-    assert torch.load(path, weights_only=True)['x'] is HistoryBuffer.mean
-
-
 def test_apply_compat_fixes_lists_every_fix():
     assert set(compat.apply_compat_fixes()) == {
         'numpy_aliases', 'missing_drn', 'cpu_distributed', 'cpu_ddp',
-        'checkpoint_safe_globals', 'bf16_head_loss'
+        'bf16_head_loss'
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from mmrsa.utils.checkpoint import CheckpointFileError, UnsafeCheckpointError
+from mmrsa.fileio.checkpoint import CheckpointFileError, UnsafeCheckpointError
 from mmrsa.utils.publish import publish_checkpoint
 
 

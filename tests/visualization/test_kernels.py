@@ -174,3 +174,20 @@ def test_errors_name_what_is_wrong(tmp_path, moving_up):
         tool.visualize(str(CONFIG), str(official), str(moving_up), out)
     with pytest.raises(ValueError, match='no such file'):
         tool.visualize(str(CONFIG), 'none', str(tmp_path / 'nothing'), out)
+
+
+def test_out_dir_refusals_are_overwrite_refusals(tmp_path):
+    """The refusals are the one overwrite error of mmrsa.fileio.atomic."""
+    from mmrsa.fileio.atomic import OverwriteRefusedError
+    (tmp_path / 'figure.png').write_bytes(b'an earlier run')
+    with pytest.raises(OverwriteRefusedError,
+                       match='already holds figure.png'):
+        tool.check_out_dir(str(tmp_path))
+    tool.check_out_dir(str(tmp_path), force=True)
+    (tmp_path / 'kernels.npz').mkdir()
+    with pytest.raises(OverwriteRefusedError, match='never replaced'):
+        tool.check_out_dir(str(tmp_path), force=True)
+    a_file = tmp_path / 'notes.txt'
+    a_file.write_text('')
+    with pytest.raises(OverwriteRefusedError, match='is a file'):
+        tool.check_out_dir(str(a_file))

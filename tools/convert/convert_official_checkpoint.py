@@ -7,9 +7,10 @@ Usage::
         [--config CFG] [--verify] [--trust-pickle] [--force]
 
 SRC is a local file or an ``http(s)://`` URL (downloaded once into the
-torch hub cache). The key map, the settings read from the shapes and the
-official-style forward pass used by ``--verify`` are in
-:mod:`mmrsa.converters.official`.
+torch hub cache). The settings read from the shapes, the key map, the
+official-style forward pass used by ``--verify`` and the conversion are in
+:mod:`mmrsa.converters.official` (``settings``, ``keymap``, ``oracle``,
+``convert``). An existing DST is kept unless ``--force``.
 """
 import argparse
 import sys
@@ -51,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from mmrsa.converters import ConversionError, convert_official_checkpoint
+    from mmrsa.fileio.atomic import OverwriteRefusedError
     try:
         convert_official_checkpoint(
             args.src,
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
             overwrite=args.force,
             progress=args.progress,
             log=print)
-    except ConversionError as err:
+    except (ConversionError, OverwriteRefusedError, OSError) as err:
+        # OSError: a missing --config, a DST that cannot be written
         print(f'error: {err}', file=sys.stderr)
         return 1
     return 0

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import mmrsa  # noqa: F401  (compat fixes, registration)
     from mmrsa.deployment import export_config
-    from mmrsa.utils.checkpoint import trust_checkpoint
+    from mmrsa.fileio.checkpoint import trust_checkpoint
 
     for path, what in ((args.config, 'config'),
                        (args.checkpoint, 'checkpoint')):

@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import mmrsa  # noqa: F401
-    from mmrsa.utils.checkpoint import trust_checkpoint
+    from mmrsa.fileio.checkpoint import trust_checkpoint
     from mmrsa.utils.publish import publish_checkpoint
     try:
         if args.trust_pickle:

@@ -5,12 +5,14 @@ Usage::
 
     python tools/visualizations/visualize_kernels.py CONFIG CHECKPOINT VIDEO \\
         --out DIR [--layer layer1.2] [--query T H W] [--queries 0 1 2 3] \\
-        [--force]
+        [--force] [--trust-pickle]
 
 VIDEO is a video file or a folder of frames; CHECKPOINT an mmrsa checkpoint
 or ``none`` for random weights. What is drawn, for the clip and its time
 reversal: :mod:`mmrsa.visualization.kernels`. Pictures of an earlier run in
-DIR are kept unless ``--force``.
+DIR are kept unless ``--force``. Reading CHECKPOINT runs no code from it;
+``--trust-pickle`` opts in for a local checkpoint you trust that pickles
+other objects.
 """
 import argparse
 import pickle
@@ -33,6 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='overwrite the pictures and kernels.npz of an earlier run in '
         '--out (other files there are never touched)')
+    parser.add_argument(
+        '--trust-pickle',
+        action='store_true',
+        help='allow arbitrary pickled objects in a local CHECKPOINT (runs '
+        'code from the file: only for files you trust)')
     parser.add_argument(
         '--layer', help='block holding the RSA layer, e.g. layer1.2 '
         '(default: the first RSA layer)')
@@ -58,12 +65,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from mmrsa.fileio.atomic import OverwriteRefusedError
+    from mmrsa.fileio.checkpoint import trust_checkpoint
     from mmrsa.visualization import visualize
     try:
+        if args.trust_pickle and args.checkpoint.lower() != 'none':
+            trust_checkpoint(args.checkpoint)
         result = visualize(args.config, args.checkpoint, args.video,
                            args.out, args.layer, args.query, args.queries,
                            args.cfg_options, args.force)
-    except (ValueError, OSError, pickle.UnpicklingError) as err:
+    except (OverwriteRefusedError, ValueError, OSError,
+            pickle.UnpicklingError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(f'layer {result["layer"]}, query (t, h, w) = {result["position"]}, '

@@ -1,22 +1,8 @@
 # RSANet-R50, 8 frames, Something-Something V1 (paper Sec. 5.1, supp. Sec. 1).
 _base_ = [
     'mmaction::_base_/models/tsn_r50.py',
-    'mmaction::_base_/default_runtime.py',
+    '_base_/default_runtime.py',
 ]
-
-custom_imports = dict(imports=['mmrsa'], allow_failed_imports=False)
-# checks before the first iteration: clip length and classes agree with the
-# model; a loaded or resumed checkpoint fits it (mmrsa.engine.hooks)
-custom_hooks = [
-    dict(type='ClipCheckHook'),
-    dict(type='CheckpointFitHook'),
-    # a resumed run continues with the interrupted run's random state
-    dict(type='RandomStateHook'),
-    # distributed runs: the process group is destroyed before Python exits
-    dict(type='ProcessGroupShutdownHook')
-]
-# auto-resume (--resume) from the newest checkpoint that loads
-runner_type = 'ResumableRunner'
 
 num_frames = 8
 
@@ -187,8 +173,3 @@ optim_wrapper = dict(
 
 # lr 0.02 is for 64 clips per iteration; `--auto-scale-lr` rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=64)
-
-# checkpoints written atomically; old ones removed after the new one
-default_hooks = dict(
-    checkpoint=dict(
-        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))

@@ -3,14 +3,21 @@
 # clip whose frames are shifted by half a segment.
 _base_ = ['rsanet_r50_8x1_ssv1.py']
 
-test_pipeline = _base_.test_pipeline[:1] + [
+test_pipeline = [
+    # a rawframe sample, a video file or a frame folder (inference APIs)
+    dict(type='VideoOrFramesInit', filename_tmpl=_base_.filename_tmpl),
     dict(
         type='SampleFrames',
         clip_len=1,
         frame_interval=1,
         num_clips=_base_.num_frames,
         twice_sample=True,
-        test_mode=True)
-] + _base_.test_pipeline[2:]
+        test_mode=True),
+    dict(type='VideoOrFramesDecode'),
+    dict(type='Resize', scale=(320, 240), keep_ratio=False),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='FormatShape', input_format='NCHW'),
+    dict(type='PackActionInputs')
+]
 
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -16,6 +16,13 @@ serves both: a rawframe sample passes through to MMAction2's
 pipeline), a video file is opened and decoded with decord (MMAction2's
 ``DecordInit`` / ``DecordDecode``), and a folder of frames is counted first.
 
+Frames already decoded in memory (``imgs`` without ``filename`` or
+``frame_dir``) pass both steps: MMAction2's ``demo/long_video_demo.py`` and
+``demo/webcam_demo.py`` drop the decoding steps they know (``EXCLUED_STEPS``:
+``DecordInit``, ``RawFrameDecode``, ...) and ``SampleFrames`` from a test
+pipeline, keep every other step, and feed ``imgs``, ``img_shape``,
+``modality``, ``num_clips`` and ``clip_len``.
+
 The class names end in ``Init`` and ``Decode`` on purpose: MMAction2's
 ``ActionRecogInferencer`` recognises the decoding steps of a test pipeline by
 these words and swaps them for those of its ``input_format``.
@@ -103,11 +110,14 @@ class VideoOrFramesInit(BaseTransform):
       gets ``frame_dir``, ``total_frames``, ``filename_tmpl`` and
       ``start_index`` (the number of its first frame, replacing the 0 that
       ``inference_recognizer`` sets for videos).
+    - Frames decoded in memory (``imgs``, no ``filename`` nor
+      ``frame_dir``, as MMAction2's long-video and webcam demos feed them)
+      pass unchanged.
     - Anything else is a video file, opened by MMAction2's ``DecordInit``
       (``video_reader``, ``total_frames``, ``avg_fps``); a file decord
       cannot read raises ``ValueError``.
 
-    Required keys: ``filename`` or ``frame_dir``.
+    Required keys: ``filename``, ``frame_dir`` or ``imgs``.
 
     Args:
         filename_tmpl (str): Frame names of a frame folder, used when the
@@ -142,11 +152,13 @@ class VideoOrFramesInit(BaseTransform):
         if 'frame_dir' in results and 'total_frames' in results:
             return results  # a rawframe sample
         path = results.get('frame_dir', results.get('filename'))
+        if path is None and 'imgs' in results:
+            return results  # frames in memory
         if path is None:
             raise KeyError(
                 "VideoOrFramesInit needs 'filename' (a video file or a "
-                "folder of frames) or 'frame_dir' in the sample, got keys "
-                f'{sorted(results)}.')
+                "folder of frames), 'frame_dir' or decoded frames 'imgs' in "
+                f'the sample, got keys {sorted(results)}.')
         if self.io_backend == 'disk' and osp.isdir(path):
             modality = results.get('modality', 'RGB')
             if modality != 'RGB':
@@ -185,10 +197,12 @@ class VideoOrFramesDecode(BaseTransform):
     With an open video (``video_reader``) the frames are decoded by
     MMAction2's ``DecordDecode``, otherwise read from ``frame_dir`` by
     ``RawFrameDecode``; either adds ``imgs``, ``original_shape`` and
-    ``img_shape``.
+    ``img_shape``. Frames already in memory (``imgs``, neither of the two)
+    are kept as they are; ``img_shape`` and ``original_shape`` are added
+    from the first frame when missing.
 
     Required keys: ``frame_inds`` and ``video_reader`` or ``frame_dir``
-    (with ``filename_tmpl``, ``modality``).
+    (with ``filename_tmpl``, ``modality``); or ``imgs``.
 
     Args:
         mode (str): Decoding mode of videos, ``'accurate'`` or
@@ -228,9 +242,15 @@ class VideoOrFramesDecode(BaseTransform):
             return self.video_decode.transform(results)
         if 'frame_dir' in results:
             return self.frames_decode.transform(results)
+        if 'imgs' in results:  # frames in memory
+            if results.get('img_shape') is None:
+                results['img_shape'] = results['imgs'][0].shape[:2]
+            results.setdefault('original_shape', results['img_shape'])
+            return results
         raise KeyError(
-            "VideoOrFramesDecode needs an open 'video_reader' or a "
-            "'frame_dir'; put VideoOrFramesInit before SampleFrames.")
+            "VideoOrFramesDecode needs an open 'video_reader', a "
+            "'frame_dir' or decoded frames 'imgs'; put VideoOrFramesInit "
+            'before SampleFrames.')
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}('

@@ -5,6 +5,10 @@ from .checkpoint_fit_hook import (CheckpointFitHook, CheckpointMismatchError,
                                   load_checkpoint_strictly)
 from .clip_check_hook import (ClipCheckHook, ClipSamplingError,
                               check_clip_sampling, check_num_classes)
+from .non_finite_check_hook import (NonFiniteCheckHook,
+                                    NonFiniteTrainingError,
+                                    NonFiniteWeightsError, non_finite_tensors)
+from .preemption_hook import PREEMPTED_EXIT_CODE, PreemptionHook
 from .process_group_shutdown_hook import (ProcessGroupShutdownHook,
                                           destroy_process_group_at_exit)
 from .random_state_hook import (EpochWorkerSeed, RandomStateHook,
@@ -14,7 +18,9 @@ __all__ = [
     'CheckpointFitHook', 'CheckpointMismatchError', 'check_checkpoint_fits',
     'load_checkpoint_strictly', 'ClipCheckHook', 'ClipSamplingError',
     'check_clip_sampling', 'check_num_classes', 'AtomicCheckpointHook',
-    'AtomicLocalBackend', 'ProcessGroupShutdownHook',
+    'AtomicLocalBackend', 'NonFiniteCheckHook', 'NonFiniteTrainingError',
+    'NonFiniteWeightsError', 'non_finite_tensors', 'PREEMPTED_EXIT_CODE',
+    'PreemptionHook', 'ProcessGroupShutdownHook',
     'destroy_process_group_at_exit', 'RandomStateHook', 'EpochWorkerSeed',
     'capture_random_state', 'restore_random_state'
 ]

@@ -16,7 +16,12 @@ out-of-memory kill, a full disk) in between leaves a truncated
   is always complete;
 * ``last_checkpoint`` is written after the checkpoint it names;
 * checkpoints that fall out of ``max_keep_ckpts`` are removed only after
-  both, so the newest good checkpoint is never the one removed.
+  both, so the newest good checkpoint is never the one removed;
+* a model whose weights or buffers hold ``inf`` / ``nan`` is not saved: the
+  run stops with :class:`~mmrsa.engine.hooks.NonFiniteWeightsError` naming
+  the tensors, before any file is written or removed, so a non-finite
+  checkpoint never replaces the last finite one (a best checkpoint is not
+  updated either, with a warning). ``check_finite=False`` switches this off.
 
 Opt in from a config (every argument is ``CheckpointHook``'s)::
 
@@ -28,15 +33,19 @@ Remote folders (``out_dir='s3://...'``, or ``backend_args`` given) are
 written by their own backend, as ``CheckpointHook`` does; the removal order
 is the one above for them too.
 """
+import logging
 import os.path as osp
-from typing import IO, List
+from typing import List
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
 
 from mmaction.registry import HOOKS
-from mmrsa.utils.checkpoint import save_checkpoint_atomic
+from mmrsa.fileio.atomic import write_bytes_atomic
+from .non_finite_check_hook import (NonFiniteWeightsError, _model,
+                                    describe_non_finite, non_finite_tensors)
 
 __all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'AtomicCheckpointHook']
 
@@ -45,24 +54,19 @@ __all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'AtomicCheckpointHook']
 ATOMIC_BACKEND = 'mmrsa_atomic_local'
 
 
-def _write(data: bytes, file: IO[bytes]) -> None:
-    file.write(data)
-
-
 class AtomicLocalBackend(LocalBackend):
     """``LocalBackend`` whose ``put`` and ``put_text`` replace a file
     atomically: the data go to a temporary file in the destination's folder,
     which is flushed to disk and renamed over the destination
-    (:func:`mmrsa.utils.checkpoint.save_checkpoint_atomic`). Readers never
+    (:func:`mmrsa.fileio.atomic.write_atomic`). Readers never
     see a partial file; a crash leaves the previous version or the new one.
     """
 
     def put(self, obj: bytes, filepath) -> None:
-        save_checkpoint_atomic(bytes(obj), str(filepath), save=_write)
+        write_bytes_atomic(str(filepath), bytes(obj))
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-        save_checkpoint_atomic(
-            obj.encode(encoding), str(filepath), save=_write)
+        write_bytes_atomic(str(filepath), obj.encode(encoding))
 
 
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
@@ -76,9 +80,14 @@ class AtomicCheckpointHook(CheckpointHook):
     Takes ``CheckpointHook``'s arguments. Unless ``backend_args`` or
     ``file_client_args`` is given or ``out_dir`` is a URL, files are written
     by :class:`AtomicLocalBackend`.
+
+    Args:
+        check_finite (bool): Refuse to save a model holding ``inf`` or
+            ``nan``. Defaults to True.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, check_finite: bool = True, **kwargs) -> None:
+        self.check_finite = check_finite
         out_dir = kwargs.get('out_dir')
         if (kwargs.get('backend_args') is None
                 and kwargs.get('file_client_args') is None
@@ -86,8 +95,35 @@ class AtomicCheckpointHook(CheckpointHook):
             kwargs['backend_args'] = dict(backend=ATOMIC_BACKEND)
         super().__init__(*args, **kwargs)
 
+    def _non_finite(self, runner) -> List[str]:
+        if not self.check_finite:
+            return []
+        return non_finite_tensors(_model(runner).state_dict())
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        bad = self._non_finite(runner)
+        if bad:
+            print_log(
+                f'Not updating the best checkpoint: the model holds '
+                f'non-finite values in {describe_non_finite(bad)}.',
+                logger='current',
+                level=logging.WARNING)
+            return
+        super()._save_best_checkpoint(runner, metrics)
+
     def _save_checkpoint_with_step(self, runner, step: int,
                                    meta: dict) -> None:
+        bad = self._non_finite(runner)
+        if bad:
+            kept = runner.message_hub.get_info('last_ckpt') or self.last_ckpt
+            raise NonFiniteWeightsError(
+                f'Not saving {self.filename_tmpl.format(step)}: the model '
+                f'holds non-finite values (inf/nan) in '
+                f'{describe_non_finite(bad)}. No checkpoint was written or '
+                f'removed (the last one, {kept}, is kept). Training diverged: '
+                f'lower the learning rate or clip gradients, add '
+                f'NonFiniteCheckHook to stop at the first bad step, and '
+                f'resume from the last checkpoint.')
         # The ids kept are updated before saving, as CheckpointHook does, so
         # that the checkpoint's message hub lists itself; the files that fall
         # out are removed after the new checkpoint and last_checkpoint.

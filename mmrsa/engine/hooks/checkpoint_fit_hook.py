@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import (_load_checkpoint,
-                                        _load_checkpoint_to_model)
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmaction.registry import HOOKS
+from mmrsa.fileio.checkpoint import load_checkpoint_file
 
 __all__ = [
     'CheckpointMismatchError', 'checkpoint_state_dict',
@@ -149,12 +149,12 @@ def load_checkpoint_strictly(model: nn.Module,
 
     The file is read through MMEngine's loader, i.e. with
     ``weights_only=True`` unless the user trusted it (see
-    :mod:`mmrsa.utils.checkpoint`).
+    :mod:`mmrsa.fileio.checkpoint`).
 
     Returns:
         dict: The loaded checkpoint.
     """
-    checkpoint = _load_checkpoint(filename, map_location=map_location)
+    checkpoint = load_checkpoint_file(filename, map_location=map_location)
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
             f'{filename} holds a {type(checkpoint).__name__}, not a dict of '

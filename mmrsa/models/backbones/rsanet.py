@@ -1,5 +1,7 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""RSANet: a TSN ResNet whose selected 3x3 convolutions are RSA layers.
+"""RSANet: a TSN ResNet whose selected 3x3 convolutions are RSA layers (or,
+with ``transform``, another spatio-temporal transform of the paper's
+Table 2).
 
 Kim, Kwon, Wang, Kwak, Cho. "Relational Self-Attention: What's Missing in
 Attention for Video Understanding". NeurIPS 2021, Sec. 5.1 and supplementary
@@ -26,23 +28,27 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import mmengine
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 from torch.utils import checkpoint as cp
 
 from mmaction.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmaction.registry import MODELS
+from ...fileio.checkpoint import load_checkpoint_file
+from ..common.local_attention import LocalSelfAttention
 from ..common.rsa import RSA
+from ..common.spatiotemporal_conv import (Conv2Plus1dTransform,
+                                          Conv3dTransform)
 
 __all__ = [
     'RSANet', 'FrameRSA', 'ClipDropPath', 'DropPathBasicBlock',
-    'DropPathBottleneck', 'PAPER_RSA_BLOCKS', 'default_rsa_blocks'
+    'DropPathBottleneck', 'PAPER_RSA_BLOCKS', 'default_rsa_blocks',
+    'check_rsa_blocks', 'check_rsa_cfg', 'rsa_cfg_of_stage',
+    'FrameTransform', 'TRANSFORMS'
 ]
 
 #: The paper's 7 RSA layers in ResNet-50 (supplementary Sec. 1): every second
@@ -52,11 +58,32 @@ PAPER_RSA_BLOCKS = ((2, ), (1, 3), (1, 3, 5), (1, ))
 #: Keyword arguments of :class:`RSA` that ``rsa_cfg`` may set. The channel
 #: counts and the stride come from the block the layer replaces.
 RSA_CFG_KEYS = ('kernel_size', 'num_queries', 'latent_dim', 'kernel_type',
-                'context_type', 'corr_groups', 'norm')
+                'context_type', 'corr_groups', 'norm', 'path')
 
 #: The ``rsa_cfg`` keys that may also be given per stage, as a tuple with one
 #: value per stage (e.g. ``latent_dim=(4, 8, 16, 32)`` for D = Cq / 2).
 PER_STAGE_KEYS = ('num_queries', 'latent_dim', 'corr_groups')
+
+#: The spatio-temporal transforms of the paper's Table 2 that RSANet's
+#: ``transform`` selects, as data: ``(layer class, the rsa_cfg keys it
+#: takes, fixed keyword arguments)``. ``'rsa'`` is :class:`FrameRSA`; the
+#: others are wrapped in :class:`FrameTransform`. ``'involution'`` is
+#: ``q P^T`` without softmax: RSA's ``kV XV`` computed as the attention rows
+#: are (ablation ``1layer_kV-xV`` is the same kernel as an RSA layer, with
+#: ``P = H2 P1``).
+TRANSFORMS: Dict[str, Tuple[type, Tuple[str, ...], Dict]] = {
+    'rsa': (RSA, RSA_CFG_KEYS, {}),
+    'conv3d': (Conv3dTransform, ('kernel_size', ), {}),
+    'conv2plus1d': (Conv2Plus1dTransform, ('kernel_size', ), {}),
+    'sa': (LocalSelfAttention, ('kernel_size', 'num_queries'),
+           dict(kernel='content+position', softmax=True)),
+    'sa-content': (LocalSelfAttention, ('kernel_size', 'num_queries'),
+                   dict(kernel='content', softmax=True)),
+    'sa-position': (LocalSelfAttention, ('kernel_size', 'num_queries'),
+                    dict(kernel='position', softmax=True)),
+    'involution': (LocalSelfAttention, ('kernel_size', 'num_queries'),
+                   dict(kernel='position', softmax=False)),
+}
 
 
 def default_rsa_blocks(
@@ -81,6 +108,97 @@ def default_rsa_blocks(
             tuple(i for i in range(num_blocks) if start + i in selected))
         start += num_blocks
     return tuple(out)
+
+
+def check_rsa_blocks(rsa_blocks: Sequence[Sequence[int]],
+                     stage_blocks: Sequence[int],
+                     *,
+                     arch: str,
+                     dilations: Optional[Sequence[int]] = None
+                     ) -> Tuple[Tuple[int, ...], ...]:
+    """Validate ``rsa_blocks`` (per stage, 0-based block indices) against
+    the stages of a ResNet; the one check :class:`RSANet` and
+    :class:`~mmrsa.models.backbones.RSAHybrid` share.
+
+    Args:
+        rsa_blocks (Sequence[Sequence[int]]): One sequence of indices per
+            stage.
+        stage_blocks (Sequence[int]): Number of blocks in each stage.
+        arch (str): The network's name in messages, e.g. ``'ResNet-50'``.
+        dilations (Sequence[int], optional): Per-stage dilations; a stage
+            with RSA must have dilation 1. Defaults to None (not checked).
+
+    Returns:
+        tuple[tuple[int]]: Per stage, the sorted indices.
+
+    Raises:
+        ValueError: Not one sequence per stage; an index that is not an int
+            (bools included), out of range or repeated; RSA in a dilated
+            stage.
+    """
+    num_stages = len(stage_blocks)
+    if (not isinstance(rsa_blocks, Sequence) or isinstance(rsa_blocks, str)
+            or len(rsa_blocks) != num_stages):
+        raise ValueError(
+            f'rsa_blocks must hold one sequence of block indices per '
+            f'stage ({num_stages} stages), got {rsa_blocks!r}.')
+    checked = []
+    for stage, (indices, num_blocks) in enumerate(
+            zip(rsa_blocks, stage_blocks)):
+        if not isinstance(indices, Sequence) or isinstance(indices, str):
+            raise ValueError(
+                f'rsa_blocks[{stage}] must be a sequence of block '
+                f'indices, got {indices!r}.')
+        indices = tuple(indices)
+        if any(not isinstance(i, int) or isinstance(i, bool)
+               or not 0 <= i < num_blocks
+               for i in indices) or len(set(indices)) != len(indices):
+            raise ValueError(
+                f'rsa_blocks[{stage}]={indices!r} must hold distinct '
+                f'block indices in [0, {num_blocks}) for stage {stage} of '
+                f'{arch}.')
+        if indices and dilations is not None and dilations[stage] != 1:
+            raise ValueError(
+                f'RSA layers do not support dilation; stage {stage} has '
+                f'dilation {dilations[stage]}.')
+        checked.append(tuple(sorted(indices)))
+    return tuple(checked)
+
+
+def check_rsa_cfg(rsa_cfg: Optional[Dict], num_stages: int) -> Dict:
+    """Validate ``rsa_cfg`` (keyword arguments of the RSA layers, see
+    :data:`RSA_CFG_KEYS`; those of :data:`PER_STAGE_KEYS` may hold one value
+    per stage) and return it as a new dict (``{}`` for None).
+
+    Raises:
+        ValueError: Not a dict, an unknown key, or a per-stage value whose
+            length is not ``num_stages``.
+    """
+    if rsa_cfg is not None and not isinstance(rsa_cfg, dict):
+        raise ValueError(f'rsa_cfg must be a dict of RSA keyword '
+                         f'arguments or None, got {rsa_cfg!r}.')
+    rsa_cfg = dict(rsa_cfg or {})
+    unknown = sorted(set(rsa_cfg) - set(RSA_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'rsa_cfg has unknown keys {unknown}; allowed '
+                         f'keys are {RSA_CFG_KEYS}.')
+    for key in PER_STAGE_KEYS:
+        value = rsa_cfg.get(key)
+        if isinstance(value, (list, tuple)) and len(value) != num_stages:
+            raise ValueError(
+                f'rsa_cfg[{key!r}]={value!r} must be a single value or '
+                f'one value per stage ({num_stages} stages).')
+    return rsa_cfg
+
+
+def rsa_cfg_of_stage(rsa_cfg: Dict, stage: int) -> Dict:
+    """The RSA keyword arguments of the layers in ``stage`` (per-stage
+    values of a checked ``rsa_cfg`` resolved)."""
+    cfg = dict(rsa_cfg)
+    for key in PER_STAGE_KEYS:
+        if isinstance(cfg.get(key), (list, tuple)):
+            cfg[key] = cfg[key][stage]
+    return cfg
 
 
 class ClipDropPath(nn.Module):
@@ -195,6 +313,56 @@ class FrameRSA(RSA):
         return f'{super().extra_repr()}, num_segments={self.num_segments}'
 
 
+class FrameTransform(nn.Module):
+    """A clip transform ``[N, C, T, H, W]`` applied to frame batches.
+
+    It reshapes ``[N*T, C, H, W]`` to ``[N, C, T, H, W]``, applies ``layer``
+    (a :class:`~mmrsa.models.common.Conv3dTransform`,
+    :class:`~mmrsa.models.common.Conv2Plus1dTransform` or
+    :class:`~mmrsa.models.common.LocalSelfAttention`) and reshapes back, so
+    the layer can stand in the place of a 2D convolution of a TSN ResNet.
+
+    Args:
+        layer (nn.Module): The transform; it has ``in_channels`` and
+            ``out_channels``.
+        num_segments (int): Frames per clip T. Defaults to 8.
+    """
+
+    def __init__(self, layer: nn.Module, *, num_segments: int = 8) -> None:
+        super().__init__()
+        self.layer = layer
+        self.num_segments = num_segments
+
+    @property
+    def in_channels(self) -> int:
+        return self.layer.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.layer.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N*T, C, H, W]`` -> ``[N*T, C', H', W']``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels or (
+                x.shape[0] % self.num_segments):
+            raise ValueError(
+                f'FrameTransform expects frames [N*T, C={self.in_channels}, '
+                f'H, W] with T={self.num_segments} frames per clip, got '
+                f'{tuple(x.shape)}; check num_segments against the clip '
+                f'length of the data pipeline.')
+        num_frames, c, h, w = x.shape
+        t = self.num_segments
+        # [N*T, C, H, W] -> [N, T, C, H, W] -> [N, C, T, H, W]
+        clips = x.view(num_frames // t, t, c, h, w).transpose(1, 2)
+        out = self.layer(clips)  # [N, C', T, H', W']
+        # [N, C', T, H', W'] -> [N, T, C', H', W'] -> [N*T, C', H', W']
+        return out.transpose(1, 2).reshape((num_frames, ) + out.shape[1:2] +
+                                           out.shape[3:])
+
+    def extra_repr(self) -> str:
+        return f'num_segments={self.num_segments}'
+
+
 def _add_residual(drop_path: nn.Module, out: torch.Tensor,
                   identity: torch.Tensor) -> torch.Tensor:
     """``identity + drop_path(out)``, fused when ``drop_path`` is a
@@ -281,35 +449,6 @@ class DropPathBottleneck(Bottleneck):
         return self.relu(out)
 
 
-def _resolve_pretrained(pretrained: str) -> str:
-    """Map ``torchvision://NAME`` to its URL when torchvision is missing.
-
-    MMEngine resolves ``torchvision://`` through ``torchvision.models``, which
-    has no CPU build on some registries. MMEngine also ships the URL table of
-    torchvision 0.12 (``mmengine/hub/torchvision_0.12.json``); this function
-    uses it when torchvision cannot be imported. Other paths are returned as
-    they are.
-    """
-    prefixes = ('torchvision://', 'modelzoo://')
-    if not pretrained.startswith(prefixes):
-        return pretrained
-    try:
-        import torchvision  # noqa: F401
-        return pretrained
-    except ImportError:
-        pass
-    name = pretrained.split('://', 1)[1]
-    urls = mmengine.load(
-        osp.join(osp.dirname(mmengine.__file__), 'hub',
-                 'torchvision_0.12.json'))
-    if name not in urls:
-        raise ValueError(
-            f'Cannot resolve {pretrained!r}: torchvision is not installed and '
-            f'{name!r} is not in MMEngine\'s torchvision URL table; pass a '
-            f'local checkpoint path or an http(s) URL instead.')
-    return urls[name]
-
-
 @MODELS.register_module()
 class RSANet(ResNet):
     """TSN ResNet with relational self-attention (RSANet).
@@ -318,6 +457,9 @@ class RSANet(ResNet):
     layer with the same input and output channels and the same spatial
     stride (for ``BasicBlock``, the second 3x3 convolution). All other layers
     are MMAction2's :class:`ResNet`, so ImageNet weights load into them.
+    With ``transform`` the selected blocks get another spatio-temporal
+    transform of the paper's Table 2 the same way (:data:`TRANSFORMS`): a 3D
+    or (2+1)D convolution, local self-attention or one of its variants.
 
     Initialisation (paper Sec. 5.1, supplementary Sec. 1), one step in
     :meth:`init_weights`:
@@ -351,7 +493,18 @@ class RSANet(ResNet):
             value per stage (``latent_dim=(4, 8, 16, 32)`` is D = Cq / 2 with
             L = 8 in ResNet-50). Defaults to ``None``: the :class:`RSA`
             defaults (the paper's L = 8, D = Cq, M = 5x7x7, VR kernel, VR
-            context, G = Cq, L2 norm).
+            context, G = Cq, L2 norm). With another ``transform``, the
+            keyword arguments of its layers, among the keys
+            :data:`TRANSFORMS` lists (``kernel_size``; ``num_queries`` for
+            the attentions).
+        transform (str): The layer the selected blocks get: ``'rsa'``,
+            ``'conv3d'`` (:class:`~mmrsa.models.common.Conv3dTransform`),
+            ``'conv2plus1d'``
+            (:class:`~mmrsa.models.common.Conv2Plus1dTransform`), ``'sa'``
+            (:class:`~mmrsa.models.common.LocalSelfAttention`,
+            ``σ(qK^T + qP^T)``), ``'sa-content'`` (``σ(qK^T)``),
+            ``'sa-position'`` (``σ(qP^T)``) or ``'involution'`` (``qP^T``).
+            Defaults to ``'rsa'``.
         drop_path_rate (float): Stochastic depth rate of the last block; the
             rate grows linearly from 0 at the first block. Defaults to 0
             (the paper's recipes use 0.2).
@@ -377,6 +530,7 @@ class RSANet(ResNet):
                  num_segments: int = 8,
                  rsa_blocks: Optional[Sequence[Sequence[int]]] = None,
                  rsa_cfg: Optional[Dict] = None,
+                 transform: str = 'rsa',
                  drop_path_rate: float = 0.,
                  pretrained: Optional[str] = None,
                  zero_init_residual: bool = True,
@@ -399,24 +553,20 @@ class RSANet(ResNet):
                 'RSANet loads ImageNet weights in the torchvision layout '
                 'only; to start from a full RSANet checkpoint, use the '
                 "config's `load_from`.")
-        if rsa_cfg is not None and not isinstance(rsa_cfg, dict):
-            raise ValueError(f'rsa_cfg must be a dict of RSA keyword '
-                             f'arguments or None, got {rsa_cfg!r}.')
-        rsa_cfg = dict(rsa_cfg or {})
-        unknown = sorted(set(rsa_cfg) - set(RSA_CFG_KEYS))
-        if unknown:
-            raise ValueError(f'rsa_cfg has unknown keys {unknown}; allowed '
-                             f'keys are {RSA_CFG_KEYS}.')
         kwargs.setdefault('init_cfg', None)
         super().__init__(
             depth, pretrained=pretrained, torchvision_pretrain=True, **kwargs)
-        for key in PER_STAGE_KEYS:
-            value = rsa_cfg.get(key)
-            if isinstance(value, (list, tuple)) and len(
-                    value) != self.num_stages:
-                raise ValueError(
-                    f'rsa_cfg[{key!r}]={value!r} must be a single value or '
-                    f'one value per stage ({self.num_stages} stages).')
+        if transform not in TRANSFORMS:
+            raise ValueError(f'transform={transform!r} is not supported; '
+                             f'choose one of {tuple(TRANSFORMS)}.')
+        transform_keys = TRANSFORMS[transform][1]
+        unknown = sorted(set(rsa_cfg or {}) - set(transform_keys))
+        if isinstance(rsa_cfg, dict) and unknown:
+            raise ValueError(f'rsa_cfg has unknown keys {unknown} for '
+                             f'transform={transform!r}; allowed keys are '
+                             f'{transform_keys}.')
+        rsa_cfg = check_rsa_cfg(rsa_cfg, self.num_stages)
+        self.transform = transform
         self.num_segments = num_segments
         self.zero_init_residual = bool(zero_init_residual)
         self.rsa_cfg = rsa_cfg
@@ -435,31 +585,11 @@ class RSANet(ResNet):
         if rsa_blocks is None:
             full = default_rsa_blocks(self.arch_settings[self.depth][1])
             rsa_blocks = full[:self.num_stages]
-        if (not isinstance(rsa_blocks, Sequence)
-                or len(rsa_blocks) != self.num_stages):
-            raise ValueError(
-                f'rsa_blocks must hold one sequence of block indices per '
-                f'stage ({self.num_stages} stages), got {rsa_blocks!r}.')
-        checked = []
-        for stage, (indices, num_blocks) in enumerate(
-                zip(rsa_blocks, self.stage_blocks)):
-            if not isinstance(indices, Sequence):
-                raise ValueError(
-                    f'rsa_blocks[{stage}] must be a sequence of block '
-                    f'indices, got {indices!r}.')
-            indices = tuple(indices)
-            if any(not isinstance(i, int) or isinstance(i, bool)
-                   or not 0 <= i < num_blocks for i in indices) or len(set(indices)) != len(indices):
-                raise ValueError(
-                    f'rsa_blocks[{stage}]={indices!r} must hold distinct '
-                    f'block indices in [0, {num_blocks}) for stage {stage} of '
-                    f'ResNet-{self.depth}.')
-            if indices and self.dilations[stage] != 1:
-                raise ValueError(
-                    f'RSA layers do not support dilation; stage {stage} has '
-                    f'dilation {self.dilations[stage]}.')
-            checked.append(tuple(sorted(indices)))
-        return tuple(checked)
+        return check_rsa_blocks(
+            rsa_blocks,
+            self.stage_blocks,
+            arch=f'ResNet-{self.depth}',
+            dilations=self.dilations)
 
     def _blocks(self) -> List[Tuple[str, nn.Module]]:
         """All residual blocks in order, as ``(name, block)``."""
@@ -478,15 +608,13 @@ class RSANet(ResNet):
 
     def stage_rsa_cfg(self, stage: int) -> Dict:
         """The RSA keyword arguments of the layers in ``stage``."""
-        cfg = dict(self.rsa_cfg)
-        for key in PER_STAGE_KEYS:
-            if isinstance(cfg.get(key), (list, tuple)):
-                cfg[key] = cfg[key][stage]
-        return cfg
+        return rsa_cfg_of_stage(self.rsa_cfg, stage)
 
     def _add_rsa_layers(self) -> None:
-        """Replace the 3x3 convolution of the selected blocks with RSA."""
+        """Replace the 3x3 convolution of the selected blocks with RSA (or
+        with ``transform``); ``rsa_block_names`` lists those blocks."""
         self.rsa_block_names: List[str] = []
+        layer_type, _, fixed = TRANSFORMS[self.transform]
         for stage, indices in enumerate(self.rsa_blocks):
             res_layer = getattr(self, self.res_layers[stage])
             rsa_cfg = self.stage_rsa_cfg(stage)
@@ -496,22 +624,33 @@ class RSANet(ResNet):
                 conv = conv_module.conv
                 stride = conv.stride[0] if isinstance(conv.stride,
                                                       tuple) else conv.stride
-                conv_module.conv = FrameRSA(
-                    conv.in_channels,
-                    conv.out_channels,
-                    num_segments=self.num_segments,
-                    stride=stride,
-                    **rsa_cfg)
+                if self.transform == 'rsa':
+                    conv_module.conv = FrameRSA(
+                        conv.in_channels,
+                        conv.out_channels,
+                        num_segments=self.num_segments,
+                        stride=stride,
+                        **rsa_cfg)
+                else:
+                    conv_module.conv = FrameTransform(
+                        layer_type(
+                            conv.in_channels,
+                            conv.out_channels,
+                            stride=stride,
+                            **fixed,
+                            **rsa_cfg),
+                        num_segments=self.num_segments)
                 self.rsa_block_names.append(f'{self.res_layers[stage]}.{i}')
 
     # ------------------------------------------------------------------ #
     # initialisation
     # ------------------------------------------------------------------ #
     def _msra_init(self) -> None:
-        """MSRA convolutions, unit BNs; RSA's ``P1`` and ``I`` as the layer
-        defines them."""
+        """MSRA convolutions, unit BNs; RSA's ``P1`` and ``I`` (and the
+        attention's ``P``) as the layer defines them."""
+        transform_types = tuple({t for t, _, _ in TRANSFORMS.values()})
         for m in self.modules():
-            if isinstance(m, RSA):
+            if isinstance(m, transform_types):
                 m.reset_parameters()
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
@@ -541,8 +680,7 @@ class RSANet(ResNet):
             loaded (``'stem'`` and ``'layerX.Y'``) and of those that were not.
         """
         logger = logger or MMLogger.get_current_instance()
-        checkpoint = _load_checkpoint(
-            _resolve_pretrained(pretrained), map_location='cpu')
+        checkpoint = load_checkpoint_file(pretrained, map_location='cpu')
         for key in ('state_dict', 'model'):
             if isinstance(checkpoint, dict) and key in checkpoint:
                 checkpoint = checkpoint[key]
@@ -665,6 +803,52 @@ class RSANet(ResNet):
                 nn.init.zeros_(blocks[name].last_norm.weight)
 
     # ------------------------------------------------------------------ #
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Refuse, loudly, a checkpoint that would leave the backbone random.
+
+        ``init_recognizer`` and ``load_from=`` load non-strictly: a
+        checkpoint with none of the backbone's keys, or with tensors of other
+        shapes, would only log a warning and run with random weights. Both
+        raise :class:`~mmrsa.engine.CheckpointMismatchError` here. Missing
+        RSA tensors (an ImageNet/TSN checkpoint) and another head stay
+        allowed, as MMEngine allows them.
+        """
+        ours = {
+            prefix + k: v
+            for k, v in self.state_dict().items()
+        }
+        given = [k for k in state_dict if k.startswith(prefix)]
+        problems = []
+        if ours and not given:
+            sample = ', '.join(list(state_dict)[:4]) or 'no keys at all'
+            problems.append(
+                f'none of the backbone\'s {len(ours)} tensors ({prefix}...) '
+                f'is in the checkpoint (it holds e.g. {sample})')
+        mismatched = [(k, tuple(state_dict[k].shape), tuple(v.shape))
+                      for k, v in ours.items()
+                      if k in state_dict and hasattr(state_dict[k], 'shape')
+                      and tuple(state_dict[k].shape) != tuple(v.shape)]
+        if mismatched:
+            shown = [f'{k}: checkpoint {c}, model {m}'
+                     for k, c, m in mismatched[:4]]
+            problems.append(f'{len(mismatched)} tensors have other shapes: '
+                            f'{shown}')
+        if problems:
+            from mmrsa.engine.hooks.checkpoint_fit_hook import \
+                CheckpointMismatchError
+            raise CheckpointMismatchError(
+                'the checkpoint does not fit this RSANet: ' +
+                '; '.join(problems) + '. Loading it would leave the backbone '
+                'with random weights. Check that config and checkpoint '
+                'belong together (an authors\' .pth.tar is converted by '
+                'the loader; tools/convert/convert_official_checkpoint.py '
+                'writes a converted copy).', [], [], mismatched)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def train(self, mode: bool = True) -> 'RSANet':
         """Set the training mode (``ResNet.train`` frozen stages and
         ``norm_eval`` included) and return ``self`` as ``nn.Module`` does."""

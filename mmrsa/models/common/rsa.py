@@ -11,6 +11,7 @@ here.
 """
 import contextlib
 import math
+import os
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,7 +23,10 @@ from .rsa_ops import (channel_conv3d, contiguous_grad,
                       grouped_channel_conv3d, per_position_matmul,
                       use_position_loops)
 
-__all__ = ['RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS']
+__all__ = [
+    'RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS',
+    'PATH_CHOICES', 'PATH_ENV'
+]
 
 KERNEL_TYPES = ('V', 'R', 'VR')
 CONTEXT_TYPES = ('V', 'R', 'VR')
@@ -31,13 +35,31 @@ NORM_TYPES = ('l2', 'none', 'bn')
 #: The layer's implementations of Eq. 12 (see :func:`select_path`).
 PATHS = ('cpu_loops', 'cpu_bmm', 'plain', 'fused')
 
+#: What a layer may ask for (its ``path`` argument, or :data:`PATH_ENV`):
+#: the automatic choice, the cuDNN/cuBLAS path, or the fused Triton kernel
+#: where it can run.
+PATH_CHOICES = ('auto', 'plain', 'fused')
+
+#: Environment variable with one of :data:`PATH_CHOICES`, read for the
+#: layers built with ``path='auto'`` (e.g. ``MMRSA_RSA_PATH=fused``).
+PATH_ENV = 'MMRSA_RSA_PATH'
+
 #: The path :func:`force_path` set, or None (a module global, which
 #: ``torch.compile`` reads as a guarded constant).
 _forced_path: Optional[str] = None
 
 
-def select_path(x: torch.Tensor, sizes: Sequence[int],
-                fusable: bool) -> str:
+def _check_path_choice(value: str, source: str) -> str:
+    if value not in PATH_CHOICES:
+        raise ValueError(f'{source}={value!r} is not an RSA path choice; '
+                         f'choose one of {PATH_CHOICES}.')
+    return value
+
+
+def select_path(x: torch.Tensor,
+                sizes: Sequence[int],
+                fusable: bool,
+                requested: str = 'auto') -> str:
     """Which implementation of Eq. 12 the layer runs on ``x``'s device: the
     one place where it dispatches on the device.
 
@@ -49,22 +71,38 @@ def select_path(x: torch.Tensor, sizes: Sequence[int],
       (:func:`~mmrsa.models.common.rsa_ops.per_position_matmul`).
     - ``'cpu_bmm'`` (CPU, larger matrices): positions first, the same
       convolutions, products as ``bmm`` with a contiguous gradient.
-    - ``'plain'`` (every other device): positions first, each filter set as
-      one grouped ``conv3d`` and the products as ``bmm``, with autograd's
-      own backward: what cuDNN and cuBLAS are built for.
-    - ``'fused'`` (CUDA with Triton, relational kernel and context; not
-      while tracing or compiling, where the compiler fuses on its own): as
-      ``'plain'``, the three per-position products in one Triton kernel
-      (:mod:`~mmrsa.models.common.rsa_triton`).
+    - ``'plain'`` (every other device, CUDA included): positions first,
+      each filter set as one grouped ``conv3d`` and the products as
+      ``bmm``, with autograd's own backward: what cuDNN and cuBLAS are built
+      for.
+    - ``'fused'`` (opt-in): as ``'plain'``, the three per-position products
+      in one Triton kernel (:mod:`~mmrsa.models.common.rsa_triton`). Taken
+      only when asked for (``requested='fused'``, or :data:`PATH_ENV` set to
+      ``fused`` for a layer that asks for ``'auto'``) and the kernel can run:
+      Triton on CUDA (or the CPU under ``TRITON_INTERPRET=1``), a relational
+      kernel and context, a float32/float16/bfloat16 input, not while
+      tracing or compiling (ONNX export and ``torch.compile`` get the
+      automatic path, and inductor fuses on its own), and the kernel has not
+      failed in this process. Where it cannot run, the layer takes the
+      automatic path (on an unsupported device or without Triton with one
+      warning per process).
 
-    Every path computes the same multiply-adds. :func:`force_path` overrides
-    the choice (for tests and benchmarks).
+    The automatic choice is ``'plain'`` on CUDA: the fused kernel has run
+    only in Triton's CPU interpreter so far, and it becomes the default only
+    once a GPU measurement (``tools/analysis_tools/gpu_check.py``) shows it
+    correct and faster. Every path computes the same multiply-adds.
+    :func:`force_path` overrides everything here (for tests and benchmarks,
+    which must see a path's failures: a forced ``'fused'`` never falls
+    back).
 
     Args:
         x (torch.Tensor): A tensor of the layer (its device decides).
         sizes (Sequence[int]): The per-position matrix sides (L, Cq, D).
         fusable (bool): Whether the layer has the four operands of the fused
             kernel (relational kernel and relational context).
+        requested (str): The layer's choice among :data:`PATH_CHOICES`;
+            ``'auto'`` defers to :data:`PATH_ENV` (unset: the automatic
+            choice). Defaults to ``'auto'``.
 
     Returns:
         str: One of :data:`PATHS`.
@@ -81,15 +119,32 @@ def select_path(x: torch.Tensor, sizes: Sequence[int],
                 'RSA path \'fused\' needs a relational kernel and context '
                 'and Triton on CUDA (or TRITON_INTERPRET=1 on CPU).')
         return forced
+    _check_path_choice(requested, 'path')
+    # tracers and compilers get the automatic path (inductor fuses on its
+    # own) and do not read the environment
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if requested == 'auto' and not tracing:
+        requested = _check_path_choice(
+            os.environ.get(PATH_ENV, '') or 'auto', PATH_ENV)
+    if requested == 'plain':
+        return 'plain'
     if on_cpu:
-        return 'cpu_loops' if use_position_loops(x, *sizes) else 'cpu_bmm'
-    # tracers and compilers get plain ops (inductor fuses on its own)
-    if (fusable and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-            and rsa_triton.fused_available(x.device)
-            and x.dtype in rsa_triton.FUSED_DTYPES):
-        return 'fused'
-    return 'plain'
+        auto = 'cpu_loops' if use_position_loops(x, *sizes) else 'cpu_bmm'
+    else:
+        auto = 'plain'
+    if (requested != 'fused' or tracing or not fusable
+            or x.dtype not in rsa_triton.FUSED_DTYPES
+            or rsa_triton.fused_failure() is not None):
+        return auto
+    if not rsa_triton.fused_available(x.device):
+        rsa_triton.warn_once(
+            'unavailable',
+            f'RSA: the fused Triton kernel was asked for (path=\'fused\' or '
+            f'{PATH_ENV}=fused) but cannot run on {x.device} (it needs '
+            f'Triton and a CUDA device, and {rsa_triton.DISABLE_ENV} unset); '
+            f'the RSA layers take their automatic path ({auto!r} here).')
+        return auto
+    return 'fused'
 
 
 @contextlib.contextmanager
@@ -178,9 +233,30 @@ class RSA(nn.Module):
     otherwise ``[N*THW, a, b]`` and multiplied with ``bmm``. On CPU ``H1``,
     ``H2`` and ``G`` run as single-channel convolutions with a dedicated
     backward pass (:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`); on
-    other devices as grouped ``conv3d``, and on CUDA with Triton the three
-    per-position products run as one fused kernel. :func:`select_path` makes
-    these choices, in one place.
+    other devices as grouped ``conv3d``. :func:`select_path` makes these
+    choices, in one place.
+
+    Implementations (``path``, see :func:`select_path`):
+
+    - CPU (default): ``'cpu_loops'`` or ``'cpu_bmm'``, by the matrix sizes
+      and the dtype; oneDNN's generic kernels are slow on these shapes.
+    - CUDA (default): ``'plain'``, grouped ``conv3d`` + ``bmm`` (cuDNN and
+      cuBLAS, autograd's own backward).
+    - ``'fused'`` (opt-in): the three per-position products in one Triton
+      kernel that keeps only the four operands for backward
+      (:mod:`~mmrsa.models.common.rsa_triton`). It is not the CUDA default
+      because it has run only in Triton's CPU interpreter so far;
+      ``tools/analysis_tools/gpu_check.py`` measures its accuracy and speed
+      on a GPU. Opt in per layer with ``path='fused'`` (in a config:
+      ``rsa_cfg=dict(path='fused')``) or for every layer left at ``'auto'``
+      with the environment variable ``MMRSA_RSA_PATH=fused``; the argument
+      wins over the variable. Where the kernel cannot run (no Triton, not
+      CUDA, ``MMRSA_DISABLE_FUSED=1``, a layer without relational kernel and
+      context, float64) the layer takes its default path; should the kernel
+      fail to compile or launch, the process warns once and every layer
+      computes the ``'plain'`` result from then on. Tracing
+      (``torch.jit.trace``, ONNX export) and ``torch.compile`` always get
+      the default path.
 
     Symbols (paper / official code ``ops/rsa.py``):
 
@@ -236,6 +312,11 @@ class RSA(nn.Module):
         norm (str): Normalisation of query, key and value: 'l2' (over
             channels, eps 1e-6 inside the root), 'none' or 'bn'.
             Defaults to 'l2'.
+        path (str): Implementation: 'auto' (the default of the device, or
+            ``MMRSA_RSA_PATH`` where set), 'plain' (grouped ``conv3d`` +
+            ``bmm`` on every device) or 'fused' (the Triton kernel where it
+            can run; see above). It changes no parameter and no result
+            beyond rounding. Defaults to 'auto'.
     """
 
     def __init__(self,
@@ -249,7 +330,8 @@ class RSA(nn.Module):
                  kernel_type: str = 'VR',
                  context_type: str = 'VR',
                  corr_groups: Optional[int] = None,
-                 norm: str = 'l2') -> None:
+                 norm: str = 'l2',
+                 path: str = 'auto') -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         for name, value in (('in_channels', in_channels),
@@ -272,6 +354,7 @@ class RSA(nn.Module):
         if norm not in NORM_TYPES:
             raise ValueError(f'norm={norm!r} is not supported; choose one of '
                              f'{NORM_TYPES}.')
+        _check_path_choice(path, 'path')
         query_channels = out_channels // num_queries
         if latent_dim is None:
             latent_dim = query_channels
@@ -291,6 +374,12 @@ class RSA(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _triple(kernel_size, 'kernel_size')
+        if self.kernel_size == (1, 1, 1):
+            raise ValueError(
+                'kernel_size=(1, 1, 1) gives every query a context of itself '
+                'alone: no spatio-temporal transform is left (the kernels are '
+                'one number). Use a context of at least 3 along one axis, '
+                'e.g. (5, 7, 7) as in the paper or (3, 1, 1) for time only.')
         self.padding = tuple(k // 2 for k in self.kernel_size)
         self.stride = stride
         self.num_queries = num_queries
@@ -300,6 +389,7 @@ class RSA(nn.Module):
         self.kernel_type = kernel_type
         self.context_type = context_type
         self.norm = norm
+        self.path = path
 
         self.use_basic_kernel = 'V' in kernel_type
         self.use_relational_kernel = 'R' in kernel_type
@@ -363,7 +453,7 @@ class RSA(nn.Module):
                 f'{self.num_queries}, latent_dim={self.latent_dim}, '
                 f'kernel_type={self.kernel_type!r}, context_type='
                 f'{self.context_type!r}, corr_groups={self.corr_groups}, '
-                f'norm={self.norm!r}')
+                f'norm={self.norm!r}, path={self.path!r}')
 
     # ------------------------------------------------------------------ #
     # pieces shared with the literal reference implementation
@@ -469,7 +559,8 @@ class RSA(nn.Module):
         # device-specific choices are all made by select_path.
         path = select_path(
             proj, (nq, cq, self.latent_dim),
-            self.use_relational_kernel and self.use_relational_context)
+            self.use_relational_kernel and self.use_relational_context,
+            self.path)
         if path == 'cpu_loops':
             out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
             # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
@@ -606,9 +697,11 @@ class RSA(nn.Module):
             if self.I is not None:
                 value_g = value_g + self.I.t()
             if path == 'fused':
-                # the three products below in one kernel: [N*THW, Cq, L]
+                # the three products below in one kernel: [N*THW, Cq, L];
+                # unless forced, a kernel that fails computes them as below
                 return rsa_triton.fused_per_position_products(
-                    q, key_h1, value_g, value_h2)
+                    q, key_h1, value_g, value_h2,
+                    fallback=_forced_path is None)
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
             context = torch.bmm(value_g, value_h2)
         else:

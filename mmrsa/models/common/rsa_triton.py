@@ -16,6 +16,16 @@ through memory and are kept for the backward pass. The kernels here compute
 in the backward pass: each operand is read once, ``y`` written once, and
 only the operands are saved.
 
+The layer runs these kernels only when asked to (``path='fused'`` or
+``MMRSA_RSA_PATH=fused``, see :func:`~mmrsa.models.common.rsa.select_path`):
+so far they have run only in Triton's interpreter, and the CUDA default is
+the ``bmm`` path until a GPU measurement
+(``tools/analysis_tools/gpu_check.py``) says otherwise. Asked for with
+``fallback=True`` (what the layer does unless a path is forced), a kernel
+that fails to compile or launch warns once and hands the products to
+``bmm`` for the rest of the process (:func:`fused_failure`), forward and
+backward.
+
 Triton is optional: without it (or without a CUDA device)
 :func:`fused_available` is False and the layer uses ``bmm``. Triton decides
 at decoration time whether a kernel runs compiled or in its interpreter
@@ -23,12 +33,13 @@ at decoration time whether a kernel runs compiled or in its interpreter
 in force then: with the interpreter they run on CPU tensors, which is how the
 tests check them.
 
-Set ``MMRSA_DISABLE_FUSED=1`` to keep the layer on ``bmm`` where the fused
-kernel would be available.
+Set ``MMRSA_DISABLE_FUSED=1`` to keep the layer on ``bmm`` even where the
+fused kernel is asked for.
 """
 import functools
 import os
-from typing import Tuple
+import warnings
+from typing import Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -38,7 +49,10 @@ from torch.autograd.function import once_differentiable
 triton = tl = None
 _triton_checked = False
 
-__all__ = ['fused_available', 'fused_per_position_products', 'DISABLE_ENV']
+__all__ = [
+    'fused_available', 'fused_per_position_products', 'fused_failure',
+    'warn_once', 'DISABLE_ENV'
+]
 
 #: Environment variable that keeps the layer off the fused kernel.
 DISABLE_ENV = 'MMRSA_DISABLE_FUSED'
@@ -49,6 +63,48 @@ FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Elements of one ``[BLOCK_P, a, b]`` register tile; BLOCK_P positions are
 #: processed per program so that tiles stay about this size.
 TILE_ELEMENTS = 4096
+
+
+#: Why the kernels were given up in this process (the first failure, as
+#: ``'Type: message'``), or None while they have not failed.
+_failure: Optional[str] = None
+
+#: The keys of the warnings :func:`warn_once` has issued.
+_warned = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """``warnings.warn(message)`` (a ``RuntimeWarning``) the first time
+    ``key`` is seen in this process, whatever the warning filters."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def fused_failure() -> Optional[str]:
+    """Why a kernel failed in this process with ``fallback=True`` (after
+    which the layer no longer asks for them), or None."""
+    return _failure
+
+
+def _give_up(error: Exception) -> None:
+    """Record the first failure of a kernel and warn once."""
+    global _failure
+    if _failure is None:
+        _failure = f'{type(error).__name__}: {error}'
+    warn_once(
+        'failed',
+        f'RSA: the fused Triton kernel failed ({_failure}); every RSA layer '
+        f'of this process computes the plain result (bmm) from now on. '
+        f'Please report this with the output of '
+        f'tools/analysis_tools/gpu_check.py.')
+
+
+def _falls_back(error: Exception, fallback: bool) -> bool:
+    """Whether ``error`` of a kernel is handed to ``bmm``: with
+    ``fallback``, anything but running out of memory (which ``bmm`` would
+    not cure)."""
+    return fallback and not isinstance(error, torch.cuda.OutOfMemoryError)
 
 
 def _interpreting() -> bool:
@@ -224,7 +280,7 @@ def _launch_config(q: torch.Tensor, key: torch.Tensor) -> dict:
 class _FusedProducts(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, key, g, h):
+    def forward(ctx, q, key, g, h, fallback):
         num_pos, num_queries, query_channels = q.shape
         dim = key.shape[2]
         y = torch.empty(num_pos,
@@ -239,6 +295,7 @@ class _FusedProducts(torch.autograd.Function):
                              query_channels, dim, *q.stride(), *key.stride(),
                              *g.stride(), *h.stride(), *y.stride(), **config)
         ctx.save_for_backward(q, key, g, h)
+        ctx.fallback = fallback
         return y
 
     @staticmethod
@@ -248,23 +305,57 @@ class _FusedProducts(torch.autograd.Function):
         num_pos, num_queries, query_channels = q.shape
         dim = key.shape[2]
         grad = grad.to(q.dtype)
+        if ctx.fallback and _failure is not None:
+            return _backward_bmm(q, key, g, h, grad) + (None, )
         grads = [
             torch.empty(t.shape, dtype=q.dtype, device=q.device)
             for t in (q, key, g, h)
         ]
         config = _launch_config(q, key)
-        backward_kernel = _kernels(_interpreting())[1]
-        grid = (triton.cdiv(num_pos, config['BLOCK_P']), )
-        backward_kernel[grid](q, key, g, h, grad, *grads, num_pos, num_queries,
-                              query_channels, dim, *q.stride(), *key.stride(),
-                              *g.stride(), *h.stride(), *grad.stride(),
-                              **config)
-        return tuple(grads)
+        try:
+            backward_kernel = _kernels(_interpreting())[1]
+            grid = (triton.cdiv(num_pos, config['BLOCK_P']), )
+            backward_kernel[grid](q, key, g, h, grad, *grads, num_pos,
+                                  num_queries, query_channels, dim,
+                                  *q.stride(), *key.stride(), *g.stride(),
+                                  *h.stride(), *grad.stride(), **config)
+        except Exception as error:
+            if not _falls_back(error, ctx.fallback):
+                raise
+            _give_up(error)
+            return _backward_bmm(q, key, g, h, grad) + (None, )
+        return tuple(grads) + (None, )
 
 
-def fused_per_position_products(q: torch.Tensor, key: torch.Tensor,
+def _products_bmm(q: torch.Tensor, key: torch.Tensor, g: torch.Tensor,
+                  h: torch.Tensor) -> torch.Tensor:
+    """What the fused kernel computes, as the layer's plain path computes
+    it (the same three ``bmm`` in the same order)."""
+    kernel = torch.bmm(q, key)  # [P, L, Cq] @ [P, Cq, D] -> [P, L, D]
+    context = torch.bmm(g, h)  # [P, Cq, Cq] @ [P, Cq, D] -> [P, Cq, D]
+    return torch.bmm(context, kernel.transpose(1, 2))  # [P, Cq, L]
+
+
+def _backward_bmm(q: torch.Tensor, key: torch.Tensor, g: torch.Tensor,
+                  h: torch.Tensor, grad: torch.Tensor) -> Tuple:
+    """The gradients of the backward kernel, with ``bmm`` (for a backward
+    kernel that failed; ``grad`` is ``[P, Cq, L]``)."""
+    kernel = torch.bmm(q, key)  # [P, L, D]
+    context = torch.bmm(g, h)  # [P, Cq, D]
+    g_context = torch.bmm(grad, kernel)  # [P, Cq, L] @ [P, L, D]
+    g_kernel = torch.bmm(grad.transpose(1, 2), context)  # [P, L, D]
+    return (torch.bmm(g_kernel, key.transpose(1, 2)),  # [P, L, Cq]
+            torch.bmm(q.transpose(1, 2), g_kernel),  # [P, Cq, D]
+            torch.bmm(g_context, h.transpose(1, 2)),  # [P, Cq, Cq]
+            torch.bmm(g.transpose(1, 2), g_context))  # [P, Cq, D]
+
+
+def fused_per_position_products(q: torch.Tensor,
+                                key: torch.Tensor,
                                 g: torch.Tensor,
-                                h: torch.Tensor) -> torch.Tensor:
+                                h: torch.Tensor,
+                                *,
+                                fallback: bool = False) -> torch.Tensor:
     """``y_p = (g_p h_p) (q_p key_p)^T`` for every position ``p``, fused.
 
     Equal to ``torch.bmm(torch.bmm(g, h), torch.bmm(q, key).transpose(1,
@@ -277,6 +368,11 @@ def fused_per_position_products(q: torch.Tensor, key: torch.Tensor,
         key (torch.Tensor): ``[P, Cq, D]``.
         g (torch.Tensor): ``[P, Cq, Cq]``.
         h (torch.Tensor): ``[P, Cq, D]``.
+        fallback (bool): Where a kernel fails to compile or launch (or
+            failed before in this process), warn once and compute with
+            ``bmm`` instead of raising: the forward as the layer's plain path
+            does (the same result), the backward from the saved operands.
+            Defaults to False.
 
     Returns:
         torch.Tensor: ``[P, Cq, L]``.
@@ -305,6 +401,14 @@ def fused_per_position_products(q: torch.Tensor, key: torch.Tensor,
     if dtype not in FUSED_DTYPES:
         raise ValueError(f'the fused RSA kernel takes {FUSED_DTYPES}, got '
                          f'{dtype}.')
-    with torch.autocast(device, enabled=False):
-        return _FusedProducts.apply(q.to(dtype), key.to(dtype), g.to(dtype),
-                                    h.to(dtype))
+    if fallback and _failure is not None:
+        return _products_bmm(q, key, g, h)
+    try:
+        with torch.autocast(device, enabled=False):
+            return _FusedProducts.apply(q.to(dtype), key.to(dtype),
+                                        g.to(dtype), h.to(dtype), fallback)
+    except Exception as error:
+        if not _falls_back(error, fallback):
+            raise
+        _give_up(error)
+    return _products_bmm(q, key, g, h)  # under the caller's autocast

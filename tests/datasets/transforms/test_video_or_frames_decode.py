@@ -222,6 +222,44 @@ def test_init_needs_a_path():
         VideoOrFramesInit().transform(dict(label=0, modality='RGB'))
 
 
+# ---------------------------------------------------------------------- #
+# frames decoded in memory (MMAction2's long_video_demo / webcam_demo;
+# whole pipelines: tests/apis/test_mmaction_demos.py)
+# ---------------------------------------------------------------------- #
+def test_frames_in_memory_pass_init_and_decode(bikes_frames):
+    frames = list(bikes_frames[:4])
+    sample = dict(imgs=frames, img_shape=None, modality='RGB', label=-1,
+                  num_clips=4, clip_len=1)
+    out = Compose([
+        dict(type='VideoOrFramesInit'),
+        dict(type='VideoOrFramesDecode')
+    ])(dict(sample))
+    assert out['imgs'] is frames
+    assert out['img_shape'] == out['original_shape'] == (272, 640)
+    assert {k: out[k] for k in ('modality', 'label', 'num_clips', 'clip_len')
+            } == dict(modality='RGB', label=-1, num_clips=4, clip_len=1)
+    assert not {'video_reader', 'frame_dir', 'total_frames'} & set(out)
+
+
+def test_frames_in_memory_keep_given_shapes(bikes_frames):
+    frames = list(bikes_frames[:2])
+    out = VideoOrFramesDecode().transform(
+        dict(imgs=frames, img_shape=(10, 20), original_shape=(30, 40)))
+    assert (out['img_shape'], out['original_shape']) == ((10, 20), (30, 40))
+    out = VideoOrFramesDecode().transform(dict(imgs=frames,
+                                               img_shape=(10, 20)))
+    assert out['original_shape'] == (10, 20)
+
+
+def test_a_path_wins_over_frames_in_memory(bikes_frames):
+    """A sample with a file and ``imgs`` is still decoded from the file."""
+    out = Compose([
+        dict(type='VideoOrFramesInit'), _sampling(8),
+        dict(type='VideoOrFramesDecode')
+    ])(dict(_video_input(), imgs=[np.zeros((2, 2, 3), np.uint8)]))
+    assert len(out['imgs']) == 8 and out['imgs'][0].shape == (272, 640, 3)
+
+
 def test_frame_folder_must_be_rgb(bikes_frames, tmp_path):
     _write_frames(bikes_frames[:2], tmp_path, 'img_{:05}.jpg')
     with pytest.raises(ValueError, match='modality'):

@@ -61,9 +61,9 @@ def test_without_the_hook_the_resumed_run_differs(tmp_path):
 
 def test_checkpoint_holds_the_state_as_plain_data(tmp_path):
     build_runner(tmp_path, max_epochs=1).train()
-    import mmrsa  # noqa: F401
-    checkpoint = torch.load(
-        str(tmp_path / 'epoch_1.pth'), map_location='cpu', weights_only=True)
+    from mmrsa.fileio.checkpoint import safe_torch_load
+    checkpoint = safe_torch_load(
+        str(tmp_path / 'epoch_1.pth'), map_location='cpu')
     (state, ) = checkpoint['random_state']['ranks']
     assert state['torch'].dtype == torch.uint8
     assert state['numpy']['keys'].shape == (624, )

@@ -140,6 +140,5 @@ def build_runner(work_dir,
 
 def weights(path) -> dict:
     """The state dict of a checkpoint, read with weights only."""
-    import mmrsa  # noqa: F401  (MMEngine's checkpoint types allowed)
-    return torch.load(str(path), map_location='cpu',
-                      weights_only=True)['state_dict']
+    from mmrsa.fileio.checkpoint import safe_torch_load
+    return safe_torch_load(str(path), map_location='cpu')['state_dict']

@@ -14,7 +14,7 @@ from mmaction.structures import ActionDataSample
 from mmengine.registry import init_default_scope
 from mmrsa.models.backbones import (PAPER_RSA_BLOCKS, ClipDropPath, FrameRSA,
                                     RSANet, default_rsa_blocks)
-from mmrsa.models.backbones.rsanet import _resolve_pretrained
+from mmrsa.fileio.checkpoint import torchvision_url
 
 init_default_scope('mmaction')
 
@@ -390,11 +390,10 @@ def test_torchvision_scheme_resolves_without_torchvision(monkeypatch):
     monkeypatch.setitem(sys.modules, 'torchvision', None)
     with pytest.raises(ImportError):
         import torchvision  # noqa: F401
-    url = _resolve_pretrained('torchvision://resnet50')
+    url = torchvision_url('torchvision://resnet50')
     assert url.startswith('https://download.pytorch.org/models/resnet50')
-    assert _resolve_pretrained('/some/file.pth') == '/some/file.pth'
     with pytest.raises(ValueError, match='torchvision'):
-        _resolve_pretrained('torchvision://no_such_model')
+        torchvision_url('torchvision://no_such_model')
 
 
 # --------------------------------------------------------------------- #

@@ -329,6 +329,8 @@ def test_optional_parts_are_none():
     (dict(in_channels=32, kernel_size=(0, 3, 3)), r'kernel_size.*odd'),
     (dict(in_channels=32, kernel_size=(-3, 3, 3)), r'kernel_size.*odd'),
     (dict(in_channels=32, kernel_size=(3, 3)), r'kernel_size.*3 ints'),
+    (dict(in_channels=32, kernel_size=(1, 1, 1)), r'kernel_size=\(1, 1, 1\)'),
+    (dict(in_channels=32, kernel_size=1), r'context of itself alone'),
     (dict(in_channels=32, num_queries=2, corr_groups=3),
      r"corr_groups=3 must divide.*Cq.*16"),
     (dict(in_channels=32, corr_groups=0), r'corr_groups=0'),

@@ -6,9 +6,15 @@
   literal Eq. 8;
 - the CPU-specific primitives run on the CPU paths only;
 - the fused Triton kernel, run by Triton's interpreter on CPU tensors,
-  computes what ``bmm`` computes, forward and backward.
+  computes what ``bmm`` computes, forward and backward;
+- the policy: CUDA defaults to ``plain`` even where the fused kernel could
+  run; ``fused`` is opt-in (the layer's ``path``, ``MMRSA_RSA_PATH``), never
+  taken while tracing or compiling, and a kernel that fails falls back to
+  the plain result with one warning.
 """
 import itertools
+import types
+import warnings
 
 import pytest
 import torch
@@ -22,6 +28,30 @@ from mmrsa.models.common.rsa_ops import (channel_conv3d,
 
 TYPES = ('V', 'R', 'VR')
 TORCH_PATHS = ('cpu_loops', 'cpu_bmm', 'plain')
+
+
+@pytest.fixture(autouse=True)
+def fresh_policy(monkeypatch):
+    """No path from the environment, no kernel failure and no warning
+    recorded yet (the process-wide state of the fallback)."""
+    monkeypatch.delenv(rsa_module.PATH_ENV, raising=False)
+    monkeypatch.setattr(rsa_triton, '_failure', None)
+    monkeypatch.setattr(rsa_triton, '_warned', set())
+
+
+def _fake_cuda(dtype=torch.float32):
+    """What select_path reads of a CUDA tensor: its device and dtype."""
+    return types.SimpleNamespace(device=torch.device('cuda'), dtype=dtype)
+
+
+@pytest.fixture
+def triton_on_cuda(monkeypatch):
+    """The fused kernel available on (fake) CUDA: Triton "imports" and no
+    interpreter."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.delenv(rsa_triton.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(rsa_triton, '_load_triton', lambda: True)
+    assert rsa_triton.fused_available(torch.device('cuda'))
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,14 +93,88 @@ def test_select_path_by_device(monkeypatch):
     assert select_path(cpu, (8, 32, 32), True) == 'cpu_bmm'
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
     assert select_path(meta, (8, 8, 8), True) == 'plain'
-    # with a fused kernel for the device: fused where the layer has the
-    # four operands, plain otherwise and for dtypes the kernel lacks
+    # with a fused kernel for the device: still plain unless asked for;
+    # asked for, fused where the layer has the four operands, plain
+    # otherwise and for dtypes the kernel lacks
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: True)
-    assert select_path(meta, (8, 8, 8), True) == 'fused'
-    assert select_path(meta, (8, 8, 8), False) == 'plain'
-    assert select_path(meta.double(), (8, 8, 8), True) == 'plain'
+    assert select_path(meta, (8, 8, 8), True) == 'plain'
+    assert select_path(meta, (8, 8, 8), True, 'fused') == 'fused'
+    assert select_path(meta, (8, 8, 8), False, 'fused') == 'plain'
+    assert select_path(meta.double(), (8, 8, 8), True, 'fused') == 'plain'
     # the CPU never picks the fused kernel by itself
     assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+
+
+def test_cuda_default_is_plain_even_with_fused_available(triton_on_cuda):
+    """The fused kernel has not been measured on a GPU: CUDA runs plain
+    unless the layer or the environment asks for fused."""
+    for dtype in rsa_triton.FUSED_DTYPES:
+        x = _fake_cuda(dtype)
+        assert select_path(x, (8, 8, 8), True) == 'plain'
+        assert select_path(x, (8, 8, 8), True, 'auto') == 'plain'
+        assert select_path(x, (8, 8, 8), True, 'plain') == 'plain'
+        assert select_path(x, (8, 8, 8), True, 'fused') == 'fused'
+
+
+def test_path_from_environment(monkeypatch, triton_on_cuda):
+    x = _fake_cuda()
+    monkeypatch.setenv(rsa_module.PATH_ENV, 'fused')
+    assert select_path(x, (8, 8, 8), True) == 'fused'
+    assert select_path(x, (8, 8, 8), False) == 'plain'
+    # the layer's own choice wins over the environment
+    assert select_path(x, (8, 8, 8), True, 'plain') == 'plain'
+    monkeypatch.setenv(rsa_module.PATH_ENV, 'plain')
+    assert select_path(x, (8, 8, 8), True) == 'plain'
+    assert select_path(x, (8, 8, 8), True, 'fused') == 'fused'
+    assert select_path(torch.zeros(1), (8, 8, 8), True) == 'plain'
+    monkeypatch.setenv(rsa_module.PATH_ENV, '')  # empty: unset
+    assert select_path(x, (8, 8, 8), True) == 'plain'
+    monkeypatch.setenv(rsa_module.PATH_ENV, 'triton')
+    with pytest.raises(ValueError, match="MMRSA_RSA_PATH='triton'.*'fused'"):
+        select_path(x, (8, 8, 8), True)
+
+
+def test_path_argument_is_checked():
+    with pytest.raises(ValueError, match=r"path='cpu_loops'.*\('auto'"):
+        RSA(16, num_queries=2, path='cpu_loops')
+    with pytest.raises(ValueError, match="path=None"):
+        RSA(16, num_queries=2, path=None)
+    with pytest.raises(ValueError, match="path='Fused'"):
+        select_path(torch.zeros(1), (8, 8, 8), True, 'Fused')
+    layer = RSA(16, num_queries=2, path='fused')
+    assert layer.path == 'fused' and "path='fused'" in repr(layer)
+    assert RSA(16, num_queries=2).path == 'auto'
+
+
+def test_tracing_and_compiling_get_plain_on_cuda(monkeypatch, triton_on_cuda):
+    """Asked for by the layer or the environment, the fused kernel is still
+    not taken while tracing (ONNX export) or compiling; the environment is
+    not read then."""
+    x = _fake_cuda()
+    assert select_path(x, (8, 8, 8), True, 'fused') == 'fused'
+    for name, module in (('is_tracing', torch.jit),
+                         ('is_compiling', torch.compiler)):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, lambda: True)
+            assert select_path(x, (8, 8, 8), True, 'fused') == 'plain'
+            patch.setenv(rsa_module.PATH_ENV, 'fused')
+            assert select_path(x, (8, 8, 8), True) == 'plain'
+            patch.setenv(rsa_module.PATH_ENV, 'not-read')
+            assert select_path(x, (8, 8, 8), True) == 'plain'
+
+
+def test_fused_unavailable_warns_once(monkeypatch):
+    """Asked for where it cannot run (here: the CPU without Triton's
+    interpreter): the automatic path, and one warning per process."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    cpu = torch.zeros(1)
+    with pytest.warns(RuntimeWarning, match='cannot run on cpu'):
+        assert select_path(cpu, (8, 8, 8), True, 'fused') == 'cpu_loops'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert select_path(cpu, (8, 32, 32), True, 'fused') == 'cpu_bmm'
+        # a layer the kernel does not apply to takes plain silently
+        assert select_path(cpu, (8, 8, 8), False, 'fused') == 'cpu_loops'
 
 
 def test_half_precision_on_cpu_takes_bmm():
@@ -361,17 +465,154 @@ def test_fused_path_saves_fewer_bytes(interpreter):
         forward('fused')) == intermediates
 
 
+class _BrokenKernel:
+    """A Triton kernel that fails at launch (as a compile error would)."""
+
+    def __getitem__(self, grid):
+
+        def launch(*args, **kwargs):
+            raise RuntimeError('PTX compilation failed (test)')
+
+        return launch
+
+
+def _spy_paths(monkeypatch) -> list:
+    """The paths select_path hands to the layers from now on."""
+    chosen, select = [], rsa_module.select_path
+
+    def spy(*args, **kwargs):
+        chosen.append(select(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(rsa_module, 'select_path', spy)
+    return chosen
+
+
+def test_opt_in_runs_the_fused_kernel(interpreter, monkeypatch):
+    """``path='fused'`` and ``MMRSA_RSA_PATH=fused`` reach the kernel; the
+    default does not."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3))
+    x = torch.randn(1, 32, 2, 4, 4, requires_grad=True)
+    chosen = _spy_paths(monkeypatch)
+    expected, expected_grads = _run(layer, x, 'plain')
+    layer(x)
+    monkeypatch.setenv(rsa_module.PATH_ENV, 'fused')
+    layer(x)
+    monkeypatch.delenv(rsa_module.PATH_ENV)
+    layer.path = 'fused'
+    out, grads = _run(layer, x, None)
+    assert chosen == ['plain', 'cpu_loops', 'fused', 'fused']
+    assert _rel_err(out, expected) <= 1e-5
+    for g, e in zip(grads, expected_grads):
+        assert _rel_err(g, e) <= 1e-5
+
+
+def test_tracing_gets_the_automatic_path(interpreter, monkeypatch):
+    """A layer that asks for fused (where the kernel can run, here the
+    interpreter) is traced through the automatic path."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3), path='fused')
+    x = torch.randn(1, 32, 2, 4, 4)
+    chosen = _spy_paths(monkeypatch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        traced = torch.jit.trace(layer, x, check_trace=False)
+    assert chosen == ['cpu_loops']
+    with force_path('plain'):
+        expected = layer(x)
+    assert _rel_err(traced(x), expected) <= 1e-5
+
+
+def test_failed_kernel_falls_back_to_plain_once(interpreter, monkeypatch):
+    """A kernel that fails to compile or launch: one warning, and the
+    output and gradients of the plain path, bit for bit; the layers stop
+    asking for the kernel."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3), path='fused')
+    x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
+    expected, expected_grads = _run(layer, x, 'plain')
+    monkeypatch.setattr(rsa_triton, '_kernels',
+                        lambda interpret: (_BrokenKernel(), _BrokenKernel()))
+    with pytest.warns(RuntimeWarning, match='PTX compilation failed') as rec:
+        out, grads = _run(layer, x, None)
+    assert len(rec) == 1
+    assert torch.equal(out, expected)
+    for g, e in zip(grads, expected_grads):
+        assert torch.equal(g, e)
+    assert rsa_triton.fused_failure() == (
+        'RuntimeError: PTX compilation failed (test)')
+    chosen = _spy_paths(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        out, _ = _run(layer, x, None)
+    assert chosen == ['cpu_loops'] and _rel_err(out, expected) <= 1e-5
+
+
+def test_failed_backward_kernel_falls_back(interpreter, monkeypatch):
+    """The forward kernel ran, the backward one fails: the gradients come
+    from bmm, with one warning."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3), path='fused')
+    x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
+    expected, expected_grads = _run(layer, x, 'plain')
+    forward_kernel = rsa_triton._kernels(True)[0]
+    monkeypatch.setattr(rsa_triton, '_kernels',
+                        lambda interpret: (forward_kernel, _BrokenKernel()))
+    with pytest.warns(RuntimeWarning, match='fused Triton kernel failed'):
+        out, grads = _run(layer, x, None)
+    assert _rel_err(out, expected) <= 1e-5
+    for g, e in zip(grads, expected_grads):
+        assert _rel_err(g, e) <= 1e-5
+    assert rsa_triton.fused_failure() is not None
+
+
+def test_forced_fused_never_falls_back(interpreter, monkeypatch):
+    """Tests and benchmarks force a path to measure it: its failure must
+    show."""
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3))
+    x = torch.randn(1, 32, 2, 4, 4)
+    monkeypatch.setattr(rsa_triton, '_kernels',
+                        lambda interpret: (_BrokenKernel(), _BrokenKernel()))
+    with force_path('fused'), pytest.raises(RuntimeError, match='PTX'):
+        layer(x)
+    assert rsa_triton.fused_failure() is None
+
+
+def test_out_of_memory_is_not_a_kernel_failure(interpreter, monkeypatch):
+
+    class OutOfMemory:
+
+        def __getitem__(self, grid):
+
+            def launch(*args, **kwargs):
+                raise torch.cuda.OutOfMemoryError('out of memory (test)')
+
+            return launch
+
+    layer = _make(32, dtype=torch.float32, num_queries=4,
+                  kernel_size=(3, 3, 3), path='fused')
+    monkeypatch.setattr(rsa_triton, '_kernels',
+                        lambda interpret: (OutOfMemory(), OutOfMemory()))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        layer(torch.randn(1, 32, 2, 4, 4))
+    assert rsa_triton.fused_failure() is None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('amp', [False, True])
 def test_cuda_fused_matches_plain(amp):
-    """On CUDA with Triton: the automatic path is the fused kernel, and it
-    computes what the cuDNN/cuBLAS path computes (float32, float16 AMP)."""
+    """On CUDA with Triton: the automatic path is plain, the fused kernel
+    is taken when asked for, and it computes what the cuDNN/cuBLAS path
+    computes (float32, float16 AMP)."""
     pytest.importorskip('triton', reason='Triton is not installed')
     layer = _make(64, dtype=torch.float32).cuda()
     x = torch.randn(2, 64, 4, 9, 8, device='cuda', requires_grad=True)
     sizes = (layer.num_queries, layer.query_channels, layer.latent_dim)
-    assert select_path(x, sizes, True) == 'fused'
+    assert select_path(x, sizes, True) == 'plain'
+    assert select_path(x, sizes, True, 'fused') == 'fused'
     results = {}
     for path in ('fused', 'plain'):
         with torch.autocast('cuda', dtype=torch.float16, enabled=amp):

@@ -315,3 +315,91 @@ def test_reference_is_importable_but_not_registered():
     assert MODELS.get('RSAReference') is None
     with pytest.raises(KeyError, match='RSAReference'):
         MODELS.build(dict(type='RSAReference', in_channels=8))
+
+
+# --------------------------------------------------------------------------
+# the kernels, the weights and the chunks
+# --------------------------------------------------------------------------
+def _reference_module():
+    import sys
+    return sys.modules['mmrsa.models.common.rsa_reference']
+
+
+@pytest.mark.parametrize(
+    'kernel_type,context_type,groups',
+    [(k, c, None) for k, c in itertools.product(('V', 'R', 'VR'),
+                                                ('V', 'R', 'VR'))] +
+    [('VR', 'VR', 2), ('R', 'V', 1)])
+def test_reference_kernels_rebuild_the_output(kernel_type, context_type,
+                                              groups):
+    """``kV + kR`` of every position applied to its context ``XV + XR``
+    (built here from the layer's embedding) is the layer's output there."""
+    reference = _reference_module()
+    layer = _make(8, num_queries=2, latent_dim=3, corr_groups=groups,
+                  kernel_size=(3, 3, 3), kernel_type=kernel_type,
+                  context_type=context_type).eval()
+    x = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
+    nq, cq, m = 2, 4, 27
+    with torch.no_grad():
+        kernels = reference.reference_kernels(layer, x)
+        _, _, v = layer.embed(x)
+        out = layer(x)
+    assert (kernels['basic'] is None) != ('V' in kernel_type)
+    assert (kernels['relational'] is None) != ('R' in kernel_type)
+    kernel = sum(k for k in kernels.values() if k is not None)
+    assert kernel.shape == (2, 3 * 4 * 5, nq, m)  # [N, THW, L, M]
+    values = reference.unfold_context(v, layer.kernel_size, layer.padding)
+    context = 0
+    if 'V' in context_type:
+        context = context + (values @ layer.I
+                             if layer.I is not None else values)
+    if 'R' in context_type:
+        g = layer.G.weight.reshape(cq, m).t()  # [M, Cq]
+        context = context + values @ values.transpose(-1, -2) @ g
+    expected = out.permute(0, 2, 3, 4, 1).reshape(2, -1, cq, nq)
+    torch.testing.assert_close((kernel @ context).transpose(-1, -2),
+                               expected, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_kernels_at_chosen_positions():
+    reference = _reference_module()
+    layer = _make(8, num_queries=2, kernel_size=(3, 3, 3)).eval()
+    x = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
+    positions = [(0, 0, 0), (2, 3, 4), (1, 2, 0), (1, 2, 0)]
+    with torch.no_grad():
+        every = reference.reference_kernels(layer, x)
+        chosen = reference.reference_kernels(layer, x, positions)
+    rows = [(t * 4 + h) * 5 + w for t, h, w in positions]
+    for name in ('basic', 'relational'):
+        assert chosen[name].shape == (2, 4, 2, 27)  # [N, P, L, M]
+        torch.testing.assert_close(chosen[name], every[name][:, rows],
+                                   rtol=0, atol=0)
+    for bad in ((3, 0, 0), (0, 4, 0), (0, 0, -1)):
+        with pytest.raises(ValueError, match='outside the 3x4x5'):
+            reference.reference_kernels(layer, x, [bad])
+    with pytest.raises(ValueError, match='empty'):
+        reference.reference_kernels(layer, x, [])
+    with pytest.raises(ValueError, match=r'\[N, 8, T, H, W\]'):
+        reference.reference_kernels(layer, x[:, :6])
+
+
+def test_reference_reads_plain_weights_and_works_in_chunks(monkeypatch):
+    """:class:`RSAWeights` give what the layer gives, and the chunks of
+    positions (a few rows of one frame each) change nothing."""
+    reference = _reference_module()
+    layer = _make(8, num_queries=2, latent_dim=3, corr_groups=2,
+                  kernel_size=(3, 3, 3), stride=2).eval()
+    x = torch.randn(2, 8, 3, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        whole = rsa_reference(layer, x)
+        kernels = reference.reference_kernels(layer, x)
+        weights = reference.weights_of(layer)
+        torch.testing.assert_close(rsa_reference(weights, x), whole,
+                                   rtol=0, atol=0)
+        monkeypatch.setattr(reference, 'CHUNK_ELEMENTS', 1)  # one row each
+        assert len(list(reference._chunks(weights, x.shape))) == 3 * 5
+        torch.testing.assert_close(rsa_reference(layer, x), whole,
+                                   rtol=0, atol=1e-14)
+        chunked = reference.reference_kernels(layer, x)
+    for name, kernel in kernels.items():
+        torch.testing.assert_close(chunked[name], kernel, rtol=0, atol=0)

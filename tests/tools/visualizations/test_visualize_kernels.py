@@ -109,3 +109,31 @@ def test_bad_checkpoint_files_are_named_without_a_traceback(tmp_path):
         ]
         assert str(path) in line and what in line, line
         assert not out.exists()
+
+
+def test_trust_pickle_admits_a_checkpoint_you_trust(tmp_path):
+    """A checkpoint that pickles an object the safe loader does not know is
+    refused, with the opt-in named; ``--trust-pickle`` reads it."""
+    from fractions import Fraction
+
+    import torch
+    from mmengine.config import Config
+
+    from mmrsa.visualization import kernels
+    frames = _frames_folder(tmp_path / 'frames')
+    model = kernels.build_model(Config.fromfile(str(CONFIG)), 'none')
+    checkpoint = tmp_path / 'mine.pth'
+    torch.save(
+        dict(meta=dict(score=Fraction(1, 3)), state_dict=model.state_dict()),
+        checkpoint)
+    result = run(str(CONFIG), str(checkpoint), str(frames), '--out',
+                 str(tmp_path / 'refused'))
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr, result.stderr
+    assert 'fractions.Fraction' in result.stderr
+    assert '--trust-pickle' in result.stderr
+    assert not (tmp_path / 'refused').exists()
+    result = run(str(CONFIG), str(checkpoint), str(frames), '--out',
+                 str(tmp_path / 'trusted'), '--trust-pickle')
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / 'trusted' / 'kernels.npz').is_file()

@@ -9,9 +9,10 @@ Example::
         --out data/synthmotion \
         --format both --num-train 2000 --num-val 400 --seed 1 --force
 
-See :mod:`mmrsa.datasets.synthmotion` for the classes and the layout.
-``synthmotion_manifest.json`` in the output folder lists what the generator
-wrote; ``--force`` replaces those files and nothing else.
+See :mod:`mmrsa.datasets.synthmotion` for the classes, the layout and
+``SynthMotionDataset``, which reads it. ``meta.json`` in the output folder
+records the settings, which name every file the generator wrote; ``--force``
+replaces those files and nothing else.
 """
 import argparse
 import sys
@@ -54,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         dest='overwrite',
         action='store_true',
         help='replace a set an earlier run wrote into --out: only the files '
-        'listed in its synthmotion_manifest.json are replaced (without it, '
-        'an existing set is never overwritten; a file the generator did not '
-        'write is never overwritten or deleted, even with --force)')
+        'its meta.json names are replaced (without it, an existing set is '
+        'never overwritten; a file the generator did not write is never '
+        'overwritten or deleted, even with --force)')
     parser.add_argument(
         '--quiet', action='store_true', help='no progress bar')
     return parser.parse_args(argv)

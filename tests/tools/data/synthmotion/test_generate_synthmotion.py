@@ -1,6 +1,7 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """tools/data/synthmotion/generate_synthmotion.py, run as a command: it
-writes a set, and never overwrites what is there unless told ``--force``."""
+writes a set, replaces a set it wrote only when told ``--force``, and never
+overwrites or deletes a file it did not write."""
 import json
 import subprocess
 import sys
@@ -39,19 +40,23 @@ def test_refuses_to_overwrite_without_force(tmp_path):
 
     result = run(*small, '--seed', '1')
     assert result.returncode == 1
-    assert 'already holds a SynthMotion set; pass --force' in result.stderr
-    assert '--overwrite' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert (f'error: {out} holds a SynthMotion set: {out / "meta.json"} '
+            'already exists; pass --force (or --overwrite') in result.stderr
     assert {p: p.read_bytes() for p in before} == before
 
     assert run(*small, '--seed', '1', '--force').returncode == 0
     assert json.loads((out / 'meta.json').read_text())['seed'] == 1
     assert frame.read_bytes() != before[frame]
+    # --overwrite is the same flag
+    assert run(*small, '--seed', '2', '--overwrite').returncode == 0
+    assert json.loads((out / 'meta.json').read_text())['seed'] == 2
 
 
 def test_force_replaces_only_what_the_generator_wrote(tmp_path):
-    """A user's clip folder under rawframes/ and a file next to the set
-    survive --force byte for byte; a run with fewer clips removes the
-    generator's own older clips."""
+    """A user's clip folder under rawframes/ and a file next to the set are
+    no obstacle, and survive --force byte for byte; a run with fewer clips
+    removes the generator's own older clips (those its meta.json names)."""
     out = tmp_path / 'synthmotion'
     mine = out / 'rawframes' / 'my_real_video'
     mine.mkdir(parents=True)
@@ -59,10 +64,13 @@ def test_force_replaces_only_what_the_generator_wrote(tmp_path):
     (out / 'notes.txt').write_bytes(b'my notes')
     result = run('--out', str(out), '--num-train', '3', '--num-val', '1')
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / 'synthmotion_manifest.json').read_text())
-    assert 'rawframes/train_00002/00001.jpg' in manifest['files']
-    assert 'rawframes' not in manifest['dirs']  # it was there before
-    assert not any('my_real_video' in p for p in manifest['files'])
+    meta = json.loads((out / 'meta.json').read_text())
+    assert (meta['formats'], meta['num_train'], meta['num_val'],
+            meta['complete']) == (['rawframes'], 3, 1, True)
+    assert sorted(p.name for p in (out / 'rawframes').iterdir()) == [
+        'my_real_video', 'train_00000', 'train_00001', 'train_00002',
+        'val_00000'
+    ]
 
     result = run('--out', str(out), '--num-train', '2', '--num-val', '1',
                  '--format', 'videos', '--force')

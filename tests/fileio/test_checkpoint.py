@@ -9,13 +9,15 @@ import argparse
 import os
 from pathlib import Path
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 import mmrsa  # noqa: F401
-from mmrsa.utils import checkpoint as safe_loading
-from mmrsa.utils.checkpoint import (CheckpointDownloadError,
+from mmrsa.fileio import checkpoint as safe_loading
+from mmrsa.fileio.checkpoint import (CheckpointDownloadError,
                                     CheckpointFileError, UnsafeCheckpointError,
                                     load_checkpoint_file, trust_checkpoint)
 from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool, serve_folder
@@ -168,8 +170,22 @@ def test_a_run_own_checkpoint_loads_weights_only(tmp_path):
             meta=dict(epoch=1, seed=np.int64(0)),
             state_dict={'w': torch.ones(1)},
             message_hub=hub.state_dict()), path)
-    loaded = torch.load(path, weights_only=True)
+    loaded = safe_loading.safe_torch_load(str(path))
     assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 2.5
+    assert loaded['meta']['seed'] == 0
+
+
+def test_import_mmrsa_does_not_widen_torch_allow_list(tmp_path):
+    """The allow-list holds only inside mmrsa's loader: after ``import
+    mmrsa`` a plain torch.load(weights_only=True) is as strict as before."""
+    path = tmp_path / 'numpy_meta.pth'
+    torch.save(dict(meta=dict(seed=np.int64(3))), path)
+    names = {f'{getattr(g, "__module__", "")}.{getattr(g, "__name__", "")}'
+             for g in torch.serialization.get_safe_globals()}
+    assert not any(n.startswith(('numpy', 'mmengine')) for n in names)
+    with pytest.raises(pickle.UnpicklingError, match='Weights only'):
+        torch.load(path, weights_only=True)
+    assert safe_loading.safe_torch_load(str(path))['meta']['seed'] == 3
 
 
 # ----------------------------------------------------- remote schemes ----
@@ -212,15 +228,20 @@ def test_url_checkpoint_loads_weights(tmp_path, torch_home):
     assert torch.equal(other.weight, model.weight)
 
 
-def test_planted_hub_cache_file_is_refused(evil, torch_home):
+def test_planted_hub_cache_file_is_refused(evil, torch_home, monkeypatch):
     """A file already in the download cache is loaded without network, and
-    safely: the URL is never fetched, the payload never runs."""
+    safely: the URL is never fetched, the payload never runs. Its name
+    carries a sha256 prefix, so the hash check refuses it first; without
+    that check the unpickler still refuses it."""
     path, marker = evil
     url = safe_loading._torchvision_urls()['resnet50']
     cache = torch_home / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
     (cache / url.rsplit('/', 1)[1]).write_bytes(path.read_bytes())
     from mmengine.runner.checkpoint import _load_checkpoint
+    with pytest.raises(CheckpointFileError, match='corrupted or altered'):
+        _load_checkpoint('torchvision://resnet50', map_location='cpu')
+    monkeypatch.setattr(safe_loading, 'check_file_hash', lambda *a: None)
     with pytest.raises(UnsafeCheckpointError):
         _load_checkpoint('torchvision://resnet50', map_location='cpu')
     with pytest.raises(UnsafeCheckpointError):
@@ -269,3 +290,133 @@ def test_truncated_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:1500])
     with pytest.raises(CheckpointFileError, match='truncated'):
         load_checkpoint_file(str(path))
+
+
+# ------------------------------------------------------ the allow-list ----
+
+
+def _runner_like_checkpoint(path) -> None:
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('mmrsa_test_allow_list')
+    hub.update_scalar('train/loss', 2.0)
+    hub.update_scalar('val/acc', np.float64(0.5))
+    hub.update_info('iter', 3)
+    torch.save(
+        dict(
+            meta=dict(epoch=1, seed=np.int64(3), shape=np.array([1, 2])),
+            state_dict={'w': torch.ones(2)},
+            message_hub=hub.state_dict()), path)
+
+
+def test_runner_checkpoint_loads_through_the_loader(tmp_path):
+    path = tmp_path / 'epoch_1.pth'
+    _runner_like_checkpoint(path)
+    ckpt = safe_loading.safe_torch_load(str(path))
+    assert ckpt['meta']['seed'] == 3
+    assert ckpt['meta']['shape'].tolist() == [1, 2]
+    buffer = ckpt['message_hub']['log_scalars']['train/loss']
+    assert buffer.mean() == 2.0 and buffer.statistics('current') == 2.0
+
+
+class _GetattrPayload:
+
+    def __init__(self, target, name):
+        self.target, self.name = target, name
+
+    def __reduce__(self):
+        return (getattr, (self.target, self.name))
+
+
+@pytest.mark.parametrize('target, name', [
+    ('HistoryBuffer', '__init__'),
+    ('HistoryBuffer', '_set_default_statistics'),
+    ('ndarray', 'tofile'),
+])
+def test_getattr_is_allowed_only_for_history_buffer_statistics(
+        tmp_path, target, name):
+    from mmengine.logging import HistoryBuffer
+    target = dict(HistoryBuffer=HistoryBuffer, ndarray=np.ndarray)[target]
+    path = tmp_path / 'payload.pth'
+    torch.save({'x': _GetattrPayload(target, name)}, path)
+    with pytest.raises(safe_loading.UnsafeCheckpointError, match='getattr'):
+        safe_loading.safe_torch_load(str(path))
+    torch.save({'x': _GetattrPayload(HistoryBuffer, 'mean')}, path)
+    assert safe_loading.safe_torch_load(str(path))['x'] is HistoryBuffer.mean
+
+
+@pytest.mark.parametrize('dtype', ['O', 'U3', 'S2', 'V4', 'i4,f4'])
+def test_non_numeric_numpy_data_is_refused(tmp_path, dtype):
+    """Only numeric numpy data: an object (or string, void, structured)
+    dtype is refused in checkpoints and score files alike."""
+    path = tmp_path / 'ckpt.pth'
+    value = np.zeros(2, dtype=dtype)
+    torch.save({'meta': {'x': value}}, path)
+    with pytest.raises(safe_loading.UnsafeCheckpointError):
+        safe_loading.safe_torch_load(str(path))
+    dump = tmp_path / 'scores.pkl'
+    dump.write_bytes(pickle.dumps([{'pred_score': value}]))
+    with pytest.raises(safe_loading.UnsafeCheckpointError):
+        safe_loading.load_score_file(str(dump))
+
+
+def _object_dtype_attack() -> bytes:
+    """A pickle of allowed numpy globals only that builds an object array
+    from raw bytes (an ObjectDType whose state clears its object flags):
+    touching the element of such an array dereferences attacker bytes."""
+    import numpy as np
+    try:
+        from numpy._core import multiarray
+    except ImportError:
+        from numpy.core import multiarray
+
+    class Dtype:
+        def __reduce__(self):
+            # dtype('O8') with a state whose flags are 0 (no object flags)
+            return (np.dtype, ('O8', False, True),
+                    (3, '|', None, None, None, -1, -1, 0))
+
+    class Array:
+        def __reduce__(self):
+            return (multiarray._reconstruct, (np.ndarray, (0, ), b'b'),
+                    (1, (1, ), Dtype(), False, b'\x41' * 8))
+
+    return pickle.dumps({'meta': {'x': Array()}}, protocol=2)
+
+
+def test_object_dtype_attack_is_refused_without_crashing(tmp_path):
+    """Run in a child: a crash would be exit 139, a refusal exit 0."""
+    import subprocess
+    import sys
+    dump = tmp_path / 'attack.pkl'
+    dump.write_bytes(_object_dtype_attack())
+    ckpt = tmp_path / 'attack.pth'
+    payload = _object_dtype_attack()
+    # the same object graph inside a torch zip checkpoint
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    torch.save({'meta': {}}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(ckpt, 'w', zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith('/data.pkl'):
+                data = payload
+            dst.writestr(info, data)
+    code = (
+        'import sys, mmrsa\n'
+        'from mmrsa.fileio import checkpoint as c\n'
+        'for load in (c.load_score_file, c.safe_torch_load):\n'
+        '    path = sys.argv[1] if load is c.load_score_file else sys.argv[2]\n'
+        '    try:\n'
+        '        out = load(path)\n'
+        '    except c.UnsafeCheckpointError as e:\n'
+        '        print("refused", path)\n'
+        '        continue\n'
+        '    x = out["meta"]["x"]\n'
+        '    print("loaded", repr(x[0]))\n')
+    result = subprocess.run([sys.executable, '-c', code, str(dump),
+                             str(ckpt)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('refused') == 2, result.stdout

@@ -1,0 +1,12 @@
+# Table 2 at R18 scale on SynthMotion: TSN-ResNet18, 8 frames, one 3x3
+# convolution of res4 (block 1, where RSANet-R18 has its res4 RSA layer)
+# replaced by a (2+1)D convolution, 1x7x7 then 5x1x1 (W_1D o W_2D, the paper's [50]). M = 5x3x3, as for every transform of this
+# comparison (res4 maps are 2x2 on the 32x32 input). Data, schedule and head
+# are those of ../rsanet_r18_8x1_synthmotion.py.
+_base_ = ['../rsanet_r18_8x1_synthmotion.py']
+
+model = dict(
+    backbone=dict(
+        rsa_blocks=((), (), (1, ), ()),
+        transform='conv2plus1d',
+        rsa_cfg=dict(_delete_=True, kernel_size=(5, 3, 3))))
