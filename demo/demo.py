@@ -10,7 +10,8 @@ demo/synthmotion_demo.py``)::
     python demo/demo.py \
         configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py \
         work_dirs/synthmotion_demo/rsanet_r18_8x1_synthmotion.pth \
-        data/synthmotion/videos/val_00000.mp4 data/synthmotion/label_map.txt
+        data/synthmotion/rawframes/val_00000 data/synthmotion/label_map.txt \
+        --out-filename val_00000_labelled.mp4
 
 VIDEO is a video file or a folder of frames; see
 :mod:`mmrsa.apis.inference`, which this script calls. LABEL may be left out
@@ -240,6 +241,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Tuple[str, float]]:
     if labels is not None and len(labels) != len(scores):
         sys.exit(f'error: {args.label} has {len(labels)} names but the '
                  f'model predicts {len(scores)} classes')
+    if not bool(torch.isfinite(scores).all()):
+        print(f'warning: the scores for {args.video} hold non-finite values '
+              f'(nan/inf): the weights of {args.checkpoint} are probably '
+              f'non-finite (a diverged run); the labels below mean nothing.',
+              file=sys.stderr)
     k = min(args.topk, len(scores))
     top = torch.topk(scores, k)
     results = []

@@ -11,7 +11,8 @@ Importing this package
    through MMEngine's ``CheckpointLoader.register_scheme``
    (:mod:`mmrsa.fileio.checkpoint`);
 3. registers the package's models, datasets, transforms, hooks and optimizer
-   wrapper into MMAction2's registries.
+   wrapper into MMAction2's registries, and creates the ``mmrsa`` scope for
+   ``mmrsa::`` config paths (:mod:`mmrsa.registry`).
 
 Nothing else of MMEngine or MMAction2 is replaced: the checks (clip length,
 annotation lines, checkpoint fit) act only where a config opts in.
@@ -24,7 +25,7 @@ from .fileio.checkpoint import register_safe_schemes  # noqa: E402
 
 register_safe_schemes()
 
-from . import datasets, engine, models  # noqa: E402
+from . import datasets, engine, models, registry  # noqa: E402
 from .version import __version__, version_info  # noqa: E402
 
 __all__ = ['__version__', 'version_info', 'datasets', 'engine', 'models']

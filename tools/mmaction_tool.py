@@ -18,18 +18,18 @@ registered modules) and then runs the tool as ``python TOOL ARGS`` would::
 
 While the tool runs, ``torch.load`` reads through mmrsa's safe loader
 (:func:`mmrsa.fileio.checkpoint.safe_torch_load`: ``weights_only=True`` with
-the allow-list of MMEngine checkpoints), so no checkpoint runs code; a local
-file listed in ``MMRSA_TRUSTED_CHECKPOINTS`` is read with full pickle.
+the allow-list of MMEngine checkpoints, whatever ``weights_only`` the tool
+passes), so no checkpoint runs code; a local file listed in
+``MMRSA_TRUSTED_CHECKPOINTS`` is read with full pickle.
 ``.pkl`` files a tool reads with ``mmengine.load`` are plain pickles: give
 the tools only files you trust.
 """
-import contextlib
 import difflib
 import os
 import os.path as osp
 import runpy
 import sys
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 # runnable from a source checkout without installing mmrsa
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
@@ -101,46 +101,19 @@ def resolve_tool(name: str, root: Optional[str] = None) -> str:
         f'({len(tools)} Python tools there).{hint}')
 
 
-@contextlib.contextmanager
-def safe_torch_load() -> Iterator[None]:
-    """``torch.load`` reads through mmrsa's safe loader while the tool
-    runs (restored afterwards)."""
-    import torch
-
-    from mmrsa.fileio.checkpoint import (is_trusted_checkpoint,
-                                         safe_torch_load as _safe_load)
-    original = torch.load
-
-    def load(f, map_location=None, *args, **kwargs):
-        trusted = (isinstance(f, (str, os.PathLike))
-                   and is_trusted_checkpoint(os.fspath(f)))
-        source = os.fspath(f) if isinstance(f, os.PathLike) else f
-        torch.load = original  # what the safe loader itself calls
-        try:
-            return _safe_load(
-                source, map_location=map_location, trusted=trusted)
-        finally:
-            torch.load = load
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
 def run(tool: str, args: Sequence[str]) -> None:
     """Run ``tool`` with ``args`` as ``python TOOL ARGS`` would, after
     ``import mmrsa``."""
     import mmrsa  # noqa: F401  (compat fixes, safe loaders, registration)
     from mmrsa.fileio.checkpoint import (CheckpointFileError,
-                                         UnsafeCheckpointError)
+                                         UnsafeCheckpointError,
+                                         torch_load_through_loader)
     path = resolve_tool(tool)
     argv, sys_path = sys.argv, list(sys.path)
     sys.argv = [path, *args]
     sys.path.insert(0, osp.dirname(path))
     try:
-        with safe_torch_load():
+        with torch_load_through_loader():
             runpy.run_path(path, run_name='__main__')
     except (UnsafeCheckpointError, CheckpointFileError) as err:
         raise SystemExit(f'error: {err}') from None

@@ -4,6 +4,7 @@
 #   bash tools/run.sh test [PYTEST_ARGS...]   run the test suite (not slow, not gpu)
 #   bash tools/run.sh demo [ARGS...]          SynthMotion demo: RSANet vs TSN on CPU
 #   bash tools/run.sh python [ARGS...]        any python command inside .venv
+#   bash tools/run.sh lint                    flake8, isort, yapf (setup.cfg)
 #
 # The environment lives in .venv at the repository root. It is created when
 # missing and reinstalled when setup.py, setup.cfg or requirements/*.txt
@@ -27,7 +28,7 @@ log() { printf '[run.sh] %s\n' "$*" >&2; }
 die() { printf '[run.sh] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 find_python() {
@@ -176,12 +177,30 @@ main() {
       ensure_env </dev/null
       exec "${VENV}/bin/python" "$@"
       ;;
+    lint)
+      ensure_env </dev/null
+      cd "${REPO_ROOT}"
+      # OpenMMLab's lint (the rules are in setup.cfg); fix with
+      #   .venv/bin/isort PATHS && .venv/bin/yapf -i -r PATHS
+      local paths=(mmrsa tools tests demo configs)
+      log "flake8, isort --check-only, yapf --diff on ${paths[*]}"
+      local failed=0
+      "${VENV}/bin/python" -m flake8 "${paths[@]}" || failed=1
+      "${VENV}/bin/python" -m isort --check-only --diff "${paths[@]}" \
+        || failed=1
+      "${VENV}/bin/python" -m yapf --diff --recursive "${paths[@]}" \
+        || failed=1
+      if [[ "${failed}" -ne 0 ]]; then
+        die 'lint failed (see above)'
+      fi
+      log 'lint clean'
+      ;;
     -h|--help|help)
       usage
       ;;
     *)
       usage
-      die "unknown command '${command}' (expected test, demo or python)"
+      die "unknown command '${command}' (expected test, demo, python or lint)"
       ;;
   esac
 }

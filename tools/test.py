@@ -26,7 +26,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
 from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
-                          ClipSamplingError)
+                          ClipSamplingError, NonFiniteCheckHook)
 from mmrsa.utils import keep_freed_memory  # noqa: E402
 from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
 from mmrsa.apis import ToolConfigError, build_test_config  # noqa: E402
@@ -131,6 +131,9 @@ def main(argv=None) -> dict:
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
+        if not any(isinstance(h, NonFiniteCheckHook) for h in runner.hooks):
+            # warns when predicted scores hold nan / inf
+            runner.register_hook(NonFiniteCheckHook())
         return runner.test()
     except CLEAR_ERRORS as e:
         sys.exit(f'error: {e}')

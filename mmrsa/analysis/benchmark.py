@@ -33,8 +33,6 @@ the OpenMMLab stack (:data:`OPENMMLAB_STACK`).
 import copy
 import importlib.util
 import logging
-import statistics
-import time
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple)
 
@@ -42,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from mmrsa.utils.memory import saved_bytes
+from mmrsa.utils.timing import time_alternating
 
 __all__ = [
     'OPENMMLAB_STACK', 'SECTIONS', 'STAGE_SHAPES', 'RSANET_CONFIG',
@@ -94,32 +93,6 @@ def missing_stack() -> List[str]:
         name for name in OPENMMLAB_STACK
         if importlib.util.find_spec(name) is None
     ]
-
-
-def time_alternating(fns: Dict[str, Callable[[], None]],
-                     repeats: int,
-                     warmup: int,
-                     sync: Callable[[], None],
-                     pause: float = 0.0) -> Dict[str, float]:
-    """Median milliseconds per candidate, rounds alternating between them,
-    with ``pause`` idle seconds before every timed call."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for i in range(repeats):
-        order = list(fns.items())
-        if i % 2:
-            order.reverse()
-        for name, fn in order:
-            sync()
-            time.sleep(pause)
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 class Bench:

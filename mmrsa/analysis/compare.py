@@ -368,8 +368,10 @@ def format_summary(summary: Sequence[Dict]) -> str:
     return '\n'.join(lines)
 
 
-def plot_summary(summary: Sequence[Dict], out: str,
-                 title: str = 'SynthMotion: spatio-temporal transforms') -> None:
+def plot_summary(
+        summary: Sequence[Dict],
+        out: str,
+        title: str = 'SynthMotion: spatio-temporal transforms') -> None:
     """A bar chart of top-1 and direction accuracy (mean, with the range
     over seeds as error bars) written to ``out`` (PNG, matplotlib Agg)."""
     import matplotlib

@@ -32,6 +32,7 @@ pickles a custom class, say) with the tools' ``--trust-pickle``,
 local copy.
 """
 import ast
+import contextlib
 import copyreg
 import hashlib
 import io
@@ -41,9 +42,8 @@ import os.path as osp
 import pickle
 import re
 import tempfile
-import zipfile
 from collections import OrderedDict
-from typing import IO, Any, Dict, List, Optional, Set, Union
+from typing import IO, Any, Dict, Iterator, List, Optional, Set, Union
 from urllib.error import URLError
 from urllib.parse import urlparse
 
@@ -54,6 +54,7 @@ __all__ = [
     'allowed_globals', 'load_score_file', 'torchvision_url',
     'check_file_hash', 'check_config_text', 'is_declarative_config',
     'cache_path', 'is_official_layout', 'from_official_layout',
+    'torch_load_through_loader',
     'HASH_IN_NAME', 'TRUST_ENV', 'UnsafeCheckpointError', 'CheckpointFileError',
     'CheckpointDownloadError', 'trust_checkpoint', 'is_trusted_checkpoint',
     'trusted_checkpoints', 'safe_torch_load', 'load_local_checkpoint',
@@ -401,8 +402,10 @@ def _describe_bad_file(name: str, size: Optional[int],
     detail = detail[0] if detail else type(error).__name__
     if size == 0:
         what = 'is empty (0 bytes)'
-    elif isinstance(error, EOFError) or 'failed finding central' in str(
-            error) or 'truncated' in str(error).lower():
+    elif isinstance(error, EOFError) or any(
+            s in str(error).lower()
+            for s in ('failed finding central', 'truncated',
+                      'invalid argument', 'unexpected eof')):
         what = (f'is truncated or not a checkpoint ({size} bytes; '
                 f'{type(error).__name__}: {detail})')
     else:
@@ -1008,3 +1011,34 @@ def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b''):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def torch_load_through_loader() -> Iterator[None]:
+    """While the ``with`` block runs, ``torch.load`` reads through
+    :func:`safe_torch_load` (weights only, the one allow-list; trusted files
+    as the user chose); restored afterwards.
+
+    For third-party scripts that call ``torch.load`` themselves, e.g.
+    MMAction2's packaged ``publish_model.py`` run by
+    ``tools/mmaction_tool.py``. A stack fix, listed in
+    ``docs/compatibility.md``.
+    """
+    original = torch.load
+
+    def load(f, map_location=None, *args, **kwargs):
+        trusted = (isinstance(f, (str, os.PathLike))
+                   and is_trusted_checkpoint(os.fspath(f)))
+        source = os.fspath(f) if isinstance(f, os.PathLike) else f
+        torch.load = original  # what the safe loader itself calls
+        try:
+            return safe_torch_load(
+                source, map_location=map_location, trusted=trusted)
+        finally:
+            torch.load = load
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original

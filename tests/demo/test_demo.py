@@ -1,7 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Tests of demo/demo.py (run as a script) and of the inference code it
 calls (:mod:`mmrsa.apis.inference`) on generated SynthMotion clips."""
-import importlib.util
 import os.path as osp
 
 import decord
@@ -14,7 +13,7 @@ from mmrsa.apis import predict
 from mmrsa.datasets.synthmotion import (SYNTHMOTION_CLASSES,
                                         generate_synthmotion)
 from mmrsa.fileio.checkpoint import load_checkpoint_file
-from run_helpers import run_tool
+from run_helpers import import_tool, run_tool
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
@@ -23,15 +22,7 @@ TSN_CONFIG = osp.join(
     ROOT, 'configs/recognition/rsanet/baselines/tsn_r18_8x1_synthmotion.py')
 
 
-def _demo_module():
-    spec = importlib.util.spec_from_file_location(
-        'mmrsa_demo_script', osp.join(ROOT, 'demo', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-DEMO = _demo_module()
+DEMO = import_tool('demo/demo.py')
 
 
 def _demo(*args):
@@ -271,3 +262,19 @@ def test_label_drawing_keeps_the_rest_of_the_frame():
     assert (drawn[..., 1][drawn[..., 1] > 40] > drawn[..., 2].max()).all()
     (resized, ) = DEMO.draw_label([frame], 'x', target_resolution=(-1, 60))
     assert resized.shape == (60, 80, 3)
+
+
+def test_read_frames_of_a_video_and_its_frame_folder(clips):
+    """--out-filename draws on every frame: of the video, or of the frame
+    folder (named as the config's filename_tmpl), in order."""
+    video = DEMO.read_frames(osp.join(clips, 'videos', 'val_00000.mp4'),
+                             CONFIG)
+    folder = DEMO.read_frames(osp.join(clips, 'rawframes', 'val_00000'),
+                              CONFIG)
+    assert len(video) == len(folder) == len(
+        decord.VideoReader(osp.join(clips, 'videos', 'val_00000.mp4')))
+    assert video[0].shape == folder[0].shape and video[0].ndim == 3
+    # the same clip, both lossy: the frames agree far better in order
+    same = np.abs(video[3].astype(int) - folder[3]).mean()
+    other = np.abs(video[3].astype(int) - folder[-1]).mean()
+    assert same < other

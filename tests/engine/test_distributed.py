@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
-                               load_checkpoint, tool_env)
+from train_helpers import read_checkpoint as load_checkpoint
+from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, tool_env
 
 # What a config written for GPUs asks for: NCCL and SyncBN.
 GPU_STYLE = [

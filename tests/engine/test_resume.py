@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN,
-                               load_checkpoint, run_tool, train_scalars)
+from train_helpers import read_checkpoint as load_checkpoint
+from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool,
+                         train_scalars)
 
 ITERS_PER_EPOCH = 2
 

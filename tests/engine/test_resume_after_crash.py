@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, load_checkpoint,
-                         run_tool)
+from train_helpers import read_checkpoint as load_checkpoint
+from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool
 
 # Kills the process (no clean-up, as a crash or a pre-empted job would) once
 # the checkpoint of the given epoch is written, before validation.

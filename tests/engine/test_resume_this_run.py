@@ -7,7 +7,7 @@ file, are skipped instead of ending the run. ``reference_run`` (a finished
 2-epoch run) stands for the earlier run."""
 import pytest
 
-from conftest import copy_run, read_checkpoint, train
+from train_helpers import copy_run, read_checkpoint, train
 
 
 def test_unreadable_files_are_skipped(synth_dir, reference_run, tmp_path):

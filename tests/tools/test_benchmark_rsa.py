@@ -7,7 +7,6 @@ Times are not asserted (they are noise at these sizes); the tables' rows,
 the ratio columns, the FLOP counts and the memory measures are.
 """
 import ast
-import importlib
 import json
 import re
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from mmrsa.analysis import benchmark
-from run_helpers import run_tool, tool_env
+from run_helpers import import_tool, run_tool, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL_DIR = REPO_ROOT / 'tools' / 'analysis_tools'
@@ -26,17 +25,7 @@ TOOL_DIR = REPO_ROOT / 'tools' / 'analysis_tools'
 FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
 
 
-def _import_tool():
-    """The tool as a module (``tools/`` is no package: imported from its
-    folder, as ``python tools/analysis_tools/benchmark_rsa.py`` runs it)."""
-    sys.path.insert(0, str(TOOL_DIR))
-    try:
-        return importlib.import_module('benchmark_rsa')
-    finally:
-        sys.path.remove(str(TOOL_DIR))
-
-
-tool = _import_tool()
+tool = import_tool('tools/analysis_tools/benchmark_rsa.py')
 
 
 def _main(argv):

@@ -2,7 +2,6 @@
 """tools/mmaction_tool.py: MMAction2's packaged tools, run for real after
 ``import mmrsa``."""
 import hashlib
-import importlib.util
 import os.path as osp
 import pathlib
 import pickle
@@ -11,21 +10,13 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-from run_helpers import REPO_ROOT, run_tool
+from run_helpers import REPO_ROOT, import_tool, run_tool
 
 SCRIPT = REPO_ROOT / 'tools' / 'mmaction_tool.py'
 CONFIG = 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py'
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location('mmrsa_mmaction_tool',
-                                                  SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _module()
+TOOL = import_tool('tools/mmaction_tool.py')
 PACKAGED = pathlib.Path(TOOL.tools_root())
 
 
@@ -172,10 +163,11 @@ def test_usage_and_list():
 
 def test_torch_load_is_safe_only_while_the_tool_runs(tmp_path):
     import mmrsa  # noqa: F401
-    from mmrsa.fileio.checkpoint import UnsafeCheckpointError
+    from mmrsa.fileio.checkpoint import (UnsafeCheckpointError,
+                                         torch_load_through_loader)
     torch.save(dict(p=pathlib.PurePosixPath('/x')), tmp_path / 'odd.pth')
     original = torch.load
-    with TOOL.safe_torch_load():
+    with torch_load_through_loader():
         assert torch.load is not original
         with pytest.raises(UnsafeCheckpointError):
             torch.load(str(tmp_path / 'odd.pth'), weights_only=False)

@@ -159,3 +159,166 @@ def test_test_config_errors(tmp_path):
     assert cfg.test_evaluator[-1]['out_file_path'] == str(existing)
     assert existing.read_bytes() == b'mine'  # nothing written yet
     assert {'type': 'CheckpointFitHook'} in cfg.custom_hooks
+
+
+@pytest.fixture
+def parsed_once(monkeypatch):
+    """build_*_config parse each config file once in the test (the
+    options are applied to a copy each time)."""
+    import copy
+
+    from mmengine.config import Config
+
+    import mmrsa.apis.run_config as run_config
+    parsed = {}
+
+    def load_config(config, cfg_options=None):
+        if config not in parsed:
+            parsed[config] = Config.fromfile(config)
+        cfg = copy.deepcopy(parsed[config])
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        return cfg
+
+    monkeypatch.setattr(run_config, 'load_config', load_config)
+
+
+def test_train_config_options(tmp_path, parsed_once):
+    """Every option of build_train_config, observed in the config it
+    builds, each alone (and none: the config as written)."""
+    config = osp.join(ROOT, CONFIGS['rsanet'])
+    plain = build_train_config(config, cuda=False)
+    assert plain.randomness == dict(seed=0, deterministic=False)
+    assert not plain.resume and plain.load_from is None
+    assert plain.launcher == 'none'
+    assert plain.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper'
+    assert plain.val_cfg is not None and plain.val_dataloader is not None
+    assert plain.auto_scale_lr.enable is False
+
+    def build(**options):
+        return build_train_config(config, cuda=False, **options)
+
+    assert build(work_dir=str(tmp_path)).work_dir == str(tmp_path)
+    assert build(launcher='pytorch').launcher == 'pytorch'
+    assert build(launcher='slurm').launcher == 'slurm'
+    # --resume: the newest checkpoint (auto), a file, a URL
+    auto = build(resume='auto')
+    assert auto.resume is True and auto.load_from is None
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'x')
+    named = build(resume=str(ckpt))
+    assert named.resume is True and named.load_from == str(ckpt)
+    url = 'https://example.com/epoch_1.pth'
+    assert build(resume=url).load_from == url  # not checked locally
+    # --seed, --diff-rank-seed, --deterministic: each alone, the others
+    # as the config has them
+    assert build(seed=3).randomness == dict(seed=3, deterministic=False)
+    assert build(seed=0).randomness.seed == 0
+    assert build(diff_rank_seed=True).randomness == dict(
+        seed=0, deterministic=False, diff_rank_seed=True)
+    assert build(deterministic=True).randomness == dict(
+        seed=0, deterministic=True)
+    assert 'diff_rank_seed' not in plain.randomness
+    # --auto-scale-lr
+    assert build(auto_scale_lr=True).auto_scale_lr == dict(
+        enable=True, base_batch_size=16)
+    no_scale = tmp_path / 'no_scale.py'  # a config without auto_scale_lr
+    no_scale.write_text('train_dataloader = dict(batch_size=2)\n')
+    with pytest.raises(ToolConfigError, match='needs `auto_scale_lr'):
+        build_train_config(str(no_scale), auto_scale_lr=True, cuda=False)
+    # --no-validate drops what picks the best checkpoint too
+    best = {'default_hooks.checkpoint.save_best': 'auto',
+            'default_hooks.checkpoint.rule': 'greater'}
+    kept = build(cfg_options=best)
+    assert kept.default_hooks.checkpoint.save_best == 'auto'
+    dropped = build(no_validate=True, cfg_options=best)
+    assert dropped.val_cfg is None and dropped.val_dataloader is None
+    assert dropped.val_evaluator is None
+    assert 'save_best' not in dropped.default_hooks.checkpoint
+    assert 'rule' not in dropped.default_hooks.checkpoint
+    assert dropped.default_hooks.checkpoint.interval == 1
+    # --amp: bfloat16 CPU autocast without a GPU, float16 with a dynamic
+    # loss scale (unless the config sets one) with a GPU
+    assert build(amp=True).optim_wrapper.type == 'CPUAutocastOptimWrapper'
+    assert 'loss_scale' not in build(amp=True).optim_wrapper
+    on_gpu = build_train_config(config, amp=True, cuda=True)
+    assert on_gpu.optim_wrapper.type == 'AmpOptimWrapper'
+    assert on_gpu.optim_wrapper.loss_scale == 'dynamic'
+    assert on_gpu.optim_wrapper.clip_grad == plain.optim_wrapper.clip_grad
+    static = build_train_config(
+        config, amp=True, cuda=True,
+        cfg_options={'optim_wrapper.loss_scale': 512.})
+    assert static.optim_wrapper.loss_scale == 512.
+    with pytest.raises(ToolConfigError, match="custom optimizer wrapper "
+                       "'MyWrapper'"):
+        build(amp=True, cfg_options={'optim_wrapper.type': 'MyWrapper'})
+    # --cfg-options
+    assert build(cfg_options={
+        'train_cfg.max_epochs': 7
+    }).train_cfg.max_epochs == 7
+
+
+def test_test_config_options(tmp_path, parsed_once):
+    """Every option of build_test_config, observed in the config it
+    builds."""
+    config = osp.join(ROOT, CONFIGS['rsanet'])
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'x')
+    plain = build_test_config(config, str(ckpt))
+    assert plain.load_from == str(ckpt) and plain.resume is False
+    assert plain.launcher == 'none'
+    assert plain.work_dir == osp.join('work_dirs',
+                                      'rsanet_r18_8x1_synthmotion')
+    assert plain.test_evaluator == dict(type='AccMetric')
+    # the hook is added once, and never twice
+    assert [h['type'] for h in plain.custom_hooks].count(
+        'CheckpointFitHook') == 1
+    assert plain.get('default_hooks', {}).get('visualization') in (
+        None, plain.default_hooks.get('visualization'))
+    # a config that says resume=True is tested from the given checkpoint
+    resumed = build_test_config(
+        config, str(ckpt), cfg_options={'resume': True})
+    assert resumed.resume is False and resumed.load_from == str(ckpt)
+    no_fit = tmp_path / 'no_fit.py'
+    no_fit.write_text(f'_base_ = {config!r}\ncustom_hooks = []\n')
+    assert build_test_config(str(no_fit), str(ckpt)).custom_hooks == [
+        dict(type='CheckpointFitHook')
+    ]
+    # checkpoint URLs are not checked locally
+    url = 'https://example.com/epoch_1.pth'
+    assert build_test_config(config, url).load_from == url
+
+    other = build_test_config(
+        config, str(ckpt), work_dir=str(tmp_path / 'w'), launcher='pytorch',
+        cfg_options={'test_dataloader.batch_size': 3})
+    assert other.work_dir == str(tmp_path / 'w')
+    assert other.launcher == 'pytorch'
+    assert other.test_dataloader.batch_size == 3
+    # --show, --show-dir, --interval, --wait-time
+    shown = build_test_config(config, str(ckpt), show=True, interval=5,
+                              wait_time=0.5)
+    vis = shown.default_hooks.visualization
+    assert vis.type == 'VisualizationHook'
+    assert (vis.enable, vis.show, vis.out_dir, vis.interval,
+            vis.wait_time) == (True, True, None, 5, 0.5)
+    to_dir = build_test_config(config, str(ckpt), show_dir='vis')
+    vis = to_dir.default_hooks.visualization
+    assert (vis.enable, vis.show, vis.out_dir, vis.interval,
+            vis.wait_time) == (True, False, 'vis', 1, 2)
+    # --dump: appended to the evaluator, a list of evaluators kept
+    dump = str(tmp_path / 'scores.pkl')
+    dumped = build_test_config(config, str(ckpt), dump=dump)
+    assert dumped.test_evaluator == [
+        dict(type='AccMetric'),
+        dict(type='DumpResults', out_file_path=dump)
+    ]
+    two = build_test_config(
+        config, str(ckpt), dump=dump,
+        cfg_options={'test_evaluator': [dict(type='AccMetric'),
+                                        dict(type='ConfusionMatrix')]})
+    assert [e['type'] for e in two.test_evaluator] == [
+        'AccMetric', 'ConfusionMatrix', 'DumpResults'
+    ]
+    assert build_test_config(config, str(ckpt), dump=str(
+        tmp_path / 'scores.pickle')).test_evaluator[-1]['type'] == (
+            'DumpResults')

@@ -43,7 +43,6 @@ import importlib
 import importlib.util
 import json
 import math
-import statistics
 import sys
 import time
 import types
@@ -59,6 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: loaded from their files (their packages' ``__init__`` import MMAction2).
 LAYER_PACKAGE = '_mmrsa_gpu_check_layer'
 FILEIO_PACKAGE = '_mmrsa_gpu_check_fileio'
+UTILS_PACKAGE = '_mmrsa_gpu_check_utils'
 
 #: The RSA blocks of RSANet-R50 per stage (``PAPER_RSA_BLOCKS`` of
 #: ``mmrsa/models/backbones/rsanet.py``), the width of each stage's 3x3
@@ -213,23 +213,11 @@ def time_rounds(fns: Dict[str, Callable[[], None]], repeats: int,
                 warmup: int, sync: Callable[[], None] = _sync
                 ) -> Dict[str, float]:
     """Median milliseconds per candidate, rounds alternating between the
-    candidates (as ``mmrsa.analysis.benchmark.time_alternating``, which
-    imports MMAction2 through ``mmrsa``)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for i in range(repeats):
-        order = list(fns.items())
-        if i % 2:
-            order.reverse()
-        for name, fn in order:
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    candidates: ``mmrsa/utils/timing.py``'s ``time_alternating``, loaded
+    from its file (``mmrsa.utils`` itself imports MMAction2)."""
+    _private_package(UTILS_PACKAGE, REPO_ROOT / 'mmrsa' / 'utils')
+    timing = importlib.import_module(f'{UTILS_PACKAGE}.timing')
+    return timing.time_alternating(fns, repeats, warmup, sync)
 
 
 def peak_mib(fn: Callable[[], None]) -> float:

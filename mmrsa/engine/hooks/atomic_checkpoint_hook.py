@@ -116,11 +116,13 @@ class AtomicCheckpointHook(CheckpointHook):
         bad = self._non_finite(runner)
         if bad:
             kept = runner.message_hub.get_info('last_ckpt') or self.last_ckpt
+            kept = (f'the last one, {kept}, is kept' if kept else
+                    'none was saved before')
             raise NonFiniteWeightsError(
                 f'Not saving {self.filename_tmpl.format(step)}: the model '
                 f'holds non-finite values (inf/nan) in '
                 f'{describe_non_finite(bad)}. No checkpoint was written or '
-                f'removed (the last one, {kept}, is kept). Training diverged: '
+                f'removed ({kept}). Training diverged: '
                 f'lower the learning rate or clip gradients, add '
                 f'NonFiniteCheckHook to stop at the first bad step, and '
                 f'resume from the last checkpoint.')

@@ -11,8 +11,8 @@ writes ``nan`` into every weight, MMEngine goes on training (and logging
 optimizer step (``torch.optim.Optimizer.register_step_pre_hook``, after
 gradient clipping): when their total norm is not finite, the gradients are
 dropped (set to ``None``), so the step leaves every parameter and its
-optimizer state as they were. After the iteration, with the loss checked
-too:
+optimizer state as they were. After the iteration, with the loss and the
+model's floating-point buffers (BatchNorm running statistics) checked too:
 
 * ``action='stop'`` (default): the run ends with
   :class:`NonFiniteTrainingError`, whose message names the iteration, the
@@ -22,6 +22,12 @@ too:
   model's floating-point buffers (BatchNorm running statistics, updated by
   the forward pass) are put back as they were before the iteration. After
   ``max_consecutive_skips`` skipped steps in a row the run stops as above.
+  The buffers of a skipped step are restored, its weights are those of the
+  step before only when the gradients were the non-finite part.
+
+In validation and testing the hook counts the predictions whose scores
+(``pred_score``) hold ``inf`` / ``nan`` and logs a warning after the
+epoch (``tools/test.py`` adds the hook when the config has none).
 
 A step the gradient scaler of ``AmpOptimWrapper`` skips (fp16 overflow) never
 reaches the optimizer, and is not counted here.
@@ -49,7 +55,7 @@ from mmaction.registry import HOOKS
 
 __all__ = [
     'NonFiniteTrainingError', 'NonFiniteWeightsError', 'non_finite_tensors',
-    'NonFiniteCheckHook'
+    'describe_non_finite', 'NonFiniteCheckHook'
 ]
 
 ACTIONS = ('stop', 'skip')
@@ -90,20 +96,25 @@ def _model(runner) -> torch.nn.Module:
 
 @HOOKS.register_module()
 class NonFiniteCheckHook(Hook):
-    """Stop the run, or skip the step, when the loss or the gradient norm is
-    not finite (see the module docstring).
+    """Stop the run, or skip the step, when the loss, the gradient norm or
+    a buffer of the model is not finite (see the module docstring).
 
     Args:
         action (str): ``'stop'`` or ``'skip'``. Defaults to ``'stop'``.
         max_consecutive_skips (int): With ``action='skip'``, stop after this
             many skipped steps in a row. Defaults to 10.
+        check_buffers (bool): Also check the model's floating-point buffers
+            (BatchNorm running statistics, which activations that overflow
+            make ``inf`` while loss and gradients stay finite) after every
+            iteration. Defaults to True.
     """
 
     priority = 'LOW'  # after LoggerHook logs the iteration, before saving
 
     def __init__(self,
                  action: str = 'stop',
-                 max_consecutive_skips: int = 10) -> None:
+                 max_consecutive_skips: int = 10,
+                 check_buffers: bool = True) -> None:
         if action not in ACTIONS:
             raise ValueError(
                 f'action must be one of {ACTIONS}, got {action!r}')
@@ -112,12 +123,14 @@ class NonFiniteCheckHook(Hook):
             raise ValueError('max_consecutive_skips must be a positive '
                              f'int, got {max_consecutive_skips!r}')
         self.action = action
+        self.check_buffers = check_buffers
         self.max_consecutive_skips = max_consecutive_skips
         self._handles: list = []
         self._dropped_norm: Optional[float] = None
         self._buffers: Optional[Dict[str, torch.Tensor]] = None
         self._skipped_in_a_row = 0
         self.skipped_iters: List[int] = []
+        self._predictions = self._non_finite_predictions = 0
 
     # -- the optimizer step ----------------------------------------------- #
     def before_train(self, runner) -> None:
@@ -152,6 +165,44 @@ class NonFiniteCheckHook(Hook):
             p.grad = None
         self._dropped_norm = float(norm)
 
+    # -- predictions ------------------------------------------------------ #
+    def _count_scores(self, outputs) -> None:
+        for output in outputs or ():
+            scores = output.get('pred_score') if isinstance(
+                output, dict) else getattr(output, 'pred_score', None)
+            if not isinstance(scores, torch.Tensor):
+                continue
+            self._predictions += 1
+            if not bool(torch.isfinite(scores).all()):
+                self._non_finite_predictions += 1
+
+    def _warn_scores(self, mode: str) -> None:
+        bad, total = self._non_finite_predictions, self._predictions
+        if bad:
+            print_log(
+                f'{bad} of {total} {mode} predictions hold non-finite scores '
+                f'(nan/inf): the model\'s weights are probably non-finite '
+                f'(a diverged run); its metrics mean nothing.',
+                logger='current',
+                level=logging.WARNING)
+
+    def before_val_epoch(self, runner) -> None:
+        self._predictions = self._non_finite_predictions = 0
+
+    before_test_epoch = before_val_epoch
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None) -> None:
+        self._count_scores(outputs)
+
+    after_test_iter = after_val_iter
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._warn_scores('validation')
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._warn_scores('test')
+
     # -- around the iteration --------------------------------------------- #
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
@@ -184,6 +235,18 @@ class NonFiniteCheckHook(Hook):
                 problems.append(f'loss ({loss.float().mean().item()})')
         if self._dropped_norm is not None:
             problems.append(f'gradient norm ({self._dropped_norm})')
+        if self.check_buffers:
+            buffers = {
+                name: buffer
+                for name, buffer in _model(runner).named_buffers()
+                if buffer.is_floating_point()
+            }
+            finite = [torch.isfinite(b).all() for b in buffers.values()]
+            if finite and not bool(torch.stack(finite).all()):
+                names = non_finite_tensors(buffers)
+                more = f' and {len(names) - 3} more' if len(names) > 3 \
+                    else ''
+                problems.append(f"buffers {', '.join(names[:3])}{more}")
         if not problems:
             self._skipped_in_a_row = 0
             self._buffers = None

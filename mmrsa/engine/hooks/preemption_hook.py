@@ -41,6 +41,10 @@ next batch. How exact that is:
   (``Epoch(train) [2][1/1]`` for the second of two batches); the iteration
   counter is exact.
 
+A model whose weights hold ``inf`` / ``nan`` is not saved: the run ends
+with :class:`~mmrsa.engine.hooks.NonFiniteWeightsError` (exit code 1, no
+requeue).
+
 ``IterBasedTrainLoop`` resumes at the saved iteration by itself (MMEngine
 replays the data loader up to it). The file is removed once the resumed run
 saves a newer checkpoint through its checkpoint hook, or is pre-empted again.
@@ -69,6 +73,8 @@ from torch.utils.data import Sampler
 
 from mmaction.registry import HOOKS
 from mmrsa.fileio.atomic import write_bytes_atomic
+from .non_finite_check_hook import (NonFiniteWeightsError, _model,
+                                    describe_non_finite, non_finite_tensors)
 
 __all__ = ['PREEMPTED_EXIT_CODE', 'PreemptionHook']
 
@@ -183,6 +189,14 @@ class PreemptionHook(Hook):
         out_dir, backend_args = self._out_dir(runner)
         filename = PREEMPTED_FILENAME_TMPL.format(iters)
         name = self.received or 'a signal on another process'
+        bad = non_finite_tensors(_model(runner).state_dict())
+        if bad:  # never a non-finite checkpoint; no requeue either
+            self._restore_handlers()
+            raise NonFiniteWeightsError(
+                f'Pre-empted by {name} at {where}, but the model holds '
+                f'non-finite values in {describe_non_finite(bad)}: nothing '
+                f'saved. Resume from the last checkpoint with a lower '
+                f'learning rate.')
         runner.save_checkpoint(
             out_dir,
             filename,

@@ -161,4 +161,7 @@ class WorkDirLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: B902  (interpreter shutdown)
+            pass

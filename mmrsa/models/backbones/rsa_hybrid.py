@@ -31,18 +31,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmaction.registry import MODELS
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
+from mmaction.registry import MODELS
 from ..common.rsa import RSA
-from .rsanet import (
-    FrameRSA,
-    check_rsa_blocks,
-    check_rsa_cfg,
-    default_rsa_blocks,
-    rsa_cfg_of_stage,
-)
+from .rsanet import (FrameRSA, check_rsa_blocks, check_rsa_cfg,
+                     default_rsa_blocks, rsa_cfg_of_stage)
 
 __all__ = ['RSAHybrid']
 
@@ -50,7 +45,6 @@ __all__ = ['RSAHybrid']
 #: (``TemporalShift.net`` with ``shift_place='block'``,
 #: ``NL3DWrapper.block`` with non-local blocks).
 _WRAPPED_BLOCK_ATTRS = ('net', 'block')
-
 
 #: ``pretrained`` not given: the wrapped backbone's own setting stands.
 _KEEP = object()
@@ -372,8 +366,9 @@ class RSAHybrid(BaseModule):
         super().train(mode)
         return self
 
-    def forward(self, x: torch.Tensor
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def forward(
+            self,
+            x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """The wrapped backbone's forward.
 
         Args:

@@ -76,10 +76,10 @@ def attention_kernel_reference(layer: LocalSelfAttention, x: torch.Tensor,
 
 
 def _kernel(layer: LocalSelfAttention, q: torch.Tensor, k: torch.Tensor,
-            b: int, l: int, pos: Tuple[int, int, int]) -> torch.Tensor:
+            b: int, qi: int, pos: Tuple[int, int, int]) -> torch.Tensor:
     _, _, _, t_size, h_size, w_size = q.shape
     t, h, w = pos
-    query = q[b, l, :, t, h, w]  # [Cq]
+    query = q[b, qi, :, t, h, w]  # [Cq]
     table = (layer.position.detach().double()
              if layer.use_position else None)  # [M, Cq]
     logits = [None] * layer.context_size

@@ -196,7 +196,8 @@ class LocalSelfAttention(nn.Module):
                 f'softmax={self.softmax}')
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``[N, in_channels, T, H, W]``."""
+        """Raise ``ValueError`` unless ``x`` is ``[N, C, T, H, W]`` with
+        ``C = in_channels``."""
         if not isinstance(x, torch.Tensor) or x.dim() != 5:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
             raise ValueError(

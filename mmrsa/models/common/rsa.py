@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from . import rsa_triton
 from .rsa_ops import (channel_conv3d, contiguous_grad,
-                      grouped_channel_conv3d, per_position_matmul,
-                      use_position_loops)
+                      export_channel_conv3d, grouped_channel_conv3d,
+                      per_position_matmul, use_position_loops)
 
 __all__ = [
     'RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS',
@@ -561,6 +561,11 @@ class RSA(nn.Module):
             proj, (nq, cq, self.latent_dim),
             self.use_relational_kernel and self.use_relational_context,
             self.path)
+        if torch.onnx.is_in_onnx_export():
+            # what the exported graph computes is onnxruntime's to run:
+            # positions first, its fast convolutions (see
+            # export_channel_conv3d) and products
+            path = 'onnx'
         if path == 'cpu_loops':
             out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
             # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
@@ -643,6 +648,8 @@ class RSA(nn.Module):
         ``filters`` ``[banks, O, k...]``, positions first: ``[N*THW, C, O]``
         (a strided view on the CPU path, where C is the outer dimension)."""
         channels = x.shape[1]
+        if path == 'onnx':
+            return export_channel_conv3d(x, filters, self.padding)
         if path == 'cpu_bmm':
             # [N, C, T, H, W] -> [C, N, T, H, W, O] -> [N*THW, C, O]
             out = channel_conv3d(x, filters, self.padding, channels_last=True)
@@ -692,9 +699,12 @@ class RSA(nn.Module):
             # [N*THW, Cq(c), Cq(c')]
             value_h2, value_g = torch.split(value, [dim, cq], dim=2)
             # (I + XV^T G)^T [N*THW, Cq(c'), Cq(c)], I added after the
-            # transpose (a contiguous sum for its gradient)
+            # transpose (a contiguous sum for its gradient); exported, before
+            # it (onnxruntime fuses a transpose that feeds a product)
+            if path == 'onnx' and self.I is not None:
+                value_g = value_g + self.I
             value_g = value_g.transpose(1, 2)
-            if self.I is not None:
+            if self.I is not None and path != 'onnx':
                 value_g = value_g + self.I.t()
             if path == 'fused':
                 # the three products below in one kernel: [N*THW, Cq, L];

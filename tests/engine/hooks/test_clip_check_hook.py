@@ -15,6 +15,7 @@ import mmrsa  # noqa: F401
 from mmaction.registry import MODELS
 from mmrsa.engine import (ClipCheckHook, ClipSamplingError,
                           check_clip_sampling, check_num_classes)
+from mmrsa.engine.hooks.clip_check_hook import frames_per_video
 from run_helpers import DEMO_CONFIG, run_tool
 
 MMACTION_TRAIN = osp.join(osp.dirname(mmaction.__file__), '.mim', 'tools',
@@ -81,14 +82,34 @@ def test_num_segments_changed_but_not_the_pipelines():
 
 
 def test_twice_sample_and_multi_view_testing_are_fine():
+    """twice_sample (test mode) counts twice; 3 views of 8 frames are 24
+    frames; both are whole numbers of clips of 8, and a view more or less
+    than a clip is not."""
     cfg = _cfg()
     model = MODELS.build(cfg.model)
     test = copy.deepcopy(cfg.test_dataloader)
     _sampler(test).update(twice_sample=True)
     views = copy.deepcopy(cfg.test_dataloader)
     _sampler(views).update(num_clips=24)
-    check_clip_sampling(model, [('train', cfg.train_dataloader),
-                                ('test', test), ('val', views)])
+    assert frames_per_video(test.dataset.pipeline) == (
+        16, 'SampleFrames: clip_len=1 x num_clips=8 x 2 (twice_sample)')
+    assert frames_per_video(views.dataset.pipeline) == (
+        24, 'SampleFrames: clip_len=1 x num_clips=24')
+    # twice_sample outside test mode samples once
+    train = copy.deepcopy(cfg.train_dataloader)
+    _sampler(train).update(twice_sample=True)
+    assert frames_per_video(train.dataset.pipeline) == (
+        8, 'SampleFrames: clip_len=1 x num_clips=8')
+    check_clip_sampling(model, [('train', train), ('test', test),
+                                ('val', views)])
+    # num_clips=12: 24 frames with twice_sample (3 clips of 8), 12 without
+    # (not a whole number of clips)
+    _sampler(test).update(num_clips=12)
+    check_clip_sampling(model, [('test', test)])
+    _sampler(views).update(num_clips=12)
+    with pytest.raises(ClipSamplingError,
+                       match='the val pipeline .* samples 12 frames'):
+        check_clip_sampling(model, [('val', views)])
 
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from mmaction.models.backbones.resnet_tsm import TemporalShift
-from mmaction.registry import MODELS
 from mmcv.cnn import ConvModule
 from mmengine.logging import MMLogger
 from run_helpers import REPO_ROOT, SMALL_RUN, run_tool
 
 import mmrsa  # noqa: F401  (registers the modules)
+from mmaction.registry import MODELS
 from mmrsa.apis.model import build_model
 from mmrsa.models.backbones import FrameRSA, RSAHybrid
 from mmrsa.models.common import RSA
@@ -113,7 +112,7 @@ def test_tsm_hybrid_keeps_the_shift_and_adds_frame_rsa():
             continue
         for index, b in enumerate(block):
             # the temporal shift of every block stays
-            assert isinstance(b.conv1.conv, TemporalShift)
+            assert type(b.conv1.conv).__name__ == 'TemporalShift'
             conv = b.conv2.conv
             if index == 1:
                 assert isinstance(conv, FrameRSA)
@@ -136,22 +135,29 @@ def test_3d_hybrid_takes_clips():
     net = hybrid(slowonly18())
     assert net.num_segments is None  # the clip is the input
     layers = net.rsa_layers()
-    assert [name for name, _ in layers] == [
-        f'layer{i}.1.conv2.conv' for i in range(1, 5)
-    ]
+    assert [name for name, _ in layers
+            ] == [f'layer{i}.1.conv2.conv' for i in range(1, 5)]
     assert all(type(layer) is RSA for _, layer in layers)
     plain = MODELS.build(slowonly18())
     x = clips()
     assert net(x).shape == plain(x).shape == (2, 512, T, 1, 1)
 
 
-@pytest.mark.parametrize('backbone, rsa_blocks', [
-    # 3D bottlenecks: conv2 has the (1, 2, 2) stride of a stage's first block
-    (slim_r3d50(out_indices=(0, 1, 2, 3)), ((), (0, ), (0, ), ())),
-    # 2D bottlenecks (TSM-R50): conv2 has the stride 2
-    (dict(type='ResNetTSM', depth=50, pretrained=None, pretrained2d=False,
-          num_segments=T, out_indices=(0, 1, 2, 3)), ((), (0, ), (), ())),
-], ids=['ResNet3d-50', 'ResNetTSM-50'])
+@pytest.mark.parametrize(
+    'backbone, rsa_blocks',
+    [
+        # 3D bottlenecks: conv2 has the stride (1, 2, 2) of a first block
+        (slim_r3d50(out_indices=(0, 1, 2, 3)), ((), (0, ), (0, ), ())),
+        # 2D bottlenecks (TSM-R50): conv2 has the stride 2
+        (dict(
+            type='ResNetTSM',
+            depth=50,
+            pretrained=None,
+            pretrained2d=False,
+            num_segments=T,
+            out_indices=(0, 1, 2, 3)), ((), (0, ), (), ())),
+    ],
+    ids=['ResNet3d-50', 'ResNetTSM-50'])
 def test_rsa_takes_the_spatial_stride(backbone, rsa_blocks):
     net = hybrid(backbone, rsa_blocks=rsa_blocks)
     plain = MODELS.build(backbone)
@@ -218,13 +224,15 @@ def test_backbone_not_a_config():
 
 def test_pretrained_set_by_tools_reaches_the_backbone(imagenet_r18):
     # what tools do to a config: model.backbone.pretrained = None / a path
-    net = hybrid(tsm18(pretrained=str(imagenet_r18), pretrained2d=True),
-                 pretrained=None)
+    net = hybrid(
+        tsm18(pretrained=str(imagenet_r18), pretrained2d=True),
+        pretrained=None)
     assert net.backbone_cfg['pretrained'] is None
     assert net.backbone_cfg['pretrained2d'] is False
     net.init_weights()  # nothing loaded, no error
-    net = hybrid(dict(type='ResNetTSM', depth=18, num_segments=T),
-                 pretrained=None)  # pretrained2d defaults to True there
+    net = hybrid(
+        dict(type='ResNetTSM', depth=18, num_segments=T),
+        pretrained=None)  # pretrained2d defaults to True there
     net.init_weights()
     net = hybrid(tsm18(), pretrained=str(imagenet_r18))
     assert net.backbone_cfg['pretrained'] == str(imagenet_r18)
@@ -253,8 +261,8 @@ def test_2d_backbone_without_num_segments():
 
 
 def test_plain_2d_resnet_with_num_segments():
-    net = hybrid(dict(type='ResNet', depth=18, pretrained=None),
-                 num_segments=T)
+    net = hybrid(
+        dict(type='ResNet', depth=18, pretrained=None), num_segments=T)
     assert net.num_segments == T
     assert net(frames()).shape == (2 * T, 512, 1, 1)
 
@@ -280,9 +288,14 @@ def test_temporal_stride_refused():
 def test_dilation_refused():
     with pytest.raises(ValueError, match='dilation'):
         hybrid(
-            dict(type='ResNetTSM', depth=50, pretrained=None,
-                 pretrained2d=False, num_segments=T,
-                 strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)),
+            dict(
+                type='ResNetTSM',
+                depth=50,
+                pretrained=None,
+                pretrained2d=False,
+                num_segments=T,
+                strides=(1, 2, 2, 1),
+                dilations=(1, 1, 1, 2)),
             rsa_blocks=((), (), (), (1, )))
 
 
@@ -368,8 +381,7 @@ def test_tsm_hybrid_loads_imagenet_except_rsa(imagenet_r18, log_records):
                                sd['layer2.1.bn2.weight'])
     # the RSA layers: their own initialisation (I = identity), not loaded
     for _, layer in net.rsa_layers():
-        torch.testing.assert_close(layer.I,
-                                   torch.eye(layer.query_channels))
+        torch.testing.assert_close(layer.I, torch.eye(layer.query_channels))
     text = '\n'.join(log_records)
     assert ("RSA layers with their own initialisation (not loaded) in the "
             "blocks ['layer1.1', 'layer2.1', 'layer3.1', 'layer4.1']") in text
@@ -389,8 +401,7 @@ def test_3d_hybrid_inflates_imagenet_except_rsa(imagenet_r18, log_records):
     torch.testing.assert_close(b.layer3[1].conv1.conv.weight[:, :, 1],
                                sd['layer3.1.conv1.weight'] / 3)
     for _, layer in net.rsa_layers():
-        torch.testing.assert_close(layer.I,
-                                   torch.eye(layer.query_channels))
+        torch.testing.assert_close(layer.I, torch.eye(layer.query_channels))
     assert any('ResNet3dSlowOnly-18 initialised by its own init_weights' in m
                for m in log_records)
 
@@ -402,8 +413,7 @@ def test_init_from_scratch_reinitialises_rsa_only_by_its_own_rule():
             layer.I.zero_()
     net.init_weights()
     for _, layer in net.rsa_layers():
-        torch.testing.assert_close(layer.I,
-                                   torch.eye(layer.query_channels))
+        torch.testing.assert_close(layer.I, torch.eye(layer.query_channels))
     # zero_init_residual=False in the backbone config: unit gammas
     assert torch.all(net.backbone.layer2[1].conv2.bn.weight == 1)
 
@@ -411,10 +421,12 @@ def test_init_from_scratch_reinitialises_rsa_only_by_its_own_rule():
 # --------------------------------------------------------------------- #
 # the SynthMotion configs: build, forward, a few training iterations
 # --------------------------------------------------------------------- #
-@pytest.mark.parametrize('config, shape', [
-    (TSM_CONFIG, (2, 8, 3, 32, 32)),  # Recognizer2D: [N, T, C, H, W]
-    (SLOWONLY_CONFIG, (2, 1, 3, 8, 32, 32)),  # Recognizer3D, NCTHW
-])
+@pytest.mark.parametrize(
+    'config, shape',
+    [
+        (TSM_CONFIG, (2, 8, 3, 32, 32)),  # Recognizer2D: [N, T, C, H, W]
+        (SLOWONLY_CONFIG, (2, 1, 3, 8, 32, 32)),  # Recognizer3D, NCTHW
+    ])
 def test_hybrid_configs_build_and_classify(config, shape):
     model = build_model(str(config))
     assert type(model.backbone) is RSAHybrid
@@ -434,8 +446,8 @@ def test_hybrid_configs_build_and_classify(config, shape):
             assert formats == ['NCTHW'], loader
 
 
-@pytest.mark.parametrize('config', [TSM_CONFIG, SLOWONLY_CONFIG],
-                         ids=['tsm_rsa', 'slowonly_rsa'])
+@pytest.mark.parametrize(
+    'config', [TSM_CONFIG, SLOWONLY_CONFIG], ids=['tsm_rsa', 'slowonly_rsa'])
 def test_hybrid_config_trains(config, synth_dir, tmp_path):
     """Two iterations of tools/train.py on the tiny SynthMotion set, with a
     validation; the checkpoint loads back into the config's model."""
@@ -443,14 +455,14 @@ def test_hybrid_config_trains(config, synth_dir, tmp_path):
     result = run_tool([
         REPO_ROOT / 'tools' / 'train.py', config, '--work-dir', work_dir,
         '--cfg-options', *SMALL_RUN, 'train_cfg.max_epochs=1'
-    ], cwd=synth_dir)
+    ],
+                      cwd=synth_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert 'RSA layers with their own initialisation (not loaded)' in output
     assert 'Epoch(val) [1][1/1]' in output
     scalars = [
-        json.loads(line)
-        for path in work_dir.glob('*/vis_data/scalars.json')
+        json.loads(line) for path in work_dir.glob('*/vis_data/scalars.json')
         for line in path.read_text().splitlines()
     ]
     losses = [row['loss'] for row in scalars if 'loss' in row]

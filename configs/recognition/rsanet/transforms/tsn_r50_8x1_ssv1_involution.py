@@ -1,6 +1,7 @@
 # Main Table 2: TSN-ResNet50, 8 frames, SSv1, one 3x3 convolution of res4
 # (block 3, where ../ablations/rsanet_r50_8x1_ssv1_1layer.py puts its RSA
-# layer) replaced by a self-attention variant qP^T without softmax (RSA's kV·XV, the involution); M = 5x7x7 as for every row.
+# layer) replaced by the self-attention variant qP^T without softmax (RSA's
+# kV·XV, the involution); M = 5x7x7 as for every row.
 _base_ = ['../ablations/rsanet_r50_8x1_ssv1_1layer.py']
 
 model = dict(

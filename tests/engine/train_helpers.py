@@ -1,6 +1,7 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Fixtures of the end-to-end reliability tests: real ``tools/train.py``
-runs of the demo config on the tiny SynthMotion set."""
+"""Helpers of the end-to-end reliability tests of tests/engine: real
+``tools/train.py`` runs of the demo config on the tiny SynthMotion set
+(the ``synth_dir`` and ``reference_run`` fixtures of tests/conftest.py)."""
 import os
 import shutil
 import textwrap
