@@ -85,9 +85,10 @@ def train_scalars(work_dir: Path) -> List[dict]:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint read as the tools read it (weights only)."""
-    import mmrsa  # noqa: F401  (allowlist of MMEngine checkpoint types)
-    return torch.load(str(path), map_location='cpu', weights_only=True)
+    """A checkpoint read as the tools read it (mmrsa's loader: weights only,
+    the allow-list of MMEngine checkpoint types)."""
+    from mmrsa.fileio.checkpoint import safe_torch_load
+    return safe_torch_load(str(path), map_location='cpu')
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ DOCS = REPO_ROOT / 'docs'
 MAX_README_LINES = 300
 DOC_FILES = ('get_started.md', 'model_zoo.md', 'benchmarks.md',
              'safety_and_resume.md', 'architecture.md', 'deployment.md',
-             'compatibility.md', 'tests.md')
+             'compatibility.md', 'tests.md', 'hybrids.md', 'transforms.md')
 
 _FENCE = re.compile(r'^(```|~~~)')
 # [text](target) or [text](target "title"); text may hold `code` and \_

@@ -232,6 +232,7 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
                    work_dir: str = 'work_dirs/compare_transforms',
                    max_epochs: Optional[int] = None,
                    cfg_options: Optional[Dict] = None,
+                   train: bool = True,
                    progress: Optional[Callable[[str], None]] = None
                    ) -> List[Dict]:
     """Run every model with every seed (seed-major: all models with the
@@ -245,6 +246,9 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
         work_dir (str): Where runs and ``results.json`` go.
         max_epochs (int, optional): Override every config's epochs.
         cfg_options (dict, optional): Overrides merged into every config.
+        train (bool): Train the runs that are not in ``results.json``.
+            Defaults to True; False reports the finished runs only (and
+            writes nothing).
         progress (callable, optional): Receives a line per run.
 
     Returns:
@@ -260,7 +264,6 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
                          f'{tuple(COMPARE_MODELS)}.')
     if not seeds or any(not isinstance(s, int) for s in seeds):
         raise ValueError(f'seeds must be one or more ints, got {seeds!r}.')
-    os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, 'results.json')
     results = _load_results(path)
     settings = dict(
@@ -269,8 +272,15 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
         cfg_options=json.loads(json.dumps(cfg_options or {}, default=str)))
     stored = dict(dict(cfg_options={}), **results.get('settings', settings))
     if stored != settings:
+        if not train:
+            raise ValueError(
+                f'{path} holds runs made with other settings '
+                f'({results.get("settings")}); give the same --data-root, '
+                f'--max-epochs and --cfg-options.')
         results = dict(runs={})  # other data, epochs or options: start again
     results['settings'] = settings
+    if train:
+        os.makedirs(work_dir, exist_ok=True)
     counter = ComplexityCounter(
         cache_file=osp.join(work_dir, 'complexity_cache.json'))
     rows = []
@@ -283,6 +293,10 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
                     progress(f'{key}: done before, top-1 '
                              f'{100 * row["top1"]:.1f} %')
                 rows.append(row)
+                continue
+            if not train:
+                if progress:
+                    progress(f'{key}: not run yet, left out')
                 continue
             if progress:
                 progress(f'{key}: training {COMPARE_MODELS[model].config}')

@@ -18,6 +18,12 @@ Two exporters of ``torch.onnx.export`` are supported: ``'dynamo'`` (the
 TorchScript-based one, ``dynamo=False``, which mmdeploy calls). The
 optional packages ``onnx``, ``onnxruntime`` and (for ``'dynamo'``)
 ``onnxscript`` are imported only here.
+
+Both exporters record the RSA layers in the form onnxruntime runs fastest
+(:func:`mmrsa.models.common.rsa_ops.export_channel_conv3d`: positions
+first, the value's single-channel filters as one 2D convolution with the
+temporal taps as input channels, ``H1`` as one grouped ``conv3d``), with the
+multiply-adds and, within rounding, the outputs of eager PyTorch.
 """
 import os.path as osp
 import statistics
@@ -33,7 +39,8 @@ from mmengine.config import Config
 __all__ = [
     'EXPORTERS', 'ClipClassifier', 'build_clip_classifier',
     'default_input_shape', 'export_onnx', 'check_onnx', 'onnx_session',
-    'time_onnx', 'benchmark_onnx', 'summarize_times', 'export_config'
+    'time_onnx', 'benchmark_onnx', 'summarize_times', 'export_config',
+    'profile_onnx'
 ]
 
 #: The exporters of :func:`export_onnx`.
@@ -300,6 +307,61 @@ def check_onnx(path: str,
                                f'{batch}, eager PyTorch {expected.shape}.')
         diffs[batch] = float(np.abs(got - expected).max())
     return diffs
+
+
+def profile_onnx(path: str,
+                 shape: Sequence[int],
+                 *,
+                 threads: Optional[int] = None,
+                 runs: int = 3) -> List[Tuple[str, float, int]]:
+    """Where onnxruntime spends its time: the node times of its profiler
+    (``SessionOptions.enable_profiling``), summed per operator type.
+
+    Args:
+        path (str): The ``.onnx`` file.
+        shape (Sequence[int]): Input shape.
+        threads (int, optional): Intra-op threads. Defaults to None.
+        runs (int): Runs counted, after one that is not. Defaults to 3.
+
+    Returns:
+        list[tuple[str, float, int]]: ``(op type, ms per run, nodes)``, the
+        slowest first.
+    """
+    import json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    feed = {INPUT_NAME: _random_clip(shape)}
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, 'profile')
+        session = ort.InferenceSession(
+            path, options, providers=['CPUExecutionProvider'])
+        for _ in range(runs + 1):  # the first run is not counted
+            session.run([OUTPUT_NAME], feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    starts = sorted(event['ts'] for event in events
+                    if event.get('cat') == 'Session'
+                    and event['name'] == 'model_run')
+    if len(starts) < 2:
+        raise RuntimeError('onnxruntime recorded no profiled model run.')
+    totals: Dict[str, float] = {}
+    nodes: Dict[str, set] = {}
+    for event in events:
+        if (event.get('cat') == 'Node' and event['ts'] >= starts[1]
+                and event['name'].endswith('_kernel_time')):
+            op = event['args']['op_name']
+            totals[op] = totals.get(op, 0.0) + event['dur'] / 1e3
+            nodes.setdefault(op, set()).add(event['name'])
+    return sorted(((op, ms / (len(starts) - 1), len(nodes[op]))
+                   for op, ms in totals.items()),
+                  key=lambda row: -row[1])
 
 
 def _random_clip(shape: Sequence[int]) -> np.ndarray:

@@ -66,6 +66,15 @@ def test_set_max_epochs_and_data_root():
         compare.set_max_epochs(Config(dict(train_cfg=dict())), 0)
 
 
+def test_report_only_refuses_other_settings(tmp_path):
+    compare._save_results(
+        str(tmp_path / 'results.json'),
+        dict(settings=dict(data_root='/elsewhere', max_epochs=8), runs={}))
+    with pytest.raises(ValueError, match='made with other settings'):
+        compare.run_comparison(['tsn'], work_dir=str(tmp_path),
+                               data_root='/here', train=False)
+
+
 def test_unknown_model_and_no_seed(tmp_path):
     with pytest.raises(ValueError, match='unknown models'):
         compare.run_comparison(['i3d'], work_dir=str(tmp_path))
@@ -118,6 +127,16 @@ def test_tiny_comparison(tmp_path, capsys):
     # finished runs are not trained again
     assert _tool().main(argv) == 0
     assert 'tsn/seed0: done before' in capsys.readouterr().out
+    # --report-only trains nothing and leaves out what did not run
+    report = ['--models', 'tsn', 'sa', '--max-epochs', '1', '--data-root',
+              data, '--work-dir', work, '--out', out, '--report-only',
+              '--cfg-options'] + SMALL_LOADERS
+    assert _tool().main(report) == 0
+    printed = capsys.readouterr().out
+    assert 'sa/seed0: not run yet, left out' in printed
+    assert '| 2D conv (TSN-R18) |' in printed and 'σ(qK+qP)' not in printed
+    with pytest.raises(SystemExit, match='no finished run'):
+        _tool().main(report[:1] + ['sa'] + report[3:])
 
 
 @pytest.mark.slow

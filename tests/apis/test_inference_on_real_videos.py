@@ -52,8 +52,8 @@ def _write_frames(video: str, folder, tmpl: str, num: int = 0) -> None:
     reader = decord.VideoReader(video)
     folder.mkdir(parents=True)
     for i in range(num or len(reader)):
-        cv2.imwrite(str(folder / tmpl.format(i + 1)),
-                    reader[i].asnumpy()[..., ::-1])
+        cv2.imwrite(
+            str(folder / tmpl.format(i + 1)), reader[i].asnumpy()[..., ::-1])
 
 
 @pytest.fixture(scope='module')
@@ -107,12 +107,16 @@ def _recording_inputs(model) -> list:
 def _expected_frames(cfg: Config, frames) -> torch.Tensor:
     """``frames`` ``[T, H, W, 3]`` (RGB) resized and cropped by the test
     pipeline's own steps, as the model gets them: ``[T, 3, h, w]``."""
-    steps = [s for s in cfg.test_pipeline
-             if s['type'] in ('Resize', 'CenterCrop')]
+    steps = [
+        s for s in cfg.test_pipeline if s['type'] in ('Resize', 'CenterCrop')
+    ]
     height, width = frames.shape[1:3]
     out = Compose(copy.deepcopy(steps))(
-        dict(imgs=list(frames), img_shape=(height, width),
-             original_shape=(height, width), modality='RGB'))
+        dict(
+            imgs=list(frames),
+            img_shape=(height, width),
+            original_shape=(height, width),
+            modality='RGB'))
     return torch.from_numpy(np.stack(out['imgs'])).permute(0, 3, 1, 2)
 
 
@@ -180,8 +184,7 @@ def test_video_and_its_frame_folder_give_the_same_scores(
     cfg.test_pipeline[0].filename_tmpl = '{:05}.png'
     model = init_recognizer(cfg, demo_checkpoint, device='cpu')
     from_video = inference_recognizer(model, BIKES).pred_score
-    from_folder = inference_recognizer(model,
-                                       str(bikes_png_folder)).pred_score
+    from_folder = inference_recognizer(model, str(bikes_png_folder)).pred_score
     _scores_are_probabilities(from_folder, 10)
     torch.testing.assert_close(from_folder, from_video, rtol=0, atol=1e-6)
 
@@ -199,9 +202,8 @@ def test_ssv1_frame_folder(tmp_path):
     _check_answer(inference_recognizer(model, str(folder)), 0, 174)
     (inputs, ) = seen
     numbers = [3, 8, 13, 18, 23, 28, 33, 38]
-    frames = np.stack([
-        cv2.imread(str(folder / f'{n:05}.jpg'))[..., ::-1] for n in numbers
-    ])
+    frames = np.stack(
+        [cv2.imread(str(folder / f'{n:05}.jpg'))[..., ::-1] for n in numbers])
     assert torch.equal(inputs, _expected_frames(cfg, frames))
 
 
@@ -218,8 +220,8 @@ def test_mmaction2_inferencer(demo_checkpoint, tmp_path):
     out = inferencer(BIKES)
     scores = torch.tensor(out['predictions'][0]['rec_scores'][0])
     _scores_are_probabilities(scores, 10)
-    torch.testing.assert_close(
-        scores, inference_recognizer(model, BIKES).pred_score)
+    torch.testing.assert_close(scores,
+                               inference_recognizer(model, BIKES).pred_score)
 
     folder = tmp_path / 'bikes'
     _write_frames(BIKES, folder, 'img_{:05}.jpg')

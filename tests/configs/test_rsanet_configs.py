@@ -263,7 +263,8 @@ BASE_SLICE = re.compile(r'_base_\.[\w.]+\s*\[')
 RUNTIME_KEYS = {'custom_imports', 'custom_hooks', 'runner_type',
                 'default_scope'}
 CUSTOM_HOOKS = ['ClipCheckHook', 'CheckpointFitHook', 'RandomStateHook',
-                'ProcessGroupShutdownHook']
+                'ProcessGroupShutdownHook', 'NonFiniteCheckHook',
+                'PreemptionHook']
 #: ``rsanet_r50_16x2_ssv1.py``: 16 frames per clip, 2 test clips per video
 FRAMES_CLIPS = re.compile(r'_(\d+)x(\d+)_')
 
@@ -354,6 +355,11 @@ def test_pipelines_sample_the_frames_and_clips_of_the_name(path):
         for pipeline in (cfg[f'{split}_pipeline'],
                          cfg[f'{split}_dataloader'].dataset.pipeline):
             step = _sample_frames(pipeline)
-            assert step['num_clips'] == frames, split
-            twice = step.get('twice_sample', False)
-            assert twice == (split == 'test' and clips == 2), split
+            if step.get('clip_len', 1) == 1:  # 2D: one frame per segment
+                assert step['num_clips'] == frames, split
+                twice = step.get('twice_sample', False)
+                assert twice == (split == 'test' and clips == 2), split
+            else:  # 3D (NCTHW): clips of `frames` frames
+                assert step['clip_len'] == frames, split
+                assert step['num_clips'] == (clips if split == 'test'
+                                             else 1), split

@@ -58,9 +58,10 @@ def test_wrong_frame_count_is_found_when_the_dataset_is_built(data_copy):
     (data_copy / 'rawframes' / 'val_00001' / '00016.jpg').unlink()
     with pytest.raises(AnnotationError) as info:
         _rawframes(data_copy)
-    assert (f'line 2: frame {data_copy}/rawframes/val_00001/00016.jpg does '
-            f"not exist (total_frames=16, filename_tmpl='{{:05}}.jpg')"
-            ) in str(info.value)
+    assert (
+        f'line 2: frame {data_copy}/rawframes/val_00001/00016.jpg does '
+        f"not exist (total_frames=16, filename_tmpl='{{:05}}.jpg')") in str(
+            info.value)
 
 
 def test_frame_missing_at_load_time_names_file_and_line(data_copy):
@@ -123,15 +124,13 @@ def test_unparsable_annotation_line(data_copy):
         f'"<frame_dir> <total_frames> <label>" with integer numbers')
 
 
-
-
 def test_empty_annotation_file(data_copy):
     ann = data_copy / 'synthmotion_val_list_rawframes.txt'
     ann.write_text('')
     with pytest.raises(AnnotationError) as info:
         _rawframes(data_copy)
-    assert str(info.value).startswith(
-        f'{ann} is empty: it has no annotation lines.')
+    assert str(
+        info.value).startswith(f'{ann} is empty: it has no annotation lines.')
 
 
 def test_label_outside_num_classes_names_the_line(data_copy):

@@ -165,3 +165,23 @@ def test_clip_classifier_checks_its_input(small):
         module(torch.zeros(4, 3, 32))
     with pytest.raises(ValueError, match='num_segments must be positive'):
         ClipClassifier(module.recognizer, 0)
+
+
+def test_profile_onnx(small, tmp_path):
+    """onnxruntime's profiler, summed per operator type: the model's
+    convolutions are there, and the RSA layers' single-channel filters are
+    one grouped conv3d and one 2D convolution each, not one per bank."""
+    from mmrsa.deployment.onnx import profile_onnx
+    module, _ = small
+    path = str(tmp_path / 'small.onnx')
+    export_onnx(module, path, SHAPE, 'legacy')
+    rows = profile_onnx(path, SHAPE, threads=1, runs=2)
+    ops = {op: (ms, nodes) for op, ms, nodes in rows}
+    assert 'Conv' in ops and all(ms >= 0 for ms, _ in ops.values())
+    assert [ms for _, ms, _ in rows] == sorted(
+        (ms for _, ms, _ in rows), reverse=True)
+    convs = [node for node in onnx.load(path).graph.node
+             if node.op_type == 'Conv']
+    # ResNet-18: 20 convolutions; each RSA layer replaces one 3x3
+    # convolution by three (projection, H1, value filters)
+    assert len(convs) == 20 + 2 * 2

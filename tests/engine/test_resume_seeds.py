@@ -5,7 +5,6 @@ interrupted and ends with its weights: ``RandomStateHook`` restores the
 sampler's seed (the data order is ``seed + epoch``), not only the
 generators. With seed 0 everywhere, a sampler seed that is not restored
 would go unnoticed."""
-import sys
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -14,20 +13,18 @@ import pytest
 import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.evaluator import Evaluator
+from run_helpers import import_tool
 from torch.utils.data import DataLoader
 
-from mmrsa.engine.hooks import (
-    AtomicCheckpointHook,
-    RandomStateHook,
-    capture_random_state,
-    restore_random_state,
-)
+from mmrsa.engine.hooks import (AtomicCheckpointHook, RandomStateHook,
+                                capture_random_state, restore_random_state)
 from mmrsa.engine.runner import ResumableRunner
 
 # the toy run of the hook tests
-sys.path.insert(0, str(Path(__file__).parent / 'hooks'))
-from toy_runner import (BATCH_SIZE, Accuracy, Crash,  # noqa: E402,I001
-                        CrashAfterEpochHook, NoisyDataset, weights)
+toy_runner = import_tool('tests/engine/hooks/toy_runner.py')
+BATCH_SIZE, NoisyDataset = toy_runner.BATCH_SIZE, toy_runner.NoisyDataset
+Accuracy, weights = toy_runner.Accuracy, toy_runner.weights
+Crash, CrashAfterEpochHook = toy_runner.Crash, toy_runner.CrashAfterEpochHook
 
 MAX_EPOCHS = 3
 SEED = 7
@@ -53,8 +50,11 @@ class OrderDataset(NoisyDataset):
         return super().__getitem__(index)
 
 
-def _runner(work_dir: Path, dataset: OrderDataset, seed: Optional[int],
-            resume: bool = False, hooks=()) -> ResumableRunner:
+def _runner(work_dir: Path,
+            dataset: OrderDataset,
+            seed: Optional[int],
+            resume: bool = False,
+            hooks=()) -> ResumableRunner:
     return ResumableRunner(
         model=dict(type='DropoutLinear'),
         work_dir=str(work_dir),
@@ -95,31 +95,34 @@ def test_data_order_depends_on_the_seed():
     assert orders[SEED] != orders[11]
 
 
-@pytest.mark.parametrize('resume_seed', [11, None],
-                         ids=['another_seed', 'no_seed'])
+@pytest.mark.parametrize(
+    'resume_seed', [11, None], ids=['another_seed', 'no_seed'])
 def test_resume_with_another_seed_keeps_the_data_order(tmp_path, resume_seed):
     straight = OrderDataset()
     _runner(tmp_path / 'straight', straight, SEED).train()
     per_epoch = len(straight)
     assert len(straight.read) == MAX_EPOCHS * per_epoch
     # shuffled: the epochs differ from each other
-    epochs = [straight.read[i * per_epoch:(i + 1) * per_epoch]
-              for i in range(MAX_EPOCHS)]
+    epochs = [
+        straight.read[i * per_epoch:(i + 1) * per_epoch]
+        for i in range(MAX_EPOCHS)
+    ]
     assert len({tuple(e) for e in epochs}) == MAX_EPOCHS
 
     work_dir = tmp_path / 'resumed'
     first = OrderDataset()
     with pytest.raises(Crash):
-        _runner(work_dir, first, SEED,
-                hooks=[CrashAfterEpochHook(epoch=1)]).train()
+        _runner(
+            work_dir, first, SEED,
+            hooks=[CrashAfterEpochHook(epoch=1)]).train()
     assert first.read == epochs[0]
 
     then = OrderDataset()
     _runner(work_dir, then, resume_seed, resume=True).train()
     assert then.read == straight.read[per_epoch:]
     name = f'epoch_{MAX_EPOCHS}.pth'
-    expected, got = weights(tmp_path / 'straight' / name), weights(
-        work_dir / name)
+    expected, got = weights(tmp_path / 'straight' / name), weights(work_dir /
+                                                                   name)
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
 
@@ -135,8 +138,8 @@ def test_restore_puts_back_the_sampler_seed_and_loader_generator():
     restore_random_state(state, with_sampler)
     assert sampler.seed == SEED
 
-    shuffled = DataLoader(range(16), shuffle=True,
-                          generator=torch.Generator().manual_seed(1))
+    shuffled = DataLoader(
+        range(16), shuffle=True, generator=torch.Generator().manual_seed(1))
     state = capture_random_state(shuffled)
     first = [int(i) for i in shuffled]
     assert [int(i) for i in shuffled] != first  # the generator moved on

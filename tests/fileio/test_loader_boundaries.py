@@ -18,11 +18,8 @@ import mmrsa  # noqa: F401
 from mmrsa.evaluation import EnsembleError, ensemble, write_dump
 from mmrsa.fileio import checkpoint as loader
 from mmrsa.fileio.atomic import OverwriteRefusedError, refuse_existing
-from mmrsa.fileio.checkpoint import (
-    CheckpointFileError,
-    UnsafeCheckpointError,
-    sha256_file,
-)
+from mmrsa.fileio.checkpoint import (CheckpointFileError,
+                                     UnsafeCheckpointError, sha256_file)
 from mmrsa.models.backbones import RSANet
 
 
@@ -52,9 +49,10 @@ def test_every_digit_of_the_name_is_checked(tmp_path, length):
     wrong = digest[:length - 1] + ('0' if last != '0' else '1')
     good.unlink()
     bad = _named(tmp_path, wrong, data)
-    with pytest.raises(CheckpointFileError,
-                       match=f'its name says sha256 {wrong}\\.\\.\\., its '
-                       f'content has sha256 {digest[:length]}\\.\\.\\.'):
+    with pytest.raises(
+            CheckpointFileError,
+            match=f'its name says sha256 {wrong}\\.\\.\\., its '
+            f'content has sha256 {digest[:length]}\\.\\.\\.'):
         loader.safe_torch_load(str(bad))
 
 
@@ -88,8 +86,7 @@ def test_loaded_data_is_checked_at_any_depth():
     loader._check_numeric([[{'a': np.arange(3)}]], 'fine.pth')
 
 
-def test_a_dangling_link_is_not_overwritten_but_force_replaces_it(
-        tmp_path):
+def test_a_dangling_link_is_not_overwritten_but_force_replaces_it(tmp_path):
     link = tmp_path / 'scores.pkl'
     link.symlink_to(tmp_path / 'gone.pkl')
     with pytest.raises(OverwriteRefusedError, match='already exists'):
@@ -103,8 +100,9 @@ def test_a_dangling_link_is_not_overwritten_but_force_replaces_it(
 def _dump(path, scores, labels=(0, 1)):
     import pickle
     results = [
-        dict(pred_score=torch.tensor(s, dtype=torch.float32),
-             gt_label=torch.tensor([label]))
+        dict(
+            pred_score=torch.tensor(s, dtype=torch.float32),
+            gt_label=torch.tensor([label]))
         for s, label in zip(scores, labels)
     ]
     with open(path, 'wb') as f:
@@ -116,11 +114,11 @@ def test_ensemble_weights_zero_for_a_file_is_allowed(tmp_path):
     a = _dump(tmp_path / 'a.pkl', [[0.9, 0.1], [0.2, 0.8]])
     b = _dump(tmp_path / 'b.pkl', [[0.1, 0.9], [0.7, 0.3]])
     result = ensemble([a, b], weights=[1, 0])
-    np.testing.assert_allclose(result['scores'], [[0.9, 0.1], [0.2, 0.8]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result['scores'], [[0.9, 0.1], [0.2, 0.8]], rtol=1e-6)
     result = ensemble([a, b], weights=[0, 2])
-    np.testing.assert_allclose(result['scores'], [[0.1, 0.9], [0.7, 0.3]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result['scores'], [[0.1, 0.9], [0.7, 0.3]], rtol=1e-6)
     with pytest.raises(EnsembleError, match='all zero'):
         ensemble([a, b], weights=[0, 0])
     with pytest.raises(EnsembleError, match='must not be negative'):
@@ -198,8 +196,11 @@ class RecordingLogger:
 
 #: RSA in the second block of res3 and res5: the blocks with a
 #: downsampling shortcut load from the checkpoint
-SMALL = dict(depth=18, num_segments=4, rsa_blocks=((), (1, ), (), (1, )),
-             rsa_cfg=dict(kernel_size=(3, 3, 3), num_queries=4))
+SMALL = dict(
+    depth=18,
+    num_segments=4,
+    rsa_blocks=((), (1, ), (), (1, )),
+    rsa_cfg=dict(kernel_size=(3, 3, 3), num_queries=4))
 
 
 def _net(**kwargs) -> RSANet:
@@ -208,19 +209,25 @@ def _net(**kwargs) -> RSANet:
 
 FORMS = {
     'bare': lambda sd: sd,
-    'state_dict': lambda sd: {'state_dict': sd, 'meta': {}},
-    'model': lambda sd: {'model': sd},
+    'state_dict': lambda sd: {
+        'state_dict': sd,
+        'meta': {}
+    },
+    'model': lambda sd: {
+        'model': sd
+    },
     'module': lambda sd: OrderedDict(
         (f'module.{k}', v) for k, v in sd.items()),
-    'state_dict_module': lambda sd: {'state_dict': OrderedDict(
-        (f'module.{k}', v) for k, v in sd.items())},
+    'state_dict_module': lambda sd: {
+        'state_dict': OrderedDict((f'module.{k}', v) for k, v in sd.items())
+    },
 }
 
 
-@pytest.mark.parametrize('form,counters', [
-    ('bare', True), ('bare', False), ('state_dict', True), ('model', False),
-    ('module', True), ('state_dict_module', False)
-])
+@pytest.mark.parametrize('form,counters', [('bare', True), ('bare', False),
+                                           ('state_dict', True),
+                                           ('model', False), ('module', True),
+                                           ('state_dict_module', False)])
 def test_imagenet_checkpoint_forms_load_alike(tmp_path, form, counters):
     sd = torchvision_resnet18_state_dict(counters)
     path = tmp_path / 'resnet18.pth'
@@ -234,23 +241,29 @@ def test_imagenet_checkpoint_forms_load_alike(tmp_path, form, counters):
     ]
     assert not_loaded == net.rsa_block_names
     assert all(level == 'info' for level, _ in logger.lines), logger.lines
-    torch.testing.assert_close(net.conv1.conv.weight, sd['conv1.weight'],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        net.conv1.conv.weight, sd['conv1.weight'], rtol=0, atol=0)
     for name, block in net._blocks():
         if name in net.rsa_block_names:
             continue
-        torch.testing.assert_close(block.conv2.conv.weight,
-                                   sd[f'{name}.conv2.weight'], rtol=0,
-                                   atol=0)
-        torch.testing.assert_close(block.conv1.bn.running_var,
-                                   sd[f'{name}.bn1.running_var'], rtol=0,
-                                   atol=0)
+        torch.testing.assert_close(
+            block.conv2.conv.weight,
+            sd[f'{name}.conv2.weight'],
+            rtol=0,
+            atol=0)
+        torch.testing.assert_close(
+            block.conv1.bn.running_var,
+            sd[f'{name}.bn1.running_var'],
+            rtol=0,
+            atol=0)
         # the counters are copied when the file has them, else left at 0
-        assert int(block.conv1.bn.num_batches_tracked) == (7 if counters
-                                                           else 0)
-    torch.testing.assert_close(net.layer2[0].downsample.conv.weight,
-                               sd['layer2.0.downsample.0.weight'], rtol=0,
-                               atol=0)
+        assert int(
+            block.conv1.bn.num_batches_tracked) == (7 if counters else 0)
+    torch.testing.assert_close(
+        net.layer2[0].downsample.conv.weight,
+        sd['layer2.0.downsample.0.weight'],
+        rtol=0,
+        atol=0)
 
 
 def test_a_tensor_of_another_shape_leaves_its_block_out(tmp_path):
@@ -265,8 +278,9 @@ def test_a_tensor_of_another_shape_leaves_its_block_out(tmp_path):
     logger = RecordingLogger()
     loaded, not_loaded = net.load_imagenet_weights(str(path), logger)
     assert 'layer1.0' not in loaded and 'layer1.0' in not_loaded
-    assert loaded == ['stem', 'layer1.1', 'layer2.0', 'layer3.0',
-                      'layer3.1', 'layer4.0']
+    assert loaded == [
+        'stem', 'layer1.1', 'layer2.0', 'layer3.0', 'layer3.1', 'layer4.0'
+    ]
     warnings = [msg for level, msg in logger.lines if level == 'warning']
     assert len(warnings) == 1
     assert warnings[0].startswith(f'RSANet: layer1.0 is not loaded from '
@@ -278,5 +292,8 @@ def test_a_tensor_of_another_shape_leaves_its_block_out(tmp_path):
     net = _net(pretrained=str(path))
     net.init_weights()
     assert (net.layer1[0].last_norm.weight == 0).all()
-    torch.testing.assert_close(net.layer4[0].conv1.conv.weight,
-                               sd['layer4.0.conv1.weight'], rtol=0, atol=0)
+    torch.testing.assert_close(
+        net.layer4[0].conv1.conv.weight,
+        sd['layer4.0.conv1.weight'],
+        rtol=0,
+        atol=0)

@@ -6,13 +6,12 @@ import os.path as osp
 import pickle
 
 import pytest
-import torch
+from run_helpers import run_tool
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
 from mmrsa.apis import ToolConfigError, build_test_config, build_train_config
-from mmrsa.fileio.atomic import OverwriteRefusedError
 from mmrsa.datasets.synthmotion import generate_synthmotion
-from run_helpers import run_tool
+from mmrsa.fileio.atomic import OverwriteRefusedError
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -23,12 +22,13 @@ def _run(args, env=None):
     result = run_tool(args, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
 CONFIGS = {
     'rsanet': 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py',
     'tsn': 'configs/recognition/rsanet/baselines/tsn_r18_8x1_synthmotion.py',
     'tsm': 'configs/recognition/rsanet/baselines/tsm_r18_8x1_synthmotion.py',
 }
-
 
 #: Batches of 4 and no data-loading processes.
 SMALL_LOADERS = ['train_dataloader.batch_size=4'] + [
@@ -49,8 +49,7 @@ def _data_options(root):
     """--cfg-options that point a SynthMotion config at ``root`` and make
     its run a few iterations long."""
     opts = ['train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
-    for loader, split in (('train', 'train'), ('val', 'val'),
-                          ('test', 'val')):
+    for loader, split in (('train', 'train'), ('val', 'val'), ('test', 'val')):
         opts += [
             f'{loader}_dataloader.dataset.ann_file='
             f'{root}/synthmotion_{split}_list_rawframes.txt',
@@ -117,8 +116,7 @@ def test_train_args_map_onto_the_config(tmp_path, cuda, wrapper):
         resume=str(resume),
         cfg_options={'train_cfg.max_epochs': 3},
         cuda=cuda)
-    assert cfg.work_dir == osp.join('work_dirs',
-                                    'rsanet_r18_8x1_synthmotion')
+    assert cfg.work_dir == osp.join('work_dirs', 'rsanet_r18_8x1_synthmotion')
     assert cfg.optim_wrapper.type == wrapper
     assert cfg.val_cfg is None and cfg.val_dataloader is None
     assert 'save_best' not in cfg.default_hooks.checkpoint
@@ -134,10 +132,12 @@ def test_cpu_amp_trains(tiny_set, tmp_path):
     """The CPU autocast path, forced (no GPU visible) on any machine."""
     config = osp.join(ROOT, CONFIGS['rsanet'])
     work_dir = str(tmp_path / 'amp')
-    result = _run([
-        TRAIN, config, '--work-dir', work_dir, '--amp', '--no-validate',
-        '--cfg-options'
-    ] + _data_options(tiny_set), env={'CUDA_VISIBLE_DEVICES': ''})
+    result = _run(
+        [
+            TRAIN, config, '--work-dir', work_dir, '--amp', '--no-validate',
+            '--cfg-options'
+        ] + _data_options(tiny_set),
+        env={'CUDA_VISIBLE_DEVICES': ''})
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     assert 'CPUAutocastOptimWrapper' in result.stdout + result.stderr
 
@@ -152,8 +152,8 @@ def test_test_config_errors(tmp_path):
         build_test_config(config, str(ckpt), dump='out.json')
     existing = tmp_path / 'scores.pkl'
     existing.write_bytes(b'mine')
-    with pytest.raises(OverwriteRefusedError,
-                       match='already exists; pass --force'):
+    with pytest.raises(
+            OverwriteRefusedError, match='already exists; pass --force'):
         build_test_config(config, str(ckpt), dump=str(existing))
     cfg = build_test_config(config, str(ckpt), dump=str(existing), force=True)
     assert cfg.test_evaluator[-1]['out_file_path'] == str(existing)
@@ -227,8 +227,10 @@ def test_train_config_options(tmp_path, parsed_once):
     with pytest.raises(ToolConfigError, match='needs `auto_scale_lr'):
         build_train_config(str(no_scale), auto_scale_lr=True, cuda=False)
     # --no-validate drops what picks the best checkpoint too
-    best = {'default_hooks.checkpoint.save_best': 'auto',
-            'default_hooks.checkpoint.rule': 'greater'}
+    best = {
+        'default_hooks.checkpoint.save_best': 'auto',
+        'default_hooks.checkpoint.rule': 'greater'
+    }
     kept = build(cfg_options=best)
     assert kept.default_hooks.checkpoint.save_best == 'auto'
     dropped = build(no_validate=True, cfg_options=best)
@@ -246,11 +248,14 @@ def test_train_config_options(tmp_path, parsed_once):
     assert on_gpu.optim_wrapper.loss_scale == 'dynamic'
     assert on_gpu.optim_wrapper.clip_grad == plain.optim_wrapper.clip_grad
     static = build_train_config(
-        config, amp=True, cuda=True,
+        config,
+        amp=True,
+        cuda=True,
         cfg_options={'optim_wrapper.loss_scale': 512.})
     assert static.optim_wrapper.loss_scale == 512.
-    with pytest.raises(ToolConfigError, match="custom optimizer wrapper "
-                       "'MyWrapper'"):
+    with pytest.raises(
+            ToolConfigError, match="custom optimizer wrapper "
+            "'MyWrapper'"):
         build(amp=True, cfg_options={'optim_wrapper.type': 'MyWrapper'})
     # --cfg-options
     assert build(cfg_options={
@@ -271,10 +276,12 @@ def test_test_config_options(tmp_path, parsed_once):
                                       'rsanet_r18_8x1_synthmotion')
     assert plain.test_evaluator == dict(type='AccMetric')
     # the hook is added once, and never twice
-    assert [h['type'] for h in plain.custom_hooks].count(
-        'CheckpointFitHook') == 1
-    assert plain.get('default_hooks', {}).get('visualization') in (
-        None, plain.default_hooks.get('visualization'))
+    assert [h['type']
+            for h in plain.custom_hooks].count('CheckpointFitHook') == 1
+    assert plain.get(
+        'default_hooks',
+        {}).get('visualization') in (None,
+                                     plain.default_hooks.get('visualization'))
     # a config that says resume=True is tested from the given checkpoint
     resumed = build_test_config(
         config, str(ckpt), cfg_options={'resume': True})
@@ -289,14 +296,17 @@ def test_test_config_options(tmp_path, parsed_once):
     assert build_test_config(config, url).load_from == url
 
     other = build_test_config(
-        config, str(ckpt), work_dir=str(tmp_path / 'w'), launcher='pytorch',
+        config,
+        str(ckpt),
+        work_dir=str(tmp_path / 'w'),
+        launcher='pytorch',
         cfg_options={'test_dataloader.batch_size': 3})
     assert other.work_dir == str(tmp_path / 'w')
     assert other.launcher == 'pytorch'
     assert other.test_dataloader.batch_size == 3
     # --show, --show-dir, --interval, --wait-time
-    shown = build_test_config(config, str(ckpt), show=True, interval=5,
-                              wait_time=0.5)
+    shown = build_test_config(
+        config, str(ckpt), show=True, interval=5, wait_time=0.5)
     vis = shown.default_hooks.visualization
     assert vis.type == 'VisualizationHook'
     assert (vis.enable, vis.show, vis.out_dir, vis.interval,
@@ -313,12 +323,17 @@ def test_test_config_options(tmp_path, parsed_once):
         dict(type='DumpResults', out_file_path=dump)
     ]
     two = build_test_config(
-        config, str(ckpt), dump=dump,
-        cfg_options={'test_evaluator': [dict(type='AccMetric'),
-                                        dict(type='ConfusionMatrix')]})
-    assert [e['type'] for e in two.test_evaluator] == [
-        'AccMetric', 'ConfusionMatrix', 'DumpResults'
-    ]
-    assert build_test_config(config, str(ckpt), dump=str(
-        tmp_path / 'scores.pickle')).test_evaluator[-1]['type'] == (
-            'DumpResults')
+        config,
+        str(ckpt),
+        dump=dump,
+        cfg_options={
+            'test_evaluator':
+            [dict(type='AccMetric'),
+             dict(type='ConfusionMatrix')]
+        })
+    assert [e['type'] for e in two.test_evaluator
+            ] == ['AccMetric', 'ConfusionMatrix', 'DumpResults']
+    assert build_test_config(
+        config, str(ckpt), dump=str(
+            tmp_path /
+            'scores.pickle')).test_evaluator[-1]['type'] == ('DumpResults')

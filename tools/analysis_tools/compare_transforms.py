@@ -72,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override entries of every model\'s config')
     parser.add_argument(
+        '--report-only', action='store_true',
+        help='train nothing: report the runs of --models x --seeds already '
+        'in <work-dir>/results.json')
+    parser.add_argument(
         '--threads', type=int, default=2,
         help='torch CPU threads (sized for 2 cores)')
     return parser.parse_args(argv)
@@ -84,7 +88,8 @@ def main(argv=None) -> int:
         sys.exit('error: --max-epochs must be positive')
     torch.set_num_threads(args.threads)
     start = time.time()
-    if not synthmotion_is_complete(args.data_root, formats=('rawframes', )):
+    if not args.report_only and not synthmotion_is_complete(
+            args.data_root, formats=('rawframes', )):
         if osp.isdir(args.data_root) and os.listdir(args.data_root):
             sys.exit(f'error: {args.data_root} holds no complete SynthMotion '
                      'set; give another --data-root or generate one with '
@@ -103,7 +108,11 @@ def main(argv=None) -> int:
         work_dir=args.work_dir,
         max_epochs=args.max_epochs,
         cfg_options=args.cfg_options,
+        train=not args.report_only,
         progress=lambda line: print(line, flush=True))
+    if not rows:
+        sys.exit(f'error: no finished run of these models and seeds in '
+                 f'{osp.join(args.work_dir, "results.json")}')
     summary = summarise(rows)
     out = args.out or osp.join(args.work_dir, 'compare_transforms.png')
     plot_summary(summary, out)

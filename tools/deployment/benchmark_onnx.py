@@ -12,7 +12,9 @@ is printed, with its ratio to the first config::
         --shape 1 8 3 224 224 --threads 2
 
 (``..._0layers.py`` is RSANet-R50 without RSA layers: TSN-R50 with the same
-head.) See :func:`mmrsa.deployment.onnx.benchmark_onnx`.
+head.) ``--profile K`` adds the K slowest operator types of each model in
+onnxruntime's profiler. See :func:`mmrsa.deployment.onnx.benchmark_onnx` and
+:func:`mmrsa.deployment.onnx.profile_onnx`.
 """
 import argparse
 import os.path as osp
@@ -62,6 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='also time eager PyTorch inference in the same rounds')
     parser.add_argument(
+        '--profile',
+        type=int,
+        default=0,
+        metavar='K',
+        help='also print the K slowest operator types of each model in '
+        "onnxruntime's profiler (ms per run, summed over the nodes)")
+    parser.add_argument(
         '--work-dir',
         help='keep the .onnx files here (default: a temporary folder)')
     args = parser.parse_args(argv)
@@ -80,6 +89,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import mmrsa  # noqa: F401  (compat fixes, registration)
     from mmrsa.deployment import benchmark_onnx
+    from mmrsa.deployment.onnx import profile_onnx
 
     for config in args.configs:
         if not osp.isfile(config):
@@ -96,6 +106,10 @@ def main(argv=None) -> int:
             warmup=args.warmup,
             rounds=args.rounds,
             eager=args.eager)
+        profiles = [
+            profile_onnx(row['path'], row['shape'], threads=args.threads)
+            for row in rows
+        ] if args.profile else []
     threads = args.threads if args.threads is not None else 'default'
     print(f'onnxruntime CPU, {args.exporter} exporter, {threads} threads, '
           f'median (min-max) of {args.rounds} rounds, ms')
@@ -113,6 +127,14 @@ def main(argv=None) -> int:
             line += f" {_ms(row['eager_ms']):>22s}"
         diff = max(row['max_abs_diff'].values())
         print(f'{line}  {diff:.2g}')
+    for row, ops in zip(rows, profiles):
+        name = osp.splitext(osp.basename(row['config']))[0]
+        total = sum(ms for _, ms, _ in ops)
+        print(f'\n{name}: onnxruntime profile, {total:.1f} ms of node '
+              f'time per run')
+        print(f"{'op type':24s} {'ms/run':>9s} {'share':>6s} {'nodes':>6s}")
+        for op, ms, nodes in ops[:args.profile]:
+            print(f'{op:24s} {ms:9.1f} {100 * ms / total:5.1f}% {nodes:6d}')
     return 0
 
 

@@ -18,9 +18,14 @@ minutes; it is not collected by pytest)::
 
 A survivor needs a test that kills it, or a reason why the mutated code
 behaves the same (an equivalent mutation): see ``EQUIVALENT``.
-A selection of tests is first run on the unmutated copy (``--no-baseline``
-skips that); a mutation whose line is not found (the module changed) is
-reported ``stale``.
+Each selection of tests is first run on the unmutated copy and must pass
+(``--no-baseline`` skips that; ``--deselect NODE`` leaves out a test that
+fails in the working tree for another reason); a mutation whose line is not
+found (the module changed) is reported ``stale``; test files or functions
+that do not exist are left out and listed. The tests that run the tools in
+subprocesses (:data:`SLOW`) run only with ``--full``. ``--tests-from DIR``
+copies another ``tests/`` folder, e.g. an older version, to compare what
+two versions of the tests kill.
 """
 import argparse
 import os
@@ -92,8 +97,7 @@ MUTATIONS: List[Mutation] = [
     # ---------------- ClipCheckHook -------------------------------------
     M('clip-label-eq-num-classes', HOOKS + 'clip_check_hook.py',
       '                        0 <= label < num_classes):',
-      '                        0 <= label <= num_classes):', T_CLIP,
-      T_BOUND),
+      '                        0 <= label <= num_classes):', T_CLIP, T_BOUND),
     M('clip-label-negative', HOOKS + 'clip_check_hook.py',
       '                        0 <= label < num_classes):',
       '                        label < num_classes):', T_CLIP, T_BOUND),
@@ -118,8 +122,8 @@ MUTATIONS: List[Mutation] = [
       "        sampler.seed = state['sampler_seed']", '        pass', T_RSH,
       T_SEEDS),
     M('rsh-loader-generator-not-restored', HOOKS + 'random_state_hook.py',
-      "        generator.set_state(state['loader_generator'])",
-      '        pass', T_RSH, T_SEEDS),
+      "        generator.set_state(state['loader_generator'])", '        pass',
+      T_RSH, T_SEEDS),
     M('rsh-restore-on-load-from', HOOKS + 'random_state_hook.py',
       "            if (runner.epoch, runner.iter) == (resumed['epoch'],",
       "            if (runner.epoch, runner.iter) != (resumed['epoch'],",
@@ -174,11 +178,12 @@ MUTATIONS: List[Mutation] = [
     M('dispatch-compiling-reads-env', 'mmrsa/models/common/rsa.py',
       '    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()',
       '    tracing = torch.jit.is_tracing()', T_DISPATCH),
-    M('dispatch-loops-bmm-swapped', 'mmrsa/models/common/rsa.py',
-      "        auto = 'cpu_loops' if use_position_loops(x, *sizes) else "
-      "'cpu_bmm'",
-      "        auto = 'cpu_bmm' if use_position_loops(x, *sizes) else "
-      "'cpu_loops'", T_DISPATCH),
+    M(
+        'dispatch-loops-bmm-swapped', 'mmrsa/models/common/rsa.py',
+        "        auto = 'cpu_loops' if use_position_loops(x, *sizes) else "
+        "'cpu_bmm'",
+        "        auto = 'cpu_bmm' if use_position_loops(x, *sizes) else "
+        "'cpu_loops'", T_DISPATCH),
     M('dispatch-loop-limit-exclusive', 'mmrsa/models/common/rsa_ops.py',
       "    if x.device.type != 'cpu' or max(sizes) > MAX_LOOP_CONTRACTION:",
       "    if x.device.type != 'cpu' or max(sizes) >= MAX_LOOP_CONTRACTION:",
@@ -195,19 +200,23 @@ MUTATIONS: List[Mutation] = [
       T_ENSEMBLE, T_LOADER),
     # ---------------- RSANet ImageNet loading -------------------------------
     M('imagenet-counters-required', RSANET,
-      '                      if k in state_dict]',
-      '                      ]', *T_RSANET_INIT, T_LOADER),
+      '                      if k in state_dict]', '                      ]',
+      *T_RSANET_INIT, T_LOADER),
     M('imagenet-module-prefix-kept', RSANET,
       "            (k[7:] if k.startswith('module.') else k, v)",
       '            (k, v)', *T_RSANET_INIT, T_LOADER),
     M('imagenet-model-key-ignored', RSANET,
       "        for key in ('state_dict', 'model'):",
       "        for key in ('state_dict', ):", *T_RSANET_INIT, T_LOADER),
-    M('imagenet-shape-not-checked', RSANET,
-      '                if k not in state_dict or state_dict[k].shape != '
-      't.shape',
-      '                if k not in state_dict', *T_RSANET_INIT, T_LOADER),
+    M(
+        'imagenet-shape-not-checked', RSANET,
+        '                if k not in state_dict or state_dict[k].shape != '
+        't.shape', '                if k not in state_dict', *T_RSANET_INIT,
+        T_LOADER),
 ]
+
+#: ``(outcome, seconds, first failing test)`` of a pytest run.
+Outcome = Tuple[str, float, str]
 
 #: Survivors whose mutated code behaves like the original, and why.
 EQUIVALENT: Dict[str, str] = {
@@ -217,7 +226,6 @@ EQUIVALENT: Dict[str, str] = {
     'tie by the third key): the same training state, so which of the two '
     'files is read does not change the resumed run',
 }
-
 
 #: Tests that run the tools in subprocesses (tens of seconds each): left
 #: out unless ``--full``; the checks they reach run in-process in the
@@ -268,20 +276,30 @@ def existing(tests: Sequence[str], root: str) -> Tuple[List[str], List[str]]:
 
 
 def run_pytest(root: str, tests: Sequence[str], timeout: float,
-               deselect: Sequence[str] = ()) -> Tuple[str, float, str]:
+               deselect: Sequence[str]) -> Outcome:
     """``(outcome, seconds, first failing test)``: outcome is 'passed',
     'failed', 'timeout' or 'error (exit code N)'."""
     env = dict(os.environ)
-    env.update(PYTHONPATH=root, PYTHONDONTWRITEBYTECODE='1',
-               MMRSA_TEST_THREADS='1', OMP_NUM_THREADS='1')
-    command = [sys.executable, '-m', 'pytest', '-x', '-q', '-rfE',
-               '-p', 'no:cacheprovider', *tests]
+    env.update(
+        PYTHONPATH=root,
+        PYTHONDONTWRITEBYTECODE='1',
+        MMRSA_TEST_THREADS='1',
+        OMP_NUM_THREADS='1')
+    command = [
+        sys.executable, '-m', 'pytest', '-x', '-q', '-rfE', '-p',
+        'no:cacheprovider', *tests
+    ]
     for node in deselect:
         command += ['--deselect', node]
     start = time.time()
     try:
-        result = subprocess.run(command, cwd=root, env=env, timeout=timeout,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            command,
+            cwd=root,
+            env=env,
+            timeout=timeout,
+            capture_output=True,
+            text=True)
     except subprocess.TimeoutExpired:
         return 'timeout', time.time() - start, ''
     seconds = time.time() - start
@@ -292,9 +310,8 @@ def run_pytest(root: str, tests: Sequence[str], timeout: float,
         return 'passed', seconds, first
     if result.returncode == 1:
         return 'failed', seconds, first
-    return (f'error (exit code {result.returncode})', seconds,
-            first or output.strip().splitlines()[-1:][0]
-            if output.strip() else '')
+    return (f'error (exit code {result.returncode})', seconds, first
+            or output.strip().splitlines()[-1:][0] if output.strip() else '')
 
 
 def apply(root: str, mutation: Mutation) -> Optional[str]:
@@ -320,22 +337,37 @@ def restore(root: str, mutation: Mutation, text: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('-k', dest='pattern', default='',
-                        help='only mutations whose id contains this text')
-    parser.add_argument('--list', action='store_true',
-                        help='list the mutations and exit')
-    parser.add_argument('--no-baseline', action='store_true',
-                        help='skip the runs of the unmutated copy')
-    parser.add_argument('--timeout', type=float, default=900,
-                        help='seconds per pytest run (default 900)')
-    parser.add_argument('--full', action='store_true',
-                        help='also run the subprocess tests of SLOW')
-    parser.add_argument('--deselect', action='append', default=[],
-                        help='a test id to leave out (e.g. one that fails '
-                        'in the working tree for another reason)')
-    parser.add_argument('--tests-from', default=None,
-                        help='copy this folder as tests/ (e.g. an older '
-                        'version of the tests, to compare)')
+    parser.add_argument(
+        '-k',
+        dest='pattern',
+        default='',
+        help='only mutations whose id contains this text')
+    parser.add_argument(
+        '--list', action='store_true', help='list the mutations and exit')
+    parser.add_argument(
+        '--no-baseline',
+        action='store_true',
+        help='skip the runs of the unmutated copy')
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=900,
+        help='seconds per pytest run (default 900)')
+    parser.add_argument(
+        '--full',
+        action='store_true',
+        help='also run the subprocess tests of SLOW')
+    parser.add_argument(
+        '--deselect',
+        action='append',
+        default=[],
+        help='a test id to leave out (e.g. one that fails '
+        'in the working tree for another reason)')
+    parser.add_argument(
+        '--tests-from',
+        default=None,
+        help='copy this folder as tests/ (e.g. an older '
+        'version of the tests, to compare)')
     args = parser.parse_args(argv)
     deselect = list(args.deselect) + ([] if args.full else list(SLOW))
     chosen = [m for m in MUTATIONS if args.pattern in m.id]
@@ -347,13 +379,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix='mmrsa_mutants_') as root:
         copy_repository(root, args.tests_from)
         if not args.no_baseline:
-            selections = list(dict.fromkeys(
-                tuple(existing(m.tests, root)[0]) for m in chosen))
+            selections = list(
+                dict.fromkeys(
+                    tuple(existing(m.tests, root)[0]) for m in chosen))
             for tests in selections:
-                outcome, seconds, first = run_pytest(root, tests,
-                                                     args.timeout, deselect)
-                print(f'baseline {outcome:8} {seconds:6.1f}s '
-                      f'{" ".join(tests)} {first}', flush=True)
+                outcome, seconds, first = run_pytest(root, tests, args.timeout,
+                                                     deselect)
+                print(
+                    f'baseline {outcome:8} {seconds:6.1f}s '
+                    f'{" ".join(tests)} {first}',
+                    flush=True)
                 if outcome != 'passed':
                     print('the unmutated tests do not pass: fix that first')
                     return 2
@@ -372,20 +407,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         root, tests, args.timeout, deselect)
                 finally:
                     restore(root, m, text)
-            verdict = {'failed': 'killed', 'timeout': 'killed (timeout)',
-                       'passed': 'SURVIVED'}.get(outcome, outcome)
+            verdict = {
+                'failed': 'killed',
+                'timeout': 'killed (timeout)',
+                'passed': 'SURVIVED'
+            }.get(outcome, outcome)
             if verdict == 'SURVIVED' and m.id in EQUIVALENT:
                 verdict = 'survived (equivalent)'
                 first = EQUIVALENT[m.id]
             rows.append((m.id, verdict, seconds, first, missing))
-            print(f'{m.id:36} {verdict:22} {seconds:6.1f}s {first}'
-                  + (f' [missing: {" ".join(missing)}]' if missing else ''),
-                  flush=True)
+            print(
+                f'{m.id:36} {verdict:22} {seconds:6.1f}s {first}' +
+                (f' [missing: {" ".join(missing)}]' if missing else ''),
+                flush=True)
     survived = [r for r in rows if r[1] == 'SURVIVED']
     print(f'\n{len(rows)} mutations: '
           f'{sum(r[1].startswith("killed") for r in rows)} killed, '
-          f'{len(survived)} survived'
-          + (f' ({", ".join(r[0] for r in survived)})' if survived else ''))
+          f'{sum(r[1].endswith("(equivalent)") for r in rows)} equivalent, '
+          f'{len(survived)} survived' +
+          (f' ({", ".join(r[0] for r in survived)})' if survived else ''))
     return 1 if survived else 0
 
 

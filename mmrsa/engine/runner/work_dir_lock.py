@@ -137,9 +137,10 @@ class WorkDirLock:
             host=socket.gethostname(),
             started=datetime.datetime.now().isoformat(timespec='seconds'),
             command=' '.join(sys.argv))
+        # who holds it, for the message of a second run (the lock is the
+        # flock on this very file, so it is written in place, not replaced)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
-        os.fsync(fd)
         self._fd = fd
         return True
 

@@ -556,12 +556,13 @@ class RSANet(ResNet):
         kwargs.setdefault('init_cfg', None)
         super().__init__(
             depth, pretrained=pretrained, torchvision_pretrain=True, **kwargs)
-        if transform not in TRANSFORMS:
+        if not isinstance(transform, str) or transform not in TRANSFORMS:
             raise ValueError(f'transform={transform!r} is not supported; '
                              f'choose one of {tuple(TRANSFORMS)}.')
         transform_keys = TRANSFORMS[transform][1]
-        unknown = sorted(set(rsa_cfg or {}) - set(transform_keys))
-        if isinstance(rsa_cfg, dict) and unknown:
+        unknown = sorted(set(rsa_cfg) - set(transform_keys)) if isinstance(
+            rsa_cfg, dict) else []
+        if unknown:
             raise ValueError(f'rsa_cfg has unknown keys {unknown} for '
                              f'transform={transform!r}; allowed keys are '
                              f'{transform_keys}.')

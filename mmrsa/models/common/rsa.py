@@ -257,6 +257,11 @@ class RSA(nn.Module):
       computes the ``'plain'`` result from then on. Tracing
       (``torch.jit.trace``, ONNX export) and ``torch.compile`` always get
       the default path.
+    - ONNX export (either exporter): positions first, the value's
+      single-channel filters as one 2D convolution with the temporal taps
+      as input channels and ``H1`` as one grouped ``conv3d``
+      (:func:`~mmrsa.models.common.rsa_ops.export_channel_conv3d`), the
+      form onnxruntime's CPU kernels run fastest; same multiply-adds.
 
     Symbols (paper / official code ``ops/rsa.py``):
 

@@ -56,11 +56,12 @@ MAX_LOOP_CONTRACTION = 16
 MIN_HALF_WGRAD_FILTERS = 16
 
 #: Filters per bank from which :func:`channel_conv3d` computes a
-#: multi-bank forward (``H1``) as one grouped ``conv3d`` rather than one
-#: ``1 -> O`` convolution per bank: oneDNN's grouped kernel is fast when
-#: each group's outputs fill whole vectors (measured 3-20x faster than the
-#: bank loop at the RSANet-R50 stage shapes with 16, 32 and 64 filters),
-#: and far slower below (5x slower with 8 filters).
+#: multi-bank convolution (``H1``) without gradients (inference, float32) as
+#: one grouped ``conv3d`` rather than one ``1 -> O`` convolution per bank:
+#: oneDNN's grouped kernel is fast when each group's outputs fill whole
+#: vectors (measured 3-20x faster than the bank loop at the RSANet-R50 stage
+#: shapes with 16, 32 and 64 filters), and far slower below (5x slower with
+#: 8 filters). Training keeps the bank loop, whose backward is tuned.
 MIN_GROUPED_FILTERS = 16
 
 
@@ -168,15 +169,6 @@ def _channel_conv_forward(x: torch.Tensor, weight: torch.Tensor,
     n, c, t, h, w = x.shape
     banks, o = weight.shape[:2]
     xb = _conv_batch(x, channels_last)  # [B, 1, T, H, W]
-    if (banks > 1 and o % MIN_GROUPED_FILTERS == 0 and not _tracing()
-            and x.dtype == torch.float32):
-        # [N, C, T, H, W] -> [N, C*O, T, H, W], channel c -> its bank's O
-        y = grouped_channel_conv3d(x, weight, padding, layout='conv')
-        if channels_last:
-            # [N, C*O, T, H, W] -> [C, N, T, H, W, O]
-            y = y.unflatten(1, (c, o)).permute(1, 0, 3, 4, 5, 2).contiguous()
-            return y, xb
-        return y.view(n, c, o, t, h, w), xb  # [N, C, O, T, H, W]
     # per bank: [rows, 1, T, H, W] -> [rows, O, T, H, W]
     y = _join_banks([
         F.conv3d(
@@ -304,7 +296,28 @@ def channel_conv3d(x: torch.Tensor,
             f'channel_conv3d expects x [N, C, T, H, W] and weight '
             f'[banks, O, kt, kh, kw] with banks dividing C, got '
             f'{tuple(x.shape)} and {tuple(weight.shape)}.')
+    if (weight.shape[0] > 1 and weight.shape[1] % MIN_GROUPED_FILTERS == 0
+            and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled(x.device.type)
+            and not (torch.is_grad_enabled() and
+                     (x.requires_grad or weight.requires_grad))):
+        return _grouped_inference(x, weight, padding, channels_last)
     return _ChannelConv3d.apply(x, weight, padding, channels_last)
+
+
+def _grouped_inference(x: torch.Tensor, weight: torch.Tensor,
+                       padding: Tuple[int, int, int],
+                       channels_last: bool) -> torch.Tensor:
+    """:func:`channel_conv3d` without gradients as one grouped ``conv3d``
+    (see :data:`MIN_GROUPED_FILTERS`), in the same output layout."""
+    n, c, t, h, w = x.shape
+    o = weight.shape[1]
+    # [N, C, T, H, W] -> [N, C*O, T, H, W], channel c -> its bank's O
+    y = grouped_channel_conv3d(x, weight, padding, layout='conv')
+    if channels_last:
+        # [N, C*O, T, H, W] -> [C, N, T, H, W, O]
+        return y.unflatten(1, (c, o)).permute(1, 0, 3, 4, 5, 2).contiguous()
+    return y.view(n, c, o, t, h, w)  # [N, C, O, T, H, W]
 
 
 # ---------------------------------------------------------------------- #
@@ -430,9 +443,11 @@ def grouped_channel_conv3d(x: torch.Tensor,
             f'grouped_channel_conv3d expects x [N, C, T, H, W] and weight '
             f'[banks, O, kt, kh, kw] with banks dividing C, got '
             f'{tuple(x.shape)} and {tuple(weight.shape)}.')
-    c = x.shape[1]
-    banks, o = weight.shape[:2]
-    kernel = weight.shape[2:]
+    # Python ints: a traced graph (ONNX export) keeps the filters' shape
+    # static, which the legacy exporter needs
+    c = int(x.shape[1])
+    banks, o = (int(size) for size in weight.shape[:2])
+    kernel = tuple(int(size) for size in weight.shape[2:])
     # [banks, O, k...] -> [banks, C/banks, O, k...] -> [C*O, 1, k...] (an
     # expand, not repeat_interleave: the legacy ONNX exporter needs the
     # filters' shape)
@@ -471,22 +486,29 @@ def export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
     Returns:
         torch.Tensor: ``[N*T*H*W, C, O]``.
     """
-    n, c, t, h, w = x.shape
-    banks, o, kt = weight.shape[:3]
+    with _static_structure():
+        return _export_channel_conv3d(x, weight, padding)
+
+
+def _export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
+                           padding: Sequence[int]) -> torch.Tensor:
+    # static sizes as Python ints, the batch left dynamic (-1)
+    c, t, h, w = (int(size) for size in x.shape[1:])
+    banks, o, kt = (int(size) for size in weight.shape[:3])
     pt, ph, pw = (int(p) for p in padding)
     if banks > 1:
         # [N, C, T, H, W] -> [N, C*O, T, H, W] -> [N, C*O, THW]
         out = grouped_channel_conv3d(x, weight, padding, layout='conv')
-        out = out.reshape(n, c * o, t * h * w)
+        out = out.reshape(-1, c * o, t * h * w)
         # [N, C*O, THW] -> [N, THW, C*O] -> [N*THW, C, O]
-        return out.transpose(1, 2).reshape(n * t * h * w, c, o)
+        return out.transpose(1, 2).reshape(-1, c, o)
     # [N, C, T, H, W] -> [N, T, C, H, W], zero frames around T
     frames = F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, 0, pt, pt))
     # kt shifted clips: [N, T, C, kt, H, W] -> [N*T*C, kt, H, W]
     stacked = torch.stack([frames[:, i:i + t] for i in range(kt)], dim=3)
-    stacked = stacked.reshape(n * t * c, kt, h, w)
+    stacked = stacked.reshape(-1, kt, h, w)
     # [N*T*C, kt, H, W] -> [N*T*C, O, H, W]
     out = F.conv2d(stacked, weight[0], padding=(ph, pw))
     # [N*T, C*O, HW] -> [N*T, HW, C*O] -> [N*THW, C, O]
-    out = out.reshape(n * t, c * o, h * w).transpose(1, 2)
-    return out.reshape(n * t * h * w, c, o)
+    out = out.reshape(-1, c * o, h * w).transpose(1, 2)
+    return out.reshape(-1, c, o)

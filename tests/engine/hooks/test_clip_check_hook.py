@@ -9,6 +9,7 @@ import shutil
 import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from run_helpers import DEMO_CONFIG, run_tool
 
 import mmaction
 import mmrsa  # noqa: F401
@@ -16,16 +17,16 @@ from mmaction.registry import MODELS
 from mmrsa.engine import (ClipCheckHook, ClipSamplingError,
                           check_clip_sampling, check_num_classes)
 from mmrsa.engine.hooks.clip_check_hook import frames_per_video
-from run_helpers import DEMO_CONFIG, run_tool
 
-MMACTION_TRAIN = osp.join(osp.dirname(mmaction.__file__), '.mim', 'tools',
-                          'train.py')
+MMACTION_TRAIN = osp.join(
+    osp.dirname(mmaction.__file__), '.mim', 'tools', 'train.py')
 
 
 def _sampler(dataloader) -> dict:
     """The ``SampleFrames`` step of a dataloader config's pipeline."""
-    steps = [s for s in dataloader.dataset.pipeline
-             if s['type'] == 'SampleFrames']
+    steps = [
+        s for s in dataloader.dataset.pipeline if s['type'] == 'SampleFrames'
+    ]
     assert len(steps) == 1
     return steps[0]
 
@@ -66,9 +67,10 @@ def test_test_num_clips_not_a_multiple(tmp_path):
     cfg = _cfg()
     cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)
     _sampler(cfg.test_dataloader)['num_clips'] = 12
-    with pytest.raises(ClipSamplingError,
-                       match='the test pipeline .* samples 12 frames per '
-                       'video .* not a whole number of clips of 8'):
+    with pytest.raises(
+            ClipSamplingError,
+            match='the test pipeline .* samples 12 frames per '
+            'video .* not a whole number of clips of 8'):
         _before_run(cfg, tmp_path)
 
 
@@ -76,8 +78,9 @@ def test_num_segments_changed_but_not_the_pipelines():
     cfg = _cfg()
     cfg.model.backbone.num_segments = 16
     model = MODELS.build(cfg.model)
-    with pytest.raises(ClipSamplingError,
-                       match='num_segments=16, but the train pipeline'):
+    with pytest.raises(
+            ClipSamplingError,
+            match='num_segments=16, but the train pipeline'):
         check_clip_sampling(model, [('train', cfg.train_dataloader)])
 
 
@@ -93,13 +96,12 @@ def test_twice_sample_and_multi_view_testing_are_fine():
     _sampler(views).update(num_clips=24)
     assert frames_per_video(test.dataset.pipeline) == (
         16, 'SampleFrames: clip_len=1 x num_clips=8 x 2 (twice_sample)')
-    assert frames_per_video(views.dataset.pipeline) == (
-        24, 'SampleFrames: clip_len=1 x num_clips=24')
+    once = 'SampleFrames: clip_len=1 x num_clips='
+    assert frames_per_video(views.dataset.pipeline) == (24, once + '24')
     # twice_sample outside test mode samples once
     train = copy.deepcopy(cfg.train_dataloader)
     _sampler(train).update(twice_sample=True)
-    assert frames_per_video(train.dataset.pipeline) == (
-        8, 'SampleFrames: clip_len=1 x num_clips=8')
+    assert frames_per_video(train.dataset.pipeline) == (8, once + '8')
     check_clip_sampling(model, [('train', train), ('test', test),
                                 ('val', views)])
     # num_clips=12: 24 frames with twice_sample (3 clips of 8), 12 without
@@ -107,11 +109,9 @@ def test_twice_sample_and_multi_view_testing_are_fine():
     _sampler(test).update(num_clips=12)
     check_clip_sampling(model, [('test', test)])
     _sampler(views).update(num_clips=12)
-    with pytest.raises(ClipSamplingError,
-                       match='the val pipeline .* samples 12 frames'):
+    with pytest.raises(
+            ClipSamplingError, match='the val pipeline .* samples 12 frames'):
         check_clip_sampling(model, [('val', views)])
-
-
 
 
 def test_test_clip_len_times_num_clips_is_not_two_views(tmp_path):
@@ -129,8 +129,8 @@ def test_head_and_dataset_classes_disagree():
     model = MODELS.build(cfg.model)
     loader = copy.deepcopy(cfg.train_dataloader)
     loader.dataset.num_classes = 12
-    with pytest.raises(ClipSamplingError,
-                       match='num_classes=10, but the train dataset'):
+    with pytest.raises(
+            ClipSamplingError, match='num_classes=10, but the train dataset'):
         check_num_classes(model, [('train', loader)])
 
 
@@ -142,16 +142,25 @@ def test_label_beyond_the_head_names_file_and_line(synth_dir, tmp_path):
     frame_dir, frames, _ = lines[4].split()
     lines[4] = f'{frame_dir} {frames} 99'
     ann.write_text('\n'.join(lines) + '\n')
-    result = run_tool([
-        MMACTION_TRAIN, DEMO_CONFIG, '--work-dir', tmp_path / 'work_dir',
-        '--cfg-options', f'data_root={root}',
-        f'train_dataloader.dataset.ann_file={ann}',
-        f'train_dataloader.dataset.data_prefix.img={root}/rawframes',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0',
-        'val_dataloader.persistent_workers=False'
-    ], cwd=synth_dir)
+    result = run_tool(
+        [
+            MMACTION_TRAIN,
+            DEMO_CONFIG,
+            '--work-dir',
+            tmp_path / 'work_dir',
+            '--cfg-options',
+            f'data_root={root}',
+            f'train_dataloader.dataset.ann_file={ann}',
+            f'train_dataloader.dataset.data_prefix.img={root}/rawframes',
+            # a checked dataset that records lines but knows no class count:
+            # the hook, not SynthMotionDataset's own check, names the line here
+            'train_dataloader.dataset.type=CheckedRawframeDataset',
+            'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False',
+            'val_dataloader.num_workers=0',
+            'val_dataloader.persistent_workers=False'
+        ],
+        cwd=synth_dir)
     assert result.returncode != 0
     assert (f'{ann}, line 5: label 99 is outside [0, 10) of '
             'model.cls_head.num_classes=10') in result.stderr
@@ -167,7 +176,8 @@ def test_fires_under_mmaction2_own_train_tool(synth_dir, tmp_path):
         'train_dataloader.persistent_workers=False',
         'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False'
-    ], cwd=synth_dir)
+    ],
+                      cwd=synth_dir)
     assert result.returncode != 0
     assert ('ClipSamplingError: model.backbone.num_segments=4, but the train '
             'pipeline (train_dataloader) samples 8 frames') in result.stderr

@@ -11,21 +11,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-from mmaction.registry import DATASETS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from run_helpers import DEMO_CONFIG
 
 import mmrsa  # noqa: F401
+from mmaction.registry import DATASETS
 from mmrsa.datasets import AnnotationError
-from mmrsa.engine import (
-    CheckpointFitHook,
-    CheckpointMismatchError,
-    ClipSamplingError,
-    check_checkpoint_fits,
-    check_clip_sampling,
-    check_num_classes,
-)
+from mmrsa.engine import (CheckpointFitHook, CheckpointMismatchError,
+                          ClipSamplingError, check_checkpoint_fits,
+                          check_clip_sampling, check_num_classes)
 
 NUM_CLASSES = 10
 
@@ -37,7 +32,8 @@ def _part(**attrs) -> nn.Module:
     return part
 
 
-def _model(num_classes: int = NUM_CLASSES, backbone_segments: int = 8,
+def _model(num_classes: int = NUM_CLASSES,
+           backbone_segments: int = 8,
            head_segments=None) -> nn.Module:
     """A stand-in recognizer: what the checks read of one."""
     model = nn.Module()
@@ -54,8 +50,8 @@ def _dataset(synth_dir, tmp_path, label_of_line_3: int):
     line 3 given ``label_of_line_3``."""
     src = synth_dir / 'data' / 'synthmotion'
     ann = tmp_path / 'val_list.txt'
-    lines = (src / 'synthmotion_val_list_rawframes.txt').read_text().split(
-        '\n')
+    lines = (src /
+             'synthmotion_val_list_rawframes.txt').read_text().split('\n')
     frame_dir, frames, _ = lines[2].split()
     lines[2] = f'{frame_dir} {frames} {label_of_line_3}'
     ann.write_text('\n'.join(lines))
@@ -83,8 +79,7 @@ def test_label_just_outside_the_head_names_file_and_line(
 
 
 @pytest.mark.parametrize('label', [0, NUM_CLASSES - 1])
-def test_labels_at_both_ends_of_the_head_are_fine(synth_dir, tmp_path,
-                                                  label):
+def test_labels_at_both_ends_of_the_head_are_fine(synth_dir, tmp_path, label):
     dataset, _ = _dataset(synth_dir, tmp_path, label)
     check_num_classes(_model(), [('val', dict(dataset=dataset))])
     # the same label with one class fewer is outside
@@ -140,8 +135,10 @@ def test_checkpoint_without_bn_step_counters_fits():
     as MMEngine allows; nothing else may."""
     model = _net()
     state = model.state_dict()
-    without = {k: v for k, v in state.items()
-               if not k.endswith('num_batches_tracked')}
+    without = {
+        k: v
+        for k, v in state.items() if not k.endswith('num_batches_tracked')
+    }
     assert len(without) == len(state) - 1
     check_checkpoint_fits(model, dict(state_dict=without))
     check_checkpoint_fits(model, without)  # a bare state dict
@@ -160,12 +157,15 @@ def test_checkpoint_without_bn_step_counters_fits():
 
 
 def _runner(resume: bool) -> SimpleNamespace:
-    return SimpleNamespace(model=_net(), _resume=resume,
-                           _load_from='run/epoch_1.pth')
+    return SimpleNamespace(
+        model=_net(), _resume=resume, _load_from='run/epoch_1.pth')
 
 
-@pytest.mark.parametrize('meta', [None, {}, dict(epoch=1), dict(iter=4),
-                                  [('epoch', 1), ('iter', 4)]])
+@pytest.mark.parametrize(
+    'meta',
+    [None, {},
+     dict(epoch=1),
+     dict(iter=4), [('epoch', 1), ('iter', 4)]])
 def test_resume_needs_meta_epoch_and_iter(meta):
     runner = _runner(resume=True)
     checkpoint = dict(state_dict=runner.model.state_dict())
@@ -177,8 +177,8 @@ def test_resume_needs_meta_epoch_and_iter(meta):
         'run/epoch_1.pth holds weights but no training state (meta.epoch / '
         'meta.iter), so a run cannot resume from it.')
     # the same file is fine for load_from
-    CheckpointFitHook().after_load_checkpoint(_runner(resume=False),
-                                              checkpoint)
+    CheckpointFitHook().after_load_checkpoint(
+        _runner(resume=False), checkpoint)
 
 
 def test_resume_with_meta_epoch_and_iter_passes():
@@ -189,5 +189,4 @@ def test_resume_with_meta_epoch_and_iter_passes():
     # the weights are checked first, named after the hook's filename
     del checkpoint['state_dict']['0.weight']
     with pytest.raises(CheckpointMismatchError, match='^mine.pth does not'):
-        CheckpointFitHook('mine.pth').after_load_checkpoint(runner,
-                                                            checkpoint)
+        CheckpointFitHook('mine.pth').after_load_checkpoint(runner, checkpoint)

@@ -147,3 +147,68 @@ def test_eager_batch_layout_is_kept():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         traced = torch.jit.trace(lambda inp: _conv_batch(inp, True), (x, ))
     assert torch.equal(traced(x), eager)
+
+
+# --------------------------------------------------------------------------
+# the exported form (what onnxruntime runs) and the grouped H1 forward
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('banks', [1, 2, 8])
+@pytest.mark.parametrize('kernel', [(3, 3, 3), (1, 3, 5), (5, 1, 1)])
+def test_export_channel_conv3d_equals_channel_conv3d(banks, kernel):
+    """Temporal taps as 2D input channels (one bank) and one grouped
+    conv3d (several banks): the values of channel_conv3d, positions
+    first."""
+    from mmrsa.models.common.rsa_ops import export_channel_conv3d
+    x = torch.randn(2, 8, 4, 6, 5)
+    weight = torch.randn(banks, 3, *kernel)
+    padding = tuple(k // 2 for k in kernel)
+    expected = channel_conv3d(x, weight, padding)  # [N, C, O, T, H, W]
+    expected = expected.permute(0, 3, 4, 5, 1, 2).reshape(-1, 8, 3)
+    got = export_channel_conv3d(x, weight, padding)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('banks', [4, 16])
+def test_grouped_inference_equals_bank_loop(channels_last, banks):
+    """Without gradients, banks of 16 filters run as one grouped conv3d:
+    the values of the bank-by-bank convolutions (what training runs)."""
+    x = torch.randn(2, 16, 4, 6, 5)
+    weight = torch.randn(banks, 16, 3, 3, 3)
+    with torch.no_grad():
+        grouped = channel_conv3d(x, weight, (1, 1, 1), channels_last)
+    loop = channel_conv3d(x, weight.requires_grad_(), (1, 1, 1),
+                          channels_last)
+    assert loop.grad_fn is not None and grouped.grad_fn is None
+    torch.testing.assert_close(grouped, loop.detach(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('corr_groups,context_type', [(None, 'VR'),
+                                                      (2, 'VR'),
+                                                      (None, 'V')])
+def test_exported_graph_form(corr_groups, context_type, tmp_path):
+    """The exported layer: one 2D convolution of the value (temporal taps
+    as channels), one grouped conv3d for H1 (no convolution per bank), and
+    the eager output within 1e-4."""
+    import onnx
+    torch.manual_seed(0)
+    layer = RSA(64, kernel_size=(3, 5, 5), num_queries=8,
+                corr_groups=corr_groups, context_type=context_type).eval()
+    x, x3 = _inputs(64, 2, 3)
+    path = str(tmp_path / 'rsa.onnx')
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(layer, (x, ), path, dynamo=False,
+                          input_names=['x'], output_names=['y'],
+                          dynamic_axes={'x': {0: 'n'}, 'y': {0: 'n'}},
+                          opset_version=17)
+    convs = [node for node in onnx.load(path).graph.node
+             if node.op_type == 'Conv']
+    # projection, H1, value (H2 and G)
+    assert len(convs) == 3
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for inp in (x, x3):
+        with torch.no_grad():
+            expected = layer(inp).numpy()
+        (got, ) = session.run(None, {'x': inp.numpy()})
+        assert np.abs(got - expected).max() < 1e-4

@@ -6,7 +6,7 @@
 # input in 4x4 patches (8x8 patches per frame, 512 tokens per clip), embed
 # dim 128, 4 heads, 4 layers (each a temporal attention over the 8 frames,
 # a spatial attention over the 64 patches of a frame and an MLP): about
-# 1.14 M parameters and 0.62 GFLOPs per clip (RSANet-R18: 10.7 M, 0.33 G),
+# 1.14 M parameters and 0.62 GFLOPs per clip (RSANet-R18: 8.75 M, 0.25 G),
 # against ViT-B's 768 / 12 / 12 at 224x224. Trained from scratch. Data, schedule, optimizer and seed are those
 # of ../rsanet_r18_8x1_synthmotion.py, except that the 8 frames are sampled
 # as one clip of 8 frames 2 apart (SynthMotion clips have 16 frames: one
