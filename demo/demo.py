@@ -31,16 +31,14 @@ from typing import List, Optional, Sequence, Tuple
 # runnable from a source checkout without installing mmrsa
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-import mmrsa  # noqa: E402,F401  (compat fixes, registration)
+import numpy as np
+import torch
+from mmengine.config import DictAction
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
-from mmrsa.apis import (load_config, load_input, predict,  # noqa: E402
-                        read_labels)
-from mmrsa.fileio.checkpoint import (CheckpointDownloadError,  # noqa: E402
-                                    UnsafeCheckpointError, trust_checkpoint)
+import mmrsa  # noqa: F401  (compat fixes, registration)
+from mmrsa.apis import load_config, load_input, predict, read_labels
+from mmrsa.fileio.checkpoint import (CheckpointDownloadError,
+                                     UnsafeCheckpointError, trust_checkpoint)
 
 #: How the former argument order is reported.
 LEGACY_ORDER_MESSAGE = (
@@ -136,11 +134,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def is_legacy_order(args: argparse.Namespace) -> bool:
     """The former ``VIDEO CONFIG CHECKPOINT`` order: the second positional
     is a ``.py`` config and the first is not (a video or frame folder)."""
-    return (args.checkpoint.endswith('.py')
-            and not args.config.endswith('.py') and args.label is None)
+    return (args.checkpoint.endswith('.py') and not args.config.endswith('.py')
+            and args.label is None)
 
 
-def read_frames(video: str, config: str,
+def read_frames(video: str,
+                config: str,
                 cfg_options: Optional[dict] = None) -> List[np.ndarray]:
     """All frames (BGR) of a video file or of a frame folder named as the
     config's ``filename_tmpl``."""
@@ -158,13 +157,14 @@ def read_frames(video: str, config: str,
     return [frame.asnumpy()[..., ::-1] for frame in reader]
 
 
-def draw_label(frames: Sequence[np.ndarray],
-               label: str,
-               *,
-               font_scale: Optional[float] = None,
-               font_color: str = 'white',
-               target_resolution: Optional[Tuple[int, int]] = None
-               ) -> List[np.ndarray]:
+def draw_label(
+        frames: Sequence[np.ndarray],
+        label: str,
+        *,
+        font_scale: Optional[float] = None,
+        font_color: str = 'white',
+        target_resolution: Optional[Tuple[int,
+                                          int]] = None) -> List[np.ndarray]:
     """``frames`` (BGR) resized to ``target_resolution`` with ``label``
     written in the top-left corner."""
     import cv2
@@ -202,8 +202,9 @@ def write_video(frames: Sequence[np.ndarray], path: str, fps: int) -> None:
     ext = osp.splitext(path)[1].lower()
     if ext == '.gif':
         from PIL import Image
-        images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1]))
-                  for f in frames]
+        images = [
+            Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in frames
+        ]
         images[0].save(
             path,
             save_all=True,
@@ -242,10 +243,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Tuple[str, float]]:
         sys.exit(f'error: {args.label} has {len(labels)} names but the '
                  f'model predicts {len(scores)} classes')
     if not bool(torch.isfinite(scores).all()):
-        print(f'warning: the scores for {args.video} hold non-finite values '
-              f'(nan/inf): the weights of {args.checkpoint} are probably '
-              f'non-finite (a diverged run); the labels below mean nothing.',
-              file=sys.stderr)
+        print(
+            f'warning: the scores for {args.video} hold non-finite values '
+            f'(nan/inf): the weights of {args.checkpoint} are probably '
+            f'non-finite (a diverged run); the labels below mean nothing.',
+            file=sys.stderr)
     k = min(args.topk, len(scores))
     top = torch.topk(scores, k)
     results = []

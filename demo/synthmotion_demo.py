@@ -42,11 +42,11 @@ from mmengine.runner import Runner
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
 from mmrsa.apis.model import load_config
-from mmrsa.fileio.atomic import write_atomic
 from mmrsa.datasets.synthmotion import (REVERSED_PAIRS, SYNTHMOTION_CLASSES,
                                         generate_synthmotion,
                                         synthmotion_is_complete)
 from mmrsa.evaluation import load_dump, pair_metrics
+from mmrsa.fileio.atomic import write_atomic
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 CONFIGS = {
@@ -128,7 +128,10 @@ def export_weights(model: torch.nn.Module, cfg: Config, path: str,
     meta = dict(
         config=cfg.pretty_text,
         classes=list(SYNTHMOTION_CLASSES),
-        metrics={k: float(v) for k, v in metrics.items()})
+        metrics={
+            k: float(v)
+            for k, v in metrics.items()
+        })
     write_atomic(path,
                  lambda f: torch.save(dict(state_dict=state, meta=meta), f))
 
@@ -148,8 +151,8 @@ def run_model(key: str, args: argparse.Namespace) -> dict:
             if scheduler.get('begin', 0) >= args.max_epochs:
                 scheduler['begin'] = max(args.max_epochs - 1, 0)
             if 'T_max' in scheduler:
-                scheduler['T_max'] = max(
-                    scheduler['end'] - scheduler['begin'], 1)
+                scheduler['T_max'] = max(scheduler['end'] - scheduler['begin'],
+                                         1)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = osp.join(args.work_dir, name)
@@ -170,8 +173,7 @@ def run_model(key: str, args: argparse.Namespace) -> dict:
     metrics = pair_metrics(load_dump(dump))
     model = runner.model
     params = sum(p.numel() for p in model.parameters())
-    export_weights(model, cfg, osp.join(args.work_dir, f'{name}.pth'),
-                   metrics)
+    export_weights(model, cfg, osp.join(args.work_dir, f'{name}.pth'), metrics)
     del runner, model
     gc.collect()
     return dict(
@@ -213,15 +215,24 @@ def release(row: dict, args: argparse.Namespace) -> dict:
         config,
         f'<URL or local path of {osp.basename(path)}>',
         metadata={
-            'Architecture': 'ResNet18',
-            'Epochs': row['epochs'],
-            'Parameters': f'{row["params_m"]:.2f}M',
-            'Pretrained': 'None',
-            'Frames': 8,
-            'Test Clips': 1,
-            'Training Data': 'SynthMotion',
-            'Training Resources': 'CPU',
-            'Results From': f'bash tools/run.sh demo, {args.num_train} '
+            'Architecture':
+            'ResNet18',
+            'Epochs':
+            row['epochs'],
+            'Parameters':
+            f'{row["params_m"]:.2f}M',
+            'Pretrained':
+            'None',
+            'Frames':
+            8,
+            'Test Clips':
+            1,
+            'Training Data':
+            'SynthMotion',
+            'Training Resources':
+            'CPU',
+            'Results From':
+            f'bash tools/run.sh demo, {args.num_train} '
             f'training and {args.num_val} test clips, seed {args.seed}',
         },
         results=[
@@ -230,17 +241,15 @@ def release(row: dict, args: argparse.Namespace) -> dict:
                 Task='Action Recognition',
                 Metrics={
                     'Top 1 Accuracy': round(100 * row['top1'], 2),
-                    'Direction Within Pairs': round(100 * row['direction'],
-                                                    2),
+                    'Direction Within Pairs': round(100 * row['direction'], 2),
                 })
         ])
     clip = osp.join(args.data_root, 'rawframes', 'val_00000')
     label_map = osp.join(args.data_root, 'label_map.txt')
     test = f'python tools/test.py {config} {path}'
     if osp.normpath(args.data_root) != osp.normpath('data/synthmotion'):
-        test += (' --cfg-options test_dataloader.dataset.ann_file='
-                 + osp.join(args.data_root,
-                            'synthmotion_val_list_rawframes.txt') +
+        test += (' --cfg-options test_dataloader.dataset.ann_file=' + osp.join(
+            args.data_root, 'synthmotion_val_list_rawframes.txt') +
                  ' test_dataloader.dataset.data_prefix.img=' +
                  osp.join(args.data_root, 'rawframes'))
     commands = [
@@ -317,8 +326,7 @@ def main(argv=None) -> List[dict]:
     total = time.time() - start
     table = format_table(rows)
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(rows=rows, total_s=total, args=vars(args)), f,
-                  indent=2)
+        json.dump(dict(rows=rows, total_s=total, args=vars(args)), f, indent=2)
     print(f'\nSynthMotion, {args.num_val} test clips, 1 clip x 8 frames, '
           f'center crop; {len(REVERSED_PAIRS)} time-reversed class pairs '
           '(direction: the true class scores above its reversal; chance = '

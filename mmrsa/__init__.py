@@ -28,4 +28,6 @@ register_safe_schemes()
 from . import datasets, engine, models, registry  # noqa: E402
 from .version import __version__, version_info  # noqa: E402
 
-__all__ = ['__version__', 'version_info', 'datasets', 'engine', 'models']
+__all__ = [
+    '__version__', 'version_info', 'datasets', 'engine', 'models', 'registry'
+]

@@ -23,17 +23,18 @@ MMEngine's above it, exactly as under ``mmaction``.
 An editable install has no ``mmrsa/.mim`` (the wheel build copies it), so
 ``mmrsa::`` needs a wheel install, as MIM does.
 """
-from mmaction import registry as mmaction_registry
 from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import Registry
+
+from mmaction import registry as mmaction_registry
 
 __all__ = [
     'SCOPE', 'register_config_scope', 'RUNNERS', 'RUNNER_CONSTRUCTORS',
     'LOOPS', 'HOOKS', 'LOG_PROCESSORS', 'OPTIMIZERS', 'OPTIM_WRAPPERS',
     'OPTIM_WRAPPER_CONSTRUCTORS', 'PARAM_SCHEDULERS', 'DATASETS',
     'DATA_SAMPLERS', 'TRANSFORMS', 'MODELS', 'MODEL_WRAPPERS',
-    'WEIGHT_INITIALIZERS', 'TASK_UTILS', 'METRICS', 'EVALUATOR',
-    'VISUALIZERS', 'VISBACKENDS', 'INFERENCERS', 'FUNCTION'
+    'WEIGHT_INITIALIZERS', 'TASK_UTILS', 'METRICS', 'EVALUATOR', 'VISUALIZERS',
+    'VISBACKENDS', 'INFERENCERS', 'FUNCTION'
 ]
 
 #: the scope name: the module name of ``mmrsa::`` and of ``_scope_``

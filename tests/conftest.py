@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from run_helpers import (DEMO_CONFIG, NUM_TRAIN, NUM_VAL, REPO_ROOT,
-                         SMALL_RUN, run_tool)
+from run_helpers import (DEMO_CONFIG, NUM_TRAIN, NUM_VAL, REPO_ROOT, SMALL_RUN,
+                         run_tool)
 
 
 def pytest_configure(config):
@@ -41,7 +40,8 @@ def reference_run(synth_dir) -> Path:
     result = run_tool([
         REPO_ROOT / 'tools' / 'train.py', DEMO_CONFIG, '--work-dir', work_dir,
         '--seed', '0', '--deterministic', '--cfg-options', *SMALL_RUN
-    ], cwd=synth_dir)
+    ],
+                      cwd=synth_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir
 

@@ -13,8 +13,6 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
-import torch
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = str(REPO_ROOT / 'configs' / 'recognition' / 'rsanet' /
                   'rsanet_r18_8x1_synthmotion.py')
@@ -77,8 +75,8 @@ def train_scalars(work_dir: Path) -> List[dict]:
     """The logged training iterations of every run in ``work_dir``, in the
     order the runs were made."""
     rows = []
-    for path in sorted(glob.glob(str(work_dir / '*' / 'vis_data' /
-                                     'scalars.json'))):
+    for path in sorted(
+            glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))):
         with open(path) as f:
             rows += [r for r in map(json.loads, f) if 'loss' in r]
     return rows

@@ -26,8 +26,10 @@ _HEADING = re.compile(r'^(#{1,6})\s+(.*?)\s*#*\s*$')
 
 
 def _markdown_files() -> List[Path]:
-    files = [README, REPO_ROOT / 'CHANGELOG.md',
-             REPO_ROOT / 'configs' / 'recognition' / 'rsanet' / 'README.md']
+    files = [
+        README, REPO_ROOT / 'CHANGELOG.md',
+        REPO_ROOT / 'configs' / 'recognition' / 'rsanet' / 'README.md'
+    ]
     return files + sorted(DOCS.glob('*.md'))
 
 
@@ -75,8 +77,9 @@ def _relative_links(path: Path) -> Iterator[Tuple[int, str]]:
 def _ci_test_command() -> str:
     """The last command line of .ci/run (comments and blanks skipped)."""
     lines = [
-        line.strip() for line in (REPO_ROOT / '.ci' / 'run').read_text()
-        .splitlines() if line.strip() and not line.strip().startswith('#')
+        line.strip()
+        for line in (REPO_ROOT / '.ci' / 'run').read_text().splitlines()
+        if line.strip() and not line.strip().startswith('#')
     ]
     return lines[-1]
 
@@ -134,13 +137,13 @@ def _compat_fixes() -> List[str]:
     """The ``patch_*`` functions that ``apply_compat_fixes`` calls, read
     from the source (importing mmrsa would apply them)."""
     tree = ast.parse((REPO_ROOT / 'mmrsa' / 'utils' / 'compat.py').read_text())
-    apply = next(node for node in tree.body
-                 if isinstance(node, ast.FunctionDef)
-                 and node.name == 'apply_compat_fixes')
+    apply = next(
+        node for node in tree.body if isinstance(node, ast.FunctionDef)
+        and node.name == 'apply_compat_fixes')
     return sorted({
         node.func.id
-        for node in ast.walk(apply) if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
+        for node in ast.walk(apply)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         and node.func.id.startswith('patch_')
     })
 
@@ -164,9 +167,10 @@ def test_license_is_apache_2():
         assert needed in text, needed
     # the 9 sections of the terms
     for number, title in enumerate(
-        ('Definitions', 'Grant of Copyright License', 'Grant of Patent License',
-         'Redistribution', 'Submission of Contributions', 'Trademarks',
-         'Disclaimer of Warranty', 'Limitation of Liability',
+        ('Definitions', 'Grant of Copyright License',
+         'Grant of Patent License', 'Redistribution',
+         'Submission of Contributions', 'Trademarks', 'Disclaimer of Warranty',
+         'Limitation of Liability',
          'Accepting Warranty or Additional Liability'), 1):
         assert f'{number}. {title}.' in text, title
     setup = (REPO_ROOT / 'setup.py').read_text()

@@ -42,13 +42,15 @@ def test_rules_are_openmmlabs():
 
 
 def _run(tool, *args, cwd):
-    return subprocess.run([sys.executable, '-m', tool, *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, '-m', tool, *args],
+                          cwd=cwd,
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
 
 
 def test_the_rules_catch_bad_code(tmp_path):
-    (tmp_path / 'setup.cfg').write_text(
-        (REPO_ROOT / 'setup.cfg').read_text())
+    (tmp_path / 'setup.cfg').write_text((REPO_ROOT / 'setup.cfg').read_text())
     bad = tmp_path / 'bad.py'
     bad.write_text('import sys\nimport os\nx = {  "a":1 }\n' + 'y = ' +
                    repr('a' * 90) + '\n')
@@ -56,13 +58,13 @@ def test_the_rules_catch_bad_code(tmp_path):
     assert flake8.returncode != 0
     for code in ('F401', 'E501', 'E201'):
         assert code in flake8.stdout
-    assert _run('isort', '--check-only', 'bad.py',
-                cwd=tmp_path).returncode != 0
+    assert _run(
+        'isort', '--check-only', 'bad.py', cwd=tmp_path).returncode != 0
     assert _run('yapf', '--diff', 'bad.py', cwd=tmp_path).returncode != 0
     good = tmp_path / 'good.py'
     good.write_text('import os\nimport sys\n\nx = {\'a\': 1}\n'
                     'print(os.sep, sys.argv, x)\n')
     assert _run('flake8', 'good.py', cwd=tmp_path).returncode == 0
-    assert _run('isort', '--check-only', 'good.py',
-                cwd=tmp_path).returncode == 0
+    assert _run(
+        'isort', '--check-only', 'good.py', cwd=tmp_path).returncode == 0
     assert _run('yapf', '--diff', 'good.py', cwd=tmp_path).returncode == 0

@@ -58,7 +58,10 @@ def test_library_functions_are_the_libraries_own():
     result = subprocess.run(
         [sys.executable, '-c', _IDENTITY,
          json.dumps(UNTOUCHED)],
-        capture_output=True, text=True, env=tool_env(), cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        cwd=REPO_ROOT,
         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -110,8 +113,11 @@ print(json.dumps(dict(loss=loss.item(),
                                if p.grad is not None))))
 '''
     result = subprocess.run([sys.executable, '-c', code],
-                            capture_output=True, text=True, env=tool_env(),
-                            cwd=tmp_path, timeout=300)
+                            capture_output=True,
+                            text=True,
+                            env=tool_env(),
+                            cwd=tmp_path,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -95,13 +95,9 @@ def stubs(tmp_path):
 
 
 def _env(tmp_path, clean_path, gpu_dir=None, **extra):
-    env = {
-        k: v
-        for k, v in os.environ.items() if k not in ('MMRSA_TORCH', )
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ('MMRSA_TORCH', )}
     env.update(
-        PATH=(f'{gpu_dir}{os.pathsep}{clean_path}'
-              if gpu_dir else clean_path),
+        PATH=(f'{gpu_dir}{os.pathsep}{clean_path}' if gpu_dir else clean_path),
         STUB_LOG=str(tmp_path / 'pip_calls.jsonl'),
         CUDA_DEP=CUDA_DEP)
     env.update({k: str(v) for k, v in extra.items()})
@@ -110,7 +106,8 @@ def _env(tmp_path, clean_path, gpu_dir=None, **extra):
 
 def _choose(python, env, *args):
     result = subprocess.run(
-        [sys.executable, str(CHOICE), PIN, '--python',
+        [sys.executable,
+         str(CHOICE), PIN, '--python',
          str(python), *args],
         env=env,
         capture_output=True,
@@ -167,9 +164,8 @@ def test_no_gpu_prefers_a_cpu_wheel(stubs, tmp_path, config, index, source,
         assert 'warning' in result.stderr and 'several GB' in result.stderr
 
 
-@pytest.mark.parametrize('config,expected', [('cpu', []),
-                                             ('cuda',
-                                              ['--index-url', CPU_INDEX])])
+@pytest.mark.parametrize('config,expected',
+                         [('cpu', []), ('cuda', ['--index-url', CPU_INDEX])])
 def test_install_runs_pip_with_the_choice(stubs, tmp_path, config, expected):
     python, clean_path, _ = stubs
     env = _env(tmp_path, clean_path, STUB_CONFIG=config, STUB_INDEX='cpu')
@@ -180,20 +176,25 @@ def test_install_runs_pip_with_the_choice(stubs, tmp_path, config, expected):
 
 def test_failed_cpu_index_install_falls_back(stubs, tmp_path):
     python, clean_path, _ = stubs
-    env = _env(tmp_path, clean_path, STUB_CONFIG='cuda', STUB_INDEX='cpu',
-               STUB_INSTALL_INDEX_FAILS=1)
+    env = _env(
+        tmp_path,
+        clean_path,
+        STUB_CONFIG='cuda',
+        STUB_INDEX='cpu',
+        STUB_INSTALL_INDEX_FAILS=1)
     result, calls = _choose(python, env)
     assert result.returncode == 0, result.stderr
-    assert _installs(calls) == [['install', '--quiet', '--index-url',
-                                 CPU_INDEX, PIN], ['install', '--quiet', PIN]]
+    assert _installs(calls) == [[
+        'install', '--quiet', '--index-url', CPU_INDEX, PIN
+    ], ['install', '--quiet', PIN]]
     assert 'several GB' in result.stderr
 
 
 def test_a_gpu_gets_the_default_build(stubs, tmp_path):
     python, clean_path, gpu_dir = stubs
     _gpu(gpu_dir)
-    env = _env(tmp_path, clean_path, gpu_dir, STUB_CONFIG='cpu',
-               STUB_INDEX='cpu')
+    env = _env(
+        tmp_path, clean_path, gpu_dir, STUB_CONFIG='cpu', STUB_INDEX='cpu')
     result, calls = _choose(python, env)
     assert result.returncode == 0, result.stderr
     assert not _dry_runs(calls)
@@ -204,8 +205,8 @@ def test_a_gpu_gets_the_default_build(stubs, tmp_path):
 def test_a_failing_nvidia_smi_is_no_gpu(stubs, tmp_path):
     python, clean_path, gpu_dir = stubs
     _gpu(gpu_dir, code=9)  # installed tools, no driver or no device
-    env = _env(tmp_path, clean_path, gpu_dir, STUB_CONFIG='cuda',
-               STUB_INDEX='cpu')
+    env = _env(
+        tmp_path, clean_path, gpu_dir, STUB_CONFIG='cuda', STUB_INDEX='cpu')
     result, _ = _choose(python, env, '--plan-only')
     assert result.stdout.split() == ['cpu-index', '--index-url', CPU_INDEX]
 
@@ -221,8 +222,13 @@ def test_mmrsa_torch_overrides(stubs, tmp_path, value, gpu, source):
     python, clean_path, gpu_dir = stubs
     if gpu:
         _gpu(gpu_dir)
-    env = _env(tmp_path, clean_path, gpu_dir, STUB_CONFIG='cuda',
-               STUB_INDEX='cpu', MMRSA_TORCH=value)
+    env = _env(
+        tmp_path,
+        clean_path,
+        gpu_dir,
+        STUB_CONFIG='cuda',
+        STUB_INDEX='cpu',
+        MMRSA_TORCH=value)
     result, calls = _choose(python, env, '--plan-only')
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == source
@@ -248,8 +254,8 @@ def test_cuda_detection_reads_markers():
         sys.path.remove(str(CHOICE.parent))
 
     def item(version, deps):
-        return dict(metadata=dict(name='torch', version=version,
-                                  requires_dist=deps))
+        return dict(
+            metadata=dict(name='torch', version=version, requires_dist=deps))
 
     assert torch_choice.is_cuda_build(item('2.13.0+cu126', []))
     assert not torch_choice.is_cuda_build(item('2.13.0+cpu', ['sympy']))
@@ -326,23 +332,28 @@ def _fake_repo(tmp_path, stubs):
 @pytest.mark.parametrize('gpu,config,build', [(False, 'cpu', 'cpu'),
                                               (False, 'cuda', 'cpu'),
                                               (True, 'cpu', 'cuda')])
-def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config,
-                                          build):
+def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config, build):
     python, clean_path, gpu_dir = stubs
     if gpu:
         _gpu(gpu_dir)
         config = 'cuda'  # what PyPI resolves
     repo, state = _fake_repo(tmp_path, stubs)
-    env = _env(tmp_path, clean_path, gpu_dir if gpu else None,
-               STUB_CONFIG=config, STUB_INDEX='cpu', STUB_STATE=state)
-    result = subprocess.run(
-        ['bash', str(repo / 'tools' / 'run.sh'), 'python', '-c',
-         'print("ran")'],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300)
+    env = _env(
+        tmp_path,
+        clean_path,
+        gpu_dir if gpu else None,
+        STUB_CONFIG=config,
+        STUB_INDEX='cpu',
+        STUB_STATE=state)
+    result = subprocess.run([
+        'bash',
+        str(repo / 'tools' / 'run.sh'), 'python', '-c', 'print("ran")'
+    ],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            stdin=subprocess.DEVNULL,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith('ran')
     assert 'Make a CPU wheel' not in result.stderr  # never stops for pip
@@ -351,8 +362,8 @@ def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config,
         for line in Path(env['STUB_LOG']).read_text().splitlines()
     ]
     torch_installs = [c for c in _installs(calls) if PIN in c]
-    expected = (['--index-url', CPU_INDEX]
-                if (build, config) == ('cpu', 'cuda') else [])
+    expected = (['--index-url', CPU_INDEX] if
+                (build, config) == ('cpu', 'cuda') else [])
     assert torch_installs == [['install', '--quiet', *expected, PIN]]
     assert (state / build).exists()
     suffix = '+cpu' if build == 'cpu' else ''
@@ -363,8 +374,12 @@ def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config,
     # a second run installs nothing
     before = len(calls)
     again = subprocess.run(
-        ['bash', str(repo / 'tools' / 'run.sh'), 'python', '-c', 'pass'],
-        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        ['bash',
+         str(repo / 'tools' / 'run.sh'), 'python', '-c', 'pass'],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
         timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(Path(env['STUB_LOG']).read_text().splitlines()) == before

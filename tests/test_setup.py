@@ -11,7 +11,6 @@ is outside the checkout and whose ``sys.path`` starts with that folder.
 """
 import json
 import os
-import os.path as osp
 import pickle
 import re
 import shutil
@@ -47,8 +46,9 @@ def _files(root: Path) -> set:
     """Relative paths of the files under ``root``, caches left out."""
     return {
         str(p.relative_to(root))
-        for p in root.rglob('*') if p.is_file()
-        and '__pycache__' not in p.parts and p.suffix not in ('.pyc', '.pyo')
+        for p in root.rglob('*')
+        if p.is_file() and '__pycache__' not in p.parts and p.suffix not in (
+            '.pyc', '.pyo')
     }
 
 
@@ -70,8 +70,15 @@ def source(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def wheel(source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('wheel')
-    _pip('wheel', str(source), '--no-deps', '--no-build-isolation',
-         '--no-index', '-w', str(out), cwd=out)
+    _pip(
+        'wheel',
+        str(source),
+        '--no-deps',
+        '--no-build-isolation',
+        '--no-index',
+        '-w',
+        str(out),
+        cwd=out)
     wheels = list(out.glob('mmrsa-*.whl'))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -82,8 +89,14 @@ def site(wheel, tmp_path_factory) -> Path:
     """The wheel installed into a folder outside the checkout."""
     target = tmp_path_factory.mktemp('site')
     assert REPO_ROOT not in target.parents
-    _pip('install', '--no-deps', '--no-index', '--target', str(target),
-         str(wheel), cwd=target)
+    _pip(
+        'install',
+        '--no-deps',
+        '--no-index',
+        '--target',
+        str(target),
+        str(wheel),
+        cwd=target)
     return target
 
 
@@ -147,15 +160,22 @@ def test_sdist_builds_the_same_wheel(wheel, source, tmp_path):
             for m in tf.getmembers() if '/' in m.name
         }
     for needed in ('setup.py', 'README.md', 'CHANGELOG.md', 'LICENSE',
-                   'model-index.yml',
-                   'requirements/runtime.txt', 'requirements/tests.txt',
-                   'requirements/constraints.txt', 'tools/train.py',
+                   'model-index.yml', 'requirements/runtime.txt',
+                   'requirements/tests.txt', 'requirements/constraints.txt',
+                   'tools/train.py',
                    'configs/recognition/rsanet/metafile.yml'):
         assert needed in members, needed
     out = tmp_path / 'from_sdist'
     out.mkdir()
-    _pip('wheel', str(sdist), '--no-deps', '--no-build-isolation',
-         '--no-index', '-w', str(out), cwd=out)
+    _pip(
+        'wheel',
+        str(sdist),
+        '--no-deps',
+        '--no-build-isolation',
+        '--no-index',
+        '-w',
+        str(out),
+        cwd=out)
     with zipfile.ZipFile(next(out.glob('mmrsa-*.whl'))) as zf:
         from_sdist = sorted(zf.namelist())
     with zipfile.ZipFile(wheel) as zf:
@@ -204,8 +224,7 @@ def test_installed_wheel_builds_its_configs(site, source, tmp_path):
     assert Path(report['installed']) == site / 'mmrsa'
     shipped = {
         str(p.relative_to(source / 'configs'))
-        for p in (source / 'configs').rglob('*.py')
-        if '_base_' not in p.parts
+        for p in (source / 'configs').rglob('*.py') if '_base_' not in p.parts
     }
     assert set(report['types']) == shipped
     rsanet = [k for k in shipped if Path(k).name.startswith('rsanet_')]
@@ -214,15 +233,16 @@ def test_installed_wheel_builds_its_configs(site, source, tmp_path):
 
 
 def test_mim_search_lists_every_model(site, source, tmp_path):
-    result = _run_installed(site, ['-m', 'mim', 'search', 'mmrsa'],
-                            cwd=tmp_path)
+    result = _run_installed(
+        site, ['-m', 'mim', 'search', 'mmrsa'], cwd=tmp_path)
     listed = re.findall(r'^config id: (\S+)$', result.stdout, re.M)
     metafile = yaml.safe_load(
         (source / 'configs/recognition/rsanet/metafile.yml').read_text())
     assert sorted(listed) == sorted(m['Name'] for m in metafile['Models'])
     # the converted checkpoints say where their results come from
-    rows = dict(re.findall(r'^config id: (\S+)\n(.*?)(?=^-{10,}|\Z)',
-                           result.stdout, re.M | re.S))
+    rows = dict(
+        re.findall(r'^config id: (\S+)\n(.*?)(?=^-{10,}|\Z)', result.stdout,
+                   re.M | re.S))
     for name in ('rsanet_r50_16x1_ssv1', 'rsanet_r50_16x1_ssv2'):
         assert re.search(r'^results_from\s+official', rows[name], re.M), \
             rows[name]
@@ -234,11 +254,10 @@ def test_mim_train_then_test(site, tmp_path):
     the installed package and run a few iterations on a generated set."""
     from mmrsa.datasets.synthmotion import generate_synthmotion
     data = tmp_path / 'data'
-    generate_synthmotion(str(data), formats=('rawframes', ), num_train=4,
-                         num_val=4)
+    generate_synthmotion(
+        str(data), formats=('rawframes', ), num_train=4, num_val=4)
     opts = ['train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
-    for loader, split in (('train', 'train'), ('val', 'val'),
-                          ('test', 'val')):
+    for loader, split in (('train', 'train'), ('val', 'val'), ('test', 'val')):
         opts += [
             f'{loader}_dataloader.dataset.ann_file='
             f'{data}/synthmotion_{split}_list_rawframes.txt',
@@ -249,11 +268,12 @@ def test_mim_train_then_test(site, tmp_path):
         ]
     config = 'rsanet_r18_8x1_synthmotion.py'  # found in .mim/configs
     work = tmp_path / 'work'
-    train = _run_installed(site, [
-        '-m', 'mim', 'train', 'mmrsa', config, '--work-dir',
-        str(work), '--cfg-options', *opts
-    ],
-                           cwd=tmp_path)
+    train = _run_installed(
+        site, [
+            '-m', 'mim', 'train', 'mmrsa', config, '--work-dir',
+            str(work), '--cfg-options', *opts
+        ],
+        cwd=tmp_path)
     shipped = site / 'mmrsa/.mim/configs/recognition/rsanet' / config
     assert f'will use {shipped}' in train.stdout
     assert f'{site}/mmrsa/.mim/tools/train.py' in train.stdout
@@ -261,13 +281,14 @@ def test_mim_train_then_test(site, tmp_path):
     assert checkpoint.is_file()
 
     dump = tmp_path / 'pred.pkl'
-    test = _run_installed(site, [
-        '-m', 'mim', 'test', 'mmrsa', config, '--checkpoint',
-        str(checkpoint), '--work-dir',
-        str(work), '--dump',
-        str(dump), '--cfg-options', *opts
-    ],
-                          cwd=tmp_path)
+    test = _run_installed(
+        site, [
+            '-m', 'mim', 'test', 'mmrsa', config, '--checkpoint',
+            str(checkpoint), '--work-dir',
+            str(work), '--dump',
+            str(dump), '--cfg-options', *opts
+        ],
+        cwd=tmp_path)
     assert f'{site}/mmrsa/.mim/tools/test.py' in test.stdout
     with open(dump, 'rb') as f:
         predictions = pickle.load(f)
@@ -313,8 +334,10 @@ def test_constraints_pin_every_requirement_within_its_range(wheel):
     pins = _constraints()
     checked = set()
     for req in _requires_dist(wheel):
-        extras = [e for e in ('tests', 'lite', 'mim')
-                  if req.marker and req.marker.evaluate({'extra': e})]
+        extras = [
+            e for e in ('tests', 'lite', 'mim')
+            if req.marker and req.marker.evaluate({'extra': e})
+        ]
         if extras == ['mim']:
             continue
         name = _canonical(req.name)
@@ -396,8 +419,8 @@ def test_mmrsa_scope_works_like_mmaction_on_the_wheel(site, tmp_path):
     child.write_text(
         "_base_ = 'mmrsa::recognition/rsanet/rsanet_r18_8x1_synthmotion.py'\n"
         'model = dict(cls_head=dict(num_classes=7))\n')
-    result = _run_installed(site, ['-c', MMRSA_SCOPE, str(child)],
-                            cwd=tmp_path)
+    result = _run_installed(
+        site, ['-c', MMRSA_SCOPE, str(child)], cwd=tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report['before'] == 'mmengine does not support to load mmrsa ' \
         'config.'

@@ -48,8 +48,8 @@ class ToolNotFoundError(LookupError):
 def tools_root() -> str:
     """``mmaction/.mim/tools`` of the installed MMAction2."""
     import mmaction
-    return osp.join(osp.dirname(osp.abspath(mmaction.__file__)), '.mim',
-                    'tools')
+    return osp.join(
+        osp.dirname(osp.abspath(mmaction.__file__)), '.mim', 'tools')
 
 
 def list_tools(root: Optional[str] = None) -> List[str]:
@@ -61,8 +61,8 @@ def list_tools(root: Optional[str] = None) -> List[str]:
         for name in files:
             if name.endswith('.py') and name != '__init__.py':
                 found.append(
-                    osp.relpath(osp.join(folder, name), root).replace(
-                        os.sep, '/'))
+                    osp.relpath(osp.join(folder, name),
+                                root).replace(os.sep, '/'))
     return sorted(found)
 
 

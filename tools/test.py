@@ -4,8 +4,9 @@ mmrsa modules.
 
 The command line follows MMAction2's ``tools/test.py``::
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--dump OUT.pkl [--force]]
-        [--cfg-options KEY=VALUE ...] [--show-dir DIR] [--show]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]
+        [--dump OUT.pkl [--force]] [--cfg-options KEY=VALUE ...]
+        [--show-dir DIR] [--show]
         [--trust-pickle] [--launcher none|pytorch|slurm|mpi]
 
 ``mmrsa`` is imported before anything else. The checkpoint is read with
@@ -23,22 +24,21 @@ import sys
 # runnable from a source checkout without installing mmrsa
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-import mmrsa  # noqa: E402,F401  (compat fixes, registration)
-from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
-from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
-                          ClipSamplingError, NonFiniteCheckHook)
-from mmrsa.utils import keep_freed_memory  # noqa: E402
-from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
-from mmrsa.apis import ToolConfigError, build_test_config  # noqa: E402
-from mmrsa.fileio.checkpoint import (CheckpointDownloadError,  # noqa: E402
-                                    CheckpointFileError,
-                                    UnsafeCheckpointError, trust_checkpoint)
-
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 from mmaction.registry import RUNNERS  # noqa: E402
+from mmrsa.apis import ToolConfigError, build_test_config  # noqa: E402
+from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
+from mmrsa.engine import CheckpointMismatchError  # noqa: E402
+from mmrsa.engine import ClipSamplingError, NonFiniteCheckHook
+from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
+from mmrsa.fileio.checkpoint import CheckpointDownloadError  # noqa: E402
+from mmrsa.fileio.checkpoint import (CheckpointFileError,
+                                     UnsafeCheckpointError, trust_checkpoint)
+from mmrsa.utils import keep_freed_memory  # noqa: E402
 
 #: Errors whose message says what is wrong; reported without a traceback.
 CLEAR_ERRORS = (UnsafeCheckpointError, CheckpointFileError,
@@ -56,8 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='where the metrics and logs go; defaults to '
         'work_dirs/<config name>')
     parser.add_argument(
-        '--dump',
-        help='also write the predictions to this pickle file (.pkl)')
+        '--dump', help='also write the predictions to this pickle file (.pkl)')
     parser.add_argument(
         '--force',
         action='store_true',

@@ -145,7 +145,9 @@ def _where(item: dict) -> str:
             f"{item.get('download_info', {}).get('url', '?')}")
 
 
-def choose(pin: str, python: Sequence[str], env_value: Optional[str],
+def choose(pin: str,
+           python: Sequence[str],
+           env_value: Optional[str],
            gpu: Callable[[], bool] = gpu_present) -> Plan:
     """The plan for ``pin`` (see the module docstring)."""
     build = wanted_build(env_value, gpu)
@@ -194,8 +196,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description='Choose and install the torch build (CPU unless a GPU '
         f'is present or {ENV}=cuda).')
-    parser.add_argument('pin', help='the torch requirement, e.g. '
-                        'torch==2.13.0')
+    parser.add_argument(
+        'pin', help='the torch requirement, e.g. '
+        'torch==2.13.0')
     parser.add_argument(
         '--python',
         default=sys.executable,

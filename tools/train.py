@@ -23,24 +23,23 @@ import sys
 # runnable from a source checkout without installing mmrsa
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-import mmrsa  # noqa: E402,F401  (compat fixes, registration)
-from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
-from mmrsa.engine import (CheckpointMismatchError,  # noqa: E402
-                          ClipSamplingError, NonFiniteTrainingError,
-                          NonFiniteWeightsError, WorkDirBusyError,
-                          find_resumable_checkpoint)
-from mmrsa.utils import keep_freed_memory  # noqa: E402
-from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
-from mmrsa.apis import ToolConfigError, build_train_config  # noqa: E402
-from mmrsa.fileio.checkpoint import (CheckpointDownloadError,  # noqa: E402
-                                    CheckpointFileError,
-                                    UnsafeCheckpointError, trust_checkpoint)
-
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmrsa  # noqa: E402,F401  (compat fixes, registration)
 from mmaction.registry import RUNNERS  # noqa: E402
+from mmrsa.apis import ToolConfigError, build_train_config  # noqa: E402
+from mmrsa.datasets import AnnotationError, SampleLoadError  # noqa: E402
+from mmrsa.engine import CheckpointMismatchError  # noqa: E402
+from mmrsa.engine import (ClipSamplingError, NonFiniteTrainingError,
+                          NonFiniteWeightsError, WorkDirBusyError,
+                          find_resumable_checkpoint)
+from mmrsa.fileio.atomic import OverwriteRefusedError  # noqa: E402
+from mmrsa.fileio.checkpoint import CheckpointDownloadError  # noqa: E402
+from mmrsa.fileio.checkpoint import (CheckpointFileError,
+                                     UnsafeCheckpointError, trust_checkpoint)
+from mmrsa.utils import keep_freed_memory  # noqa: E402
 
 #: Errors whose message says what is wrong; reported without a traceback
 #: (exit code 1). A pre-empted run (PreemptionHook) exits with code 75.
@@ -81,7 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='scale the learning rate by the actual total batch size over '
         '`auto_scale_lr.base_batch_size`')
     parser.add_argument(
-        '--seed', type=int, default=None, help='random seed (overrides '
+        '--seed',
+        type=int,
+        default=None,
+        help='random seed (overrides '
         'the config\'s `randomness.seed`)')
     parser.add_argument(
         '--diff-rank-seed',

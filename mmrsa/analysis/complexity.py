@@ -28,8 +28,7 @@ from ..models.utils import recognizer_complexity
 __all__ = [
     'load_config', 'build_recognizer', 'config_frames', 'config_frame_size',
     'views_per_video', 'clip_shape_from_args', 'FrameConv3d',
-    'swap_block_conv', 'ComplexityCounter', 'config_complexity',
-    'flops_table'
+    'swap_block_conv', 'ComplexityCounter', 'config_complexity', 'flops_table'
 ]
 
 _PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -61,8 +60,8 @@ def config_frames(cfg: Config) -> int:
 
 
 def _test_pipeline(cfg: Config) -> List[Dict]:
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get(
-        'pipeline') or cfg.get('test_pipeline') or []
+    pipeline = cfg.get('test_dataloader', {}).get(
+        'dataset', {}).get('pipeline') or cfg.get('test_pipeline') or []
     return [step for step in pipeline if isinstance(step, dict)]
 
 
@@ -193,7 +192,8 @@ class ComplexityCounter:
             None (unchanged).
     """
 
-    def __init__(self, cache_file: Optional[str] = None,
+    def __init__(self,
+                 cache_file: Optional[str] = None,
                  threads: Optional[int] = None) -> None:
         self.cache_file = cache_file
         self.threads = threads
@@ -283,8 +283,7 @@ def config_complexity(config: str,
         crops=crops)
 
 
-def flops_table(cfg: Config, clip_shape: Sequence[int],
-                max_depth: int) -> str:
+def flops_table(cfg: Config, clip_shape: Sequence[int], max_depth: int) -> str:
     """Per-module FLOPs and parameters, batch norm excluded."""
     from mmengine.analysis import FlopAnalyzer
     from mmengine.analysis.print_helper import complexity_stats_table

@@ -22,8 +22,8 @@ __all__ = [
     'load_input', 'read_labels', 'predict'
 ]
 
-DECODE_STEPS = ('RawFrameDecode', 'DecordDecode', 'OpenCVDecode',
-                'PyAVDecode', 'VideoOrFramesDecode')
+DECODE_STEPS = ('RawFrameDecode', 'DecordDecode', 'OpenCVDecode', 'PyAVDecode',
+                'VideoOrFramesDecode')
 INIT_STEPS = ('DecordInit', 'OpenCVInit', 'PyAVInit', 'VideoOrFramesInit')
 
 
@@ -138,6 +138,5 @@ def predict(video: str,
     # weights_only loading; refuses a checkpoint of another architecture.
     # build_model sets the default scope the pipeline's types live in
     model = build_model(cfg, checkpoint, device=device)
-    result = inference_recognizer(
-        model, data, test_pipeline=Compose(pipeline))
+    result = inference_recognizer(model, data, test_pipeline=Compose(pipeline))
     return result.pred_score.detach().cpu()

@@ -42,8 +42,8 @@ def find_config(config: str) -> str:
             if osp.isfile(candidate):
                 return candidate
     looked = [config] + [
-        osp.join(root, config) for root in CONFIG_ROOTS
-        if not osp.isabs(config)
+        osp.join(root, config)
+        for root in CONFIG_ROOTS if not osp.isabs(config)
     ]
     raise FileNotFoundError(
         f'config file not found: {config} (looked for {", ".join(looked)}). '

@@ -12,7 +12,6 @@ from mmengine.config import Config
 
 from mmrsa.apis.model import load_config
 from mmrsa.fileio.atomic import refuse_existing
-
 from mmrsa.utils.config import check_batch_sizes
 
 __all__ = ['ToolConfigError', 'build_train_config', 'build_test_config']
@@ -107,7 +106,7 @@ def build_train_config(config: str,
             raise ToolConfigError(f'--resume {resume}: no such file')
         cfg.resume, cfg.load_from = True, resume
     if auto_scale_lr:
-        if 'auto_scale_lr' not in cfg:
+        if not isinstance(cfg.get('auto_scale_lr'), dict):
             raise ToolConfigError('--auto-scale-lr needs `auto_scale_lr = '
                                   'dict(base_batch_size=...)` in the config.')
         cfg.auto_scale_lr.enable = True

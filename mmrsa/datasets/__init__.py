@@ -1,10 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-from .annotation_checks import (
-    AnnotationError,
-    CheckedRawframeDataset,
-    CheckedVideoDataset,
-    SampleLoadError,
-)
+from .annotation_checks import (AnnotationError, CheckedRawframeDataset,
+                                CheckedVideoDataset, SampleLoadError)
 from .synthmotion import SynthMotionDataset
 from .transforms import *  # noqa: F401,F403
 from .transforms import __all__ as _transforms_all
@@ -12,4 +8,5 @@ from .transforms import __all__ as _transforms_all
 __all__ = [
     'AnnotationError', 'CheckedRawframeDataset', 'CheckedVideoDataset',
     'SampleLoadError', 'SynthMotionDataset'
-] + list(_transforms_all)
+]
+__all__ += list(_transforms_all)

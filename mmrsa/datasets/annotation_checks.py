@@ -29,8 +29,8 @@ from mmaction.datasets import RawframeDataset, VideoDataset
 from mmaction.registry import DATASETS
 
 __all__ = [
-    'CHECK_ENV', 'SampleLoadError', 'AnnotationError',
-    'AnnotationCheckMixin', 'CheckedRawframeDataset', 'CheckedVideoDataset'
+    'CHECK_ENV', 'SampleLoadError', 'AnnotationError', 'AnnotationCheckMixin',
+    'CheckedRawframeDataset', 'CheckedVideoDataset'
 ]
 
 #: Set to ``0`` to skip the existence check at dataset build time.
@@ -168,8 +168,8 @@ def _check_labels(dataset, data_list: List[dict]) -> None:
     raise AnnotationError(
         f'{dataset.ann_file}: {len(bad)} of {len(data_list)} samples have a '
         f'label outside [0, {num_classes}) (num_classes={num_classes}):\n'
-        f'{_listed(bad)}\nFix the labels, or the number of classes of the dataset '
-        f'and of the model head.')
+        f'{_listed(bad)}\nFix the labels, or the number of classes of the '
+        f'dataset and of the model head.')
 
 
 class AnnotationCheckMixin:

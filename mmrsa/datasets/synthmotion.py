@@ -47,7 +47,6 @@ own: it never overwrites or deletes a path that the ``meta.json`` of a set it
 wrote in the folder does not name (see :func:`generate_synthmotion`).
 """
 from __future__ import annotations
-
 import json
 import numbers
 import os
@@ -57,13 +56,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import cv2
 import numpy as np
-from mmaction.registry import DATASETS
 
-from ..fileio.atomic import (
-    OverwriteRefusedError,
-    refuse_existing,
-    write_bytes_atomic,
-)
+from mmaction.registry import DATASETS
+from ..fileio.atomic import (OverwriteRefusedError, refuse_existing,
+                             write_bytes_atomic)
 from .annotation_checks import CheckedRawframeDataset
 
 __all__ = [
@@ -159,8 +155,7 @@ def _background(rng: np.random.Generator,
     return np.clip(base + amp * tex, 0, 1).astype(np.float32), dark
 
 
-def _sprite(rng: np.random.Generator, size: int,
-            dark_bg: bool) -> np.ndarray:
+def _sprite(rng: np.random.Generator, size: int, dark_bg: bool) -> np.ndarray:
     """An object with a digit in it on a transparent square, ``[n, n, 4]``.
 
     Either a handwritten digit (one of scikit-learn's bundled 8x8 images,
@@ -173,8 +168,9 @@ def _sprite(rng: np.random.Generator, size: int,
     n = size
     pad = int(np.ceil(n * 0.25))
     full = n + 2 * pad
-    glyph = cv2.resize(digits[rng.integers(len(digits))], (n, n),
-                       interpolation=cv2.INTER_CUBIC)
+    glyph = cv2.resize(
+        digits[rng.integers(len(digits))], (n, n),
+        interpolation=cv2.INTER_CUBIC)
     glyph = np.clip(glyph * 1.6, 0, 1)
     lo, hi = (0.75, 1.0) if dark_bg else (0.0, 0.25)
     colour = _random_colour(rng, lo, hi)
@@ -195,8 +191,8 @@ def _sprite(rng: np.random.Generator, size: int,
                             [c + r, c + int(0.8 * r)]], np.int32)
             cv2.fillPoly(big, [tri], 255)
         else:
-            dia = np.array([[c, c - r], [c + int(0.75 * r), c],
-                            [c, c + r], [c - int(0.75 * r), c]], np.int32)
+            dia = np.array([[c, c - r], [c + int(0.75 * r), c], [c, c + r],
+                            [c - int(0.75 * r), c]], np.int32)
             cv2.fillPoly(big, [dia], 255)
         shape = cv2.resize(big, (n, n), interpolation=cv2.INTER_AREA)
         # the digit is cut out of the shape (the background shows through)
@@ -298,8 +294,11 @@ def render_clip(label: int,
         m[0, 2] += x[t] - centre
         m[1, 2] += y[t] - centre
         layer = cv2.warpAffine(
-            sprite, m, (size, size), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+            sprite,
+            m, (size, size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0, 0))
         a = layer[..., 3:]
         img = bg * (1 - a) + layer[..., :3] * a
         img = img + rng.normal(0, noise, img.shape)
@@ -336,9 +335,14 @@ def _check_settings(*, formats: Sequence[str], num_train: int, num_val: int,
     if not formats or any(f not in _FORMATS for f in formats):
         raise ValueError(f'formats must be a non-empty subset of {_FORMATS},'
                          f' got {formats}')
-    integers = dict(num_train=num_train, num_val=num_val, seed=seed,
-                    size=size, min_frames=min_frames, max_frames=max_frames,
-                    fps=fps)
+    integers = dict(
+        num_train=num_train,
+        num_val=num_val,
+        seed=seed,
+        size=size,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        fps=fps)
     for name, value in integers.items():
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise ValueError(f'{name} must be an integer, got {value!r}')
@@ -405,10 +409,9 @@ def _read_own_meta(out_dir: str) -> Optional[dict]:
             meta = json.load(f)
         if meta.get('generator_version') != GENERATOR_VERSION:
             return None
-        _check_settings(**{
-            key: meta[key]
-            for key in _PATH_SETTINGS + ('size', 'fps')
-        })
+        _check_settings(
+            **{key: meta[key]
+               for key in _PATH_SETTINGS + ('size', 'fps')})
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     return meta
@@ -510,8 +513,10 @@ def _meta(*, formats: Sequence[str], num_train: int, num_val: int, seed: int,
         formats=sorted(formats),
         classes=list(SYNTHMOTION_CLASSES),
         reversed_pairs=[list(p) for p in REVERSED_PAIRS],
-        hflip_label_map={str(k): v
-                         for k, v in sorted(HFLIP_LABEL_MAP.items())},
+        hflip_label_map={
+            str(k): v
+            for k, v in sorted(HFLIP_LABEL_MAP.items())
+        },
         complete=complete)
 
 
@@ -539,19 +544,19 @@ def synthmotion_is_complete(out_dir: str, **settings) -> bool:
     return True
 
 
-def generate_synthmotion(out_dir: str,
-                         *,
-                         formats: Sequence[str] = ('rawframes', ),
-                         num_train: int = 2000,
-                         num_val: int = 300,
-                         seed: int = 0,
-                         size: int = 64,
-                         min_frames: int = 16,
-                         max_frames: int = 16,
-                         fps: int = 12,
-                         overwrite: bool = False,
-                         progress: Optional[Callable[[int, int], None]] = None
-                         ) -> dict:
+def generate_synthmotion(
+        out_dir: str,
+        *,
+        formats: Sequence[str] = ('rawframes', ),
+        num_train: int = 2000,
+        num_val: int = 300,
+        seed: int = 0,
+        size: int = 64,
+        min_frames: int = 16,
+        max_frames: int = 16,
+        fps: int = 12,
+        overwrite: bool = False,
+        progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Write a SynthMotion set to ``out_dir``.
 
     Clips are balanced over classes (clip ``i`` of a split has label
@@ -638,8 +643,8 @@ def generate_synthmotion(out_dir: str,
                 _write_rawframes(frames, _path(out_dir, f'rawframes/{clip}'))
                 lines['rawframes'].append(f'{clip} {num_frames} {label}\n')
             if 'videos' in formats:
-                _write_video(frames, _path(out_dir, f'videos/{clip}.mp4'),
-                             fps, _path(out_dir, _VIDEO_SCRATCH))
+                _write_video(frames, _path(out_dir, f'videos/{clip}.mp4'), fps,
+                             _path(out_dir, _VIDEO_SCRATCH))
                 lines['videos'].append(f'{clip}.mp4 {label}\n')
             done += 1
             if progress is not None:

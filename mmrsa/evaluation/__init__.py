@@ -6,8 +6,7 @@ from .ensemble import (EnsembleError, accuracies, align, check_out_path,
 from .reversal import pair_metrics
 
 __all__ = [
-    'EnsembleError', 'accuracies', 'align', 'check_out_path',
-    'check_weights', 'ensemble', 'format_report',
-    'load_dump', 'looks_like_probabilities', 'softmax', 'write_dump',
-    'pair_metrics'
+    'EnsembleError', 'accuracies', 'align', 'check_out_path', 'check_weights',
+    'ensemble', 'format_report', 'load_dump', 'looks_like_probabilities',
+    'softmax', 'write_dump', 'pair_metrics'
 ]

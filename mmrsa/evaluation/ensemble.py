@@ -15,12 +15,9 @@ softmax first (``softmax_mode='auto'``; ``'always'`` / ``'never'`` force
 it). Videos are matched by their ``frame_dir`` / ``filename`` when every
 file has them, else by position; their labels must agree.
 """
-import io
 import math
-import os
 import os.path as osp
 import pickle
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -105,7 +102,8 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 def _id_key(dumps: Sequence[List[Dict]]) -> Optional[str]:
     for key in ID_KEYS:
         if all(
-                all(key in r for r in d) and len({r[key] for r in d}) == len(d)
+                all(key in r for r in d) and len({r[key]
+                                                  for r in d}) == len(d)
                 for d in dumps):
             return key
     return None
@@ -306,7 +304,7 @@ def format_report(result: Dict) -> str:
     names = list(metrics[0])
     lines = [f'{"":<{width}}' + ''.join(f'{n:>12}' for n in names)]
     for (name, _), values in zip(rows, metrics):
-        lines.append(f'{name:<{width}}' +
-                     ''.join(f'{values[n]:>12.2f}' for n in names))
+        lines.append(f'{name:<{width}}' + ''.join(f'{values[n]:>12.2f}'
+                                                  for n in names))
     lines.append(f'{len(result["labels"])} videos')
     return '\n'.join(lines)

@@ -15,9 +15,9 @@ from ..datasets.synthmotion import REVERSED_PAIRS
 __all__ = ['pair_metrics']
 
 
-def pair_metrics(results: List[dict],
-                 pairs: Sequence[Tuple[int, int]] = REVERSED_PAIRS
-                 ) -> Dict[str, float]:
+def pair_metrics(
+        results: List[dict],
+        pairs: Sequence[Tuple[int, int]] = REVERSED_PAIRS) -> Dict[str, float]:
     """Accuracies from dumped predictions (``pred_score``, ``gt_label``).
 
     Args:
@@ -34,8 +34,8 @@ def pair_metrics(results: List[dict],
         half (50 % for a model blind to frame order); ``num_clips``.
     """
     scores = np.stack([np.asarray(r['pred_score']) for r in results])
-    labels = np.array([int(np.asarray(r['gt_label']).reshape(-1)[0])
-                       for r in results])
+    labels = np.array(
+        [int(np.asarray(r['gt_label']).reshape(-1)[0]) for r in results])
     partner = {}
     for a, b in pairs:
         partner[a], partner[b] = b, a

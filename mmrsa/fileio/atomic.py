@@ -73,8 +73,8 @@ def temporary_name_pattern(path: str) -> str:
     """The glob pattern of the temporary files :func:`write_atomic` makes
     for ``path``."""
     folder = osp.dirname(osp.abspath(path))
-    return osp.join(glob.escape(folder),
-                    f'.{glob.escape(osp.basename(path))}.*.tmp')
+    return osp.join(
+        glob.escape(folder), f'.{glob.escape(osp.basename(path))}.*.tmp')
 
 
 def write_atomic(path: str,

@@ -51,16 +51,15 @@ import torch
 from mmengine.logging import print_log
 
 __all__ = [
-    'allowed_globals', 'load_score_file', 'torchvision_url',
-    'check_file_hash', 'check_config_text', 'is_declarative_config',
-    'cache_path', 'is_official_layout', 'from_official_layout',
-    'torch_load_through_loader',
-    'HASH_IN_NAME', 'TRUST_ENV', 'UnsafeCheckpointError', 'CheckpointFileError',
-    'CheckpointDownloadError', 'trust_checkpoint', 'is_trusted_checkpoint',
-    'trusted_checkpoints', 'safe_torch_load', 'load_local_checkpoint',
-    'download_checkpoint', 'load_url_checkpoint', 'load_checkpoint_file',
-    'register_safe_schemes', 'SAFE_SCHEMES', 'plain_metadata',
-    'state_dict_of', 'sha256_file'
+    'allowed_globals', 'load_score_file', 'torchvision_url', 'check_file_hash',
+    'check_config_text', 'is_declarative_config', 'cache_path',
+    'is_official_layout', 'from_official_layout', 'torch_load_through_loader',
+    'HASH_IN_NAME', 'TRUST_ENV', 'UnsafeCheckpointError',
+    'CheckpointFileError', 'CheckpointDownloadError', 'trust_checkpoint',
+    'is_trusted_checkpoint', 'trusted_checkpoints', 'safe_torch_load',
+    'load_local_checkpoint', 'download_checkpoint', 'load_url_checkpoint',
+    'load_checkpoint_file', 'register_safe_schemes', 'SAFE_SCHEMES',
+    'plain_metadata', 'state_dict_of', 'sha256_file'
 ]
 
 #: Environment variable listing trusted checkpoint files.
@@ -68,7 +67,9 @@ TRUST_ENV = 'MMRSA_TRUSTED_CHECKPOINTS'
 
 _REFUSED_GLOBAL = re.compile(r'GLOBAL (\S+)')
 _REFUSED_OTHER = re.compile(
-    r'(Unsupported config text: .*|Trying to call reduce for unrecognized function .*|'
+    r'(Unsupported config text: .*|a numpy value at .*|'
+    r'numpy\.dtype\([^)]*\) is not a numeric dtype|'
+    r'Trying to call reduce for unrecognized function .*|'
     r'Can only build .*, but got .*|'
     r'Can only create new object for .* but got .*|'
     r'Trying to load unsupported GLOBAL \S+)')
@@ -395,7 +396,6 @@ def load_score_file(path: str) -> Any:
     return result
 
 
-
 def _describe_bad_file(name: str, size: Optional[int],
                        error: BaseException) -> str:
     detail = str(error).strip().splitlines()
@@ -543,8 +543,9 @@ def _declarative_problem(text: str) -> Optional[str]:
                         and node.func.id in _CONFIG_CALLS):
                     return (f'line {node.lineno} calls '
                             f'{ast.unparse(node.func)}(...)')
-                if any(isinstance(a, ast.Starred) for a in node.args) or any(
-                        k.arg is None for k in node.keywords):
+                if any(isinstance(a, ast.Starred)
+                       for a in node.args) or any(k.arg is None
+                                                  for k in node.keywords):
                     return f'line {node.lineno} unpacks arguments'
             elif not isinstance(node, _CONFIG_NODES):
                 return (f'line {node.lineno} holds '
@@ -590,10 +591,11 @@ def check_config_text(checkpoint: Any, name: str) -> None:
 def _is_bad_data(error: BaseException) -> bool:
     """A weights-only failure caused by bytes that are not a pickle at all."""
     text = str(error)
-    return any(s in text for s in ('invalid load key', 'Unsupported operand',
-                                   'pickle data was truncated',
-                                   'unpickling stack underflow',
-                                   'Ran out of input', 'EOF'))
+    return any(
+        s in text
+        for s in ('invalid load key', 'Unsupported operand',
+                  'pickle data was truncated', 'unpickling stack underflow',
+                  'Ran out of input', 'EOF'))
 
 
 def is_official_layout(checkpoint: Any) -> bool:
@@ -606,11 +608,12 @@ def is_official_layout(checkpoint: Any) -> bool:
     if not isinstance(state, dict):
         return False
     keys = [k for k in state if isinstance(k, str)]
-    return any(k.startswith(('module.base_model.layer', 'base_model.layer'))
-               for k in keys) and any(
-                   k.startswith(('module.new_fc.', 'new_fc.',
-                                 'module.base_model.fc1.',
-                                 'base_model.fc1.')) for k in keys)
+    return any(
+        k.startswith(('module.base_model.layer', 'base_model.layer'))
+        for k in keys) and any(
+            k.startswith(('module.new_fc.', 'new_fc.',
+                          'module.base_model.fc1.', 'base_model.fc1.'))
+            for k in keys)
 
 
 def from_official_layout(checkpoint: Any, name: str) -> Any:
@@ -625,8 +628,7 @@ def from_official_layout(checkpoint: Any, name: str) -> Any:
     """
     if not is_official_layout(checkpoint):
         return checkpoint
-    from mmrsa.converters.official import (ConversionError,
-                                           convert_state_dict,
+    from mmrsa.converters.official import (ConversionError, convert_state_dict,
                                            official_settings,
                                            official_state_dict)
     try:
@@ -645,7 +647,8 @@ def from_official_layout(checkpoint: Any, name: str) -> Any:
         f'keys ({len(converted)} tensors; RSA blocks {blocks}, '
         f'{settings["num_classes"]} classes). To keep a converted copy: '
         f'python tools/convert/convert_official_checkpoint.py SRC DST '
-        f'--verify', logger='current')
+        f'--verify',
+        logger='current')
     meta = dict(
         official=True,
         source=name,
@@ -1027,8 +1030,9 @@ def torch_load_through_loader() -> Iterator[None]:
     original = torch.load
 
     def load(f, map_location=None, *args, **kwargs):
-        trusted = (isinstance(f, (str, os.PathLike))
-                   and is_trusted_checkpoint(os.fspath(f)))
+        trusted = (
+            isinstance(f, (str, os.PathLike))
+            and is_trusted_checkpoint(os.fspath(f)))
         source = os.fspath(f) if isinstance(f, os.PathLike) else f
         torch.load = original  # what the safe loader itself calls
         try:

@@ -327,6 +327,7 @@ def patch_bf16_head_loss() -> bool:
         bool: True if the method was wrapped by this call.
     """
     import torch
+
     from mmaction.models.heads.base import BaseHead
     original = BaseHead.loss_by_feat
     if getattr(original, '_mmrsa_bf16', False):
@@ -342,6 +343,7 @@ def patch_bf16_head_loss() -> bool:
     loss_by_feat._mmrsa_bf16 = True
     BaseHead.loss_by_feat = loss_by_feat
     return True
+
 
 def apply_compat_fixes() -> Dict[str, bool]:
     """Apply every fix of this module, in an order that works.

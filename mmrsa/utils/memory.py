@@ -8,8 +8,9 @@ import torch
 __all__ = ['saved_bytes']
 
 
-def saved_bytes(step: Callable[[], torch.Tensor],
-                exclude: Iterable[torch.Tensor] = ()) -> int:
+def saved_bytes(
+    step: Callable[[],
+                   torch.Tensor], exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of distinct tensors saved for backward during ``step()``.
 
     Args:

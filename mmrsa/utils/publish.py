@@ -78,8 +78,8 @@ def publish_checkpoint(in_path: str,
             meta = plain_metadata(checkpoint['meta'], 'meta', dropped)
             if not isinstance(meta, dict):
                 meta = {}
-    if isinstance(meta.get('cfg'), str) and not is_declarative_config(
-            meta['cfg']):
+    if isinstance(meta.get('cfg'),
+                  str) and not is_declarative_config(meta['cfg']):
         # MMEngine executes the stored config text: keep only declarative
         dropped.append('meta.cfg (not declarative config text)')
         del meta['cfg']

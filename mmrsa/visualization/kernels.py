@@ -81,10 +81,9 @@ __all__ = [
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
 
 #: What :func:`visualize` writes into its output folder.
-OUTPUT_FILES = tuple(f'{name}{suffix}.png'
-                     for suffix in ('', '_reversed')
-                     for name in ('frames', 'kernels', 'figure')) + (
-                         'kernels.npz', )
+OUTPUT_FILES = tuple(
+    f'{name}{suffix}.png' for suffix in ('', '_reversed')
+    for name in ('frames', 'kernels', 'figure')) + ('kernels.npz', )
 
 
 def check_out_dir(out_dir: str, force: bool = False) -> None:
@@ -100,9 +99,7 @@ def check_out_dir(out_dir: str, force: bool = False) -> None:
     if osp.lexists(out_dir) and not osp.isdir(out_dir):
         raise OverwriteRefusedError(
             f'--out {out_dir} is a file; give a folder.')
-    existing = [
-        n for n in OUTPUT_FILES if osp.lexists(osp.join(out_dir, n))
-    ]
+    existing = [n for n in OUTPUT_FILES if osp.lexists(osp.join(out_dir, n))]
     folders = [n for n in existing if osp.isdir(osp.join(out_dir, n))]
     if folders:
         raise OverwriteRefusedError(
@@ -142,8 +139,9 @@ def rsa_kernels(layer: RSA, x: torch.Tensor,
     """
     kernels = reference_kernels(layer, x, [position])  # [N, 1, L, M]
     return {
-        name: (None if kernel is None else kernel[0, 0].reshape(
-            -1, *layer.kernel_size))
+        name:
+        (None if kernel is None else kernel[0,
+                                            0].reshape(-1, *layer.kernel_size))
         for name, kernel in kernels.items()
     }
 
@@ -209,8 +207,8 @@ def read_frames(video: str) -> List[np.ndarray]:
     """All frames of a video file or a folder of images, RGB uint8."""
     import cv2
     if osp.isdir(video):
-        names = sorted(n for n in os.listdir(video)
-                       if n.lower().endswith(IMAGE_EXTS))
+        names = sorted(
+            n for n in os.listdir(video) if n.lower().endswith(IMAGE_EXTS))
         if not names:
             raise ValueError(f'{video} holds no image files {IMAGE_EXTS}.')
         frames = []
@@ -262,8 +260,8 @@ def prepare_clip(cfg: Config, frames: Sequence[np.ndarray],
         img_shape=picked[0].shape[:2],
         original_shape=picked[0].shape[:2],
         modality='RGB')
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get(
-        'pipeline') or cfg.get('test_pipeline') or []
+    pipeline = cfg.get('test_dataloader', {}).get(
+        'dataset', {}).get('pipeline') or cfg.get('test_pipeline') or []
     for step in pipeline:
         if step.get('type') in ('Resize', 'CenterCrop'):
             results = TRANSFORMS.build(dict(step))(results)
@@ -279,8 +277,7 @@ def find_layer(model, name: Optional[str]) -> Tuple[str, RSA]:
     """The RSA layer of block ``name`` (``'layer1.2'``), default the
     first."""
     layers = [(n[:-len('.conv2.conv')], m)
-              for n, m in model.backbone.named_modules()
-              if isinstance(m, RSA)]
+              for n, m in model.backbone.named_modules() if isinstance(m, RSA)]
     if not layers:
         raise ValueError('the model has no RSA layer.')
     if name is None:
@@ -336,13 +333,13 @@ def draw_frames(ax_row, shown: np.ndarray, position: Tuple[int, int, int],
             fontsize=7)
         if abs(offset) <= kt // 2:
             ax.add_patch(
-                Rectangle(((w - kw // 2) * cell_w - .5,
-                           (h - kh // 2) * cell_h - .5),
-                          kw * cell_w,
-                          kh * cell_h,
-                          fill=False,
-                          edgecolor='yellow',
-                          linewidth=1.2))
+                Rectangle(
+                    ((w - kw // 2) * cell_w - .5, (h - kh // 2) * cell_h - .5),
+                    kw * cell_w,
+                    kh * cell_h,
+                    fill=False,
+                    edgecolor='yellow',
+                    linewidth=1.2))
         if offset == 0:
             ax.add_patch(
                 Rectangle((w * cell_w - .5, h * cell_h - .5),
@@ -352,13 +349,16 @@ def draw_frames(ax_row, shown: np.ndarray, position: Tuple[int, int, int],
                           edgecolor='red',
                           linewidth=1.5))
             # a marker too: at early layers a cell is a few pixels
-            ax.plot((w + .5) * cell_w - .5, (h + .5) * cell_h - .5, 'o',
-                    markersize=3, color='red')
+            ax.plot(
+                (w + .5) * cell_w - .5, (h + .5) * cell_h - .5,
+                'o',
+                markersize=3,
+                color='red')
 
 
 def draw_kernels(axes, kernels: Dict[str, Optional[np.ndarray]],
-                 queries: Sequence[int],
-                 scales: Dict[str, np.ndarray]) -> None:
+                 queries: Sequence[int], scales: Dict[str,
+                                                      np.ndarray]) -> None:
     """One row per query: kt slices of kV, a gap, kt slices of kR."""
     names = [n for n in ('basic', 'relational') if kernels[n] is not None]
     kt = next(kernels[n] for n in names).shape[1]
@@ -378,9 +378,10 @@ def draw_kernels(axes, kernels: Dict[str, Optional[np.ndarray]],
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
-                    ax.set_title(f'{labels[name]}\nt{i - kt // 2:+d}'
-                                 if i == kt // 2 else f't{i - kt // 2:+d}',
-                                 fontsize=7)
+                    ax.set_title(
+                        f'{labels[name]}\nt{i - kt // 2:+d}' if i == kt //
+                        2 else f't{i - kt // 2:+d}',
+                        fontsize=7)
                 if col == 0:
                     ax.set_ylabel(f'query {l}', fontsize=7)
                 col += 1
@@ -399,8 +400,8 @@ def _save_png(fig, path: str) -> None:
 
 def save_figures(out_dir: str, suffix: str, shown: np.ndarray,
                  kernels: Dict[str, Optional[np.ndarray]],
-                 position: Tuple[int, int, int],
-                 kernel_size: Tuple[int, int, int],
+                 position: Tuple[int, int, int], kernel_size: Tuple[int, int,
+                                                                    int],
                  feature_size: Tuple[int, int], queries: Sequence[int],
                  scales: Dict[str, np.ndarray], title: str) -> List[str]:
     """Write ``frames``, ``kernels`` and ``figure`` PNGs for one clip."""
@@ -527,7 +528,8 @@ def visualize(config: str,
     }
     # one colour scale per kernel type and query, shared by both clips
     scales = {
-        name: np.maximum(
+        name:
+        np.maximum(
             np.abs(kernels[name]).reshape(layer.num_queries, -1).max(1),
             np.abs(kernels_rev[name]).reshape(layer.num_queries, -1).max(1))
         for name in kernels if kernels[name] is not None
@@ -541,12 +543,11 @@ def visualize(config: str,
     files = save_figures(out_dir, '', shown, kernels, position,
                          layer.kernel_size, feature_size, queries, scales,
                          label)
-    files += save_figures(out_dir, '_reversed', shown[::-1].copy(),
-                          kernels_rev, reversed_position, layer.kernel_size,
-                          feature_size, queries, scales,
-                          label.replace(f't={t}', f't={t}->'
-                                        f'{reversed_position[0]}') +
-                          ', time reversed')
+    files += save_figures(
+        out_dir, '_reversed', shown[::-1].copy(), kernels_rev,
+        reversed_position, layer.kernel_size, feature_size, queries, scales,
+        label.replace(f't={t}', f't={t}->'
+                      f'{reversed_position[0]}') + ', time reversed')
     arrays = {}
     for suffix, ks in (('', kernels), ('_reversed', kernels_rev)):
         for name, kernel in ks.items():
@@ -575,8 +576,8 @@ def visualize(config: str,
 # ---------------------------------------------------------------------- #
 # paper Fig. 3: self-attention kernels next to RSA's, clip and reversal
 # ---------------------------------------------------------------------- #
-def find_attention(model, name: Optional[str] = None
-                   ) -> Tuple[str, FrameTransform]:
+def find_attention(model,
+                   name: Optional[str] = None) -> Tuple[str, FrameTransform]:
     """The frame wrapper of the :class:`LocalSelfAttention` layer of block
     ``name`` (``'layer3.1'``), default the first."""
     layers = [(n[:-len('.conv2.conv')], m)
@@ -609,8 +610,7 @@ def _flip_scores(original: np.ndarray, reversed_: np.ndarray) -> Dict:
     norm = max(float(np.linalg.norm(original)), 1e-12)
     return dict(
         same=float(np.linalg.norm(reversed_ - original) / norm),
-        flipped=float(
-            np.linalg.norm(reversed_ - original[:, ::-1]) / norm))
+        flipped=float(np.linalg.norm(reversed_ - original[:, ::-1]) / norm))
 
 
 def attention_vs_rsa_figure(sa_config: str,
@@ -668,13 +668,14 @@ def attention_vs_rsa_figure(sa_config: str,
     clip, shown = prepare_clip(sa_cfg, read_frames(video), num_segments)
 
     inputs = {}
-    for key, model, layer in (('sa', sa_model, sa_frame),
-                              ('rsa', rsa_model, rsa_layer)):
+    for key, model, layer in (('sa', sa_model, sa_frame), ('rsa', rsa_model,
+                                                           rsa_layer)):
         inputs[key] = (layer_input(model, clip, layer),
                        layer_input(model, clip.flip(0), layer))
     feature_size = tuple(inputs['sa'][0].shape[-2:])
-    position = (tuple(int(v) for v in query) if query is not None else
-                default_query(shown, feature_size))
+    position = (
+        tuple(int(v) for v in query) if query is not None else default_query(
+            shown, feature_size))
     t, h, w = position
     positions = (position, (num_segments - 1 - t, h, w))
     attention = sa_frame.layer
@@ -685,49 +686,59 @@ def attention_vs_rsa_figure(sa_config: str,
     kernels['attention'] = tuple(
         attention_kernels(attention, x, p).numpy()
         for x, p in zip(inputs['sa'], positions))
-    rsa_pair = [rsa_kernels(rsa_layer, x, p)
-                for x, p in zip(inputs['rsa'], positions)]
+    rsa_pair = [
+        rsa_kernels(rsa_layer, x, p) for x, p in zip(inputs['rsa'], positions)
+    ]
     for name in ('basic', 'relational'):
         if rsa_pair[0][name] is not None:
             kernels[name] = tuple(k[name].numpy() for k in rsa_pair)
 
-    labels = dict(attention='self-attention σ(qK+qP)', basic='RSA basic kV',
-                  relational='RSA relational kR')
+    labels = dict(
+        attention='self-attention σ(qK+qP)',
+        basic='RSA basic kV',
+        relational='RSA relational kR')
     plt = _plt()
     kt = attention.kernel_size[0]
     cols = len(kernels) * (kt + 1) - 1
     rows = 2 * (1 + len(queries))
     num_frames = len(shown)
-    fig = plt.figure(figsize=(max(0.8 * cols, 1.2 * num_frames),
-                              0.85 * rows + 0.6), layout='constrained')
+    fig = plt.figure(
+        figsize=(max(0.8 * cols, 1.2 * num_frames), 0.85 * rows + 0.6),
+        layout='constrained')
     parts = fig.subfigures(4, 1, height_ratios=[1, len(queries)] * 2)
     for clip_index, suffix in enumerate(('', ', time reversed')):
         frames = shown if clip_index == 0 else shown[::-1].copy()
         top = parts[2 * clip_index].subplots(1, num_frames, squeeze=False)[0]
-        draw_frames(top, frames, positions[clip_index],
-                    attention.kernel_size, feature_size)
+        draw_frames(top, frames, positions[clip_index], attention.kernel_size,
+                    feature_size)
         parts[2 * clip_index].suptitle(
             f'clip{suffix}: query at t={positions[clip_index][0]}, h={h}, '
             f'w={w} ({sa_block} / {rsa_block}, M='
-            f'{"x".join(map(str, attention.kernel_size))})', fontsize=8)
+            f'{"x".join(map(str, attention.kernel_size))})',
+            fontsize=8)
         axes = parts[2 * clip_index + 1].subplots(
             len(queries), cols, squeeze=False)
         for row, qi in enumerate(queries):
             col = 0
             for name, pair in kernels.items():
-                scale = float(max(np.abs(pair[0][qi]).max(),
-                                  np.abs(pair[1][qi]).max())) or 1.
+                scale = float(
+                    max(np.abs(pair[0][qi]).max(),
+                        np.abs(pair[1][qi]).max())) or 1.
                 for i in range(kt):
                     ax = axes[row][col]
-                    ax.imshow(pair[clip_index][qi, i], cmap='RdBu_r',
-                              vmin=-scale, vmax=scale,
-                              interpolation='nearest')
+                    ax.imshow(
+                        pair[clip_index][qi, i],
+                        cmap='RdBu_r',
+                        vmin=-scale,
+                        vmax=scale,
+                        interpolation='nearest')
                     ax.set_xticks([])
                     ax.set_yticks([])
                     if row == 0:
-                        ax.set_title((f'{labels[name]}\n' if i == kt // 2
-                                      else '') + f't{i - kt // 2:+d}',
-                                     fontsize=6)
+                        ax.set_title(
+                            (f'{labels[name]}\n' if i == kt // 2 else '') +
+                            f't{i - kt // 2:+d}',
+                            fontsize=6)
                     if col == 0:
                         ax.set_ylabel(f'query {qi}', fontsize=7)
                     col += 1
@@ -741,4 +752,7 @@ def attention_vs_rsa_figure(sa_config: str,
         position=position,
         queries=list(queries),
         file=out,
-        **{name: _flip_scores(*pair) for name, pair in kernels.items()})
+        **{
+            name: _flip_scores(*pair)
+            for name, pair in kernels.items()
+        })

@@ -39,8 +39,8 @@ def test_shapes_and_cache(tmp_path, counter):
         clip_shape_from_args(cfg, [1, 8, 3, 224, 224])
 
     cache = tmp_path / 'flops.json'
-    large = config_complexity(SMALL, shape=[112],
-                              counter=ComplexityCounter(str(cache)))
+    large = config_complexity(
+        SMALL, shape=[112], counter=ComplexityCounter(str(cache)))
     small = config_complexity(SMALL, counter=counter)
     assert large['flops'] > 3.5 * small['flops']  # ~4x the positions
     assert large['params'] == small['params']
@@ -48,8 +48,7 @@ def test_shapes_and_cache(tmp_path, counter):
     assert len(stored['results']) == 1 and stored['fingerprint']
     # a new counter reads the cache instead of counting
     again = ComplexityCounter(str(cache))
-    assert list(again.results.values()) == [[large['params'],
-                                             large['flops']]]
+    assert list(again.results.values()) == [[large['params'], large['flops']]]
 
 
 def test_per_module_table():

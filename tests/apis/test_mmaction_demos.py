@@ -79,8 +79,8 @@ def _expected(frames, steps):
             scale, keep_ratio = step['scale'], step.get('keep_ratio', True)
             if -1 in scale:
                 scale = (np.inf, max(scale))
-            new_w, new_h = (mmcv.rescale_size((w, h), scale)
-                            if keep_ratio else scale)
+            new_w, new_h = (
+                mmcv.rescale_size((w, h), scale) if keep_ratio else scale)
             out = [
                 mmcv.imresize(f, (new_w, new_h), interpolation='bilinear')
                 for f in out
@@ -136,20 +136,18 @@ def test_test_pipeline_takes_frames_in_memory(config, with_original_shape,
 
     inputs = out['inputs']
     expected = _expected(frames, steps)  # [T, h, w, 3]
-    fmt = next(s['input_format'] for s in steps
-               if s['type'] == 'FormatShape')
+    fmt = next(s['input_format'] for s in steps if s['type'] == 'FormatShape')
     t, h, w, _ = expected.shape
     if fmt == 'NCHW':
         assert tuple(inputs.shape) == (sample_length, 3, h, w)
         got = inputs.permute(0, 2, 3, 1)
     else:
         assert fmt == 'NCTHW'
-        assert tuple(inputs.shape) == (data['num_clips'], 3,
-                                       data['clip_len'], h, w)
+        assert tuple(inputs.shape) == (data['num_clips'], 3, data['clip_len'],
+                                       h, w)
         got = inputs.permute(0, 2, 3, 4, 1).reshape(t, h, w, 3)
     assert inputs.dtype == torch.uint8
     # the fed frames, in their order: not zeros, not another frame
     assert got.float().std() > 10
     np.testing.assert_array_equal(got.numpy(), expected)
     assert not torch.equal(got[0], got[-1])
-

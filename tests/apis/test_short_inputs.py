@@ -6,10 +6,10 @@ import mmengine.logging
 import numpy as np
 import pytest
 from mmengine.config import Config
+from run_helpers import DEMO_CONFIG
 
 import mmrsa  # noqa: F401
 from mmrsa.apis import load_input
-from run_helpers import DEMO_CONFIG
 
 
 @pytest.fixture
@@ -22,8 +22,9 @@ def said(monkeypatch):
 
 def _frames(n: int):
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)
-            for _ in range(n)]
+    return [
+        rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize('count, warned', [(1, True), (2, True), (7, True),
@@ -45,8 +46,8 @@ def test_short_frame_folder_is_named(tmp_path, said, count, warned):
 def test_short_video_is_named(tmp_path, said):
     cfg = Config.fromfile(DEMO_CONFIG)
     path = tmp_path / 'two.mp4'
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 8,
-                             (48, 32))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*'mp4v'), 8, (48, 32))
     for frame in _frames(2):
         writer.write(frame)
     writer.release()

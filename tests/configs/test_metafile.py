@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mmaction
 import pytest
 import yaml
 
+import mmaction
 from mmrsa import analysis as get_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -175,8 +175,8 @@ def _mmaction2_flops(name: str) -> str:
         osp.dirname(mmaction.__file__), '.mim', 'tools', 'analysis_tools',
         'get_flops.py')
     model = MODELS[name]
-    width, height = (int(v)
-                     for v in model['Metadata']['Resolution'].split('x'))
+    width, height = (
+        int(v) for v in model['Metadata']['Resolution'].split('x'))
     out = subprocess.run([
         sys.executable, script, model['Config'], '--shape',
         str(model['Metadata']['Frames']), '3',

@@ -75,7 +75,8 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def check_row(name: str, params_tol: float = 0.1e6,
+def check_row(name: str,
+              params_tol: float = 0.1e6,
               flops_tol: float = 0.15e9) -> None:
     config, frames, flops_text, params_text = PAPER[name]
     params, flops = recognizer_complexity(
@@ -84,8 +85,9 @@ def check_row(name: str, params_tol: float = 0.1e6,
     paper_flops, flops_digit = to_number(flops_text, 'G')
     assert abs(params - paper_params) <= max(params_tol, params_digit), (
         f'{name}: {params / 1e6:.3f} M parameters, paper {params_text}')
-    assert abs(flops - paper_flops) <= max(flops_tol, flops_digit), (
-        f'{name}: {flops / 1e9:.3f} GFLOPs, paper {flops_text}')
+    assert abs(flops - paper_flops) <= max(
+        flops_tol,
+        flops_digit), (f'{name}: {flops / 1e9:.3f} GFLOPs, paper {flops_text}')
 
 
 def test_main_model_is_22_03M_and_35_9G():
@@ -101,9 +103,8 @@ def test_table_4b_rows(name):
 
 def _other_rows():
     return [
-        name for name, (_, _, flops, params) in PAPER.items()
-        if flops and params and name not in TABLE_4B
-        and name not in KNOWN_DEVIATIONS
+        name for name, (_, _, flops, params) in PAPER.items() if flops
+        and params and name not in TABLE_4B and name not in KNOWN_DEVIATIONS
     ]
 
 
@@ -115,8 +116,8 @@ def test_other_paper_rows(name):
 
 def test_every_paper_row_is_checked_or_explained():
     with_numbers = {n for n, row in PAPER.items() if row[2] and row[3]}
-    assert with_numbers == set(TABLE_4B) | set(_other_rows()) | set(
-        KNOWN_DEVIATIONS)
+    assert with_numbers == set(TABLE_4B) | set(
+        _other_rows()) | set(KNOWN_DEVIATIONS)
 
 
 def test_batch_norm_is_not_counted():

@@ -26,8 +26,7 @@ CONFIG_DIR = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
 CONFIG_FILES = sorted(CONFIG_DIR.rglob('*.py'))
 #: the recipes (what ``tools/train.py`` is given): all but ``_base_/``
 CONFIGS = [
-    p for p in CONFIG_FILES
-    if '_base_' not in p.relative_to(CONFIG_DIR).parts
+    p for p in CONFIG_FILES if '_base_' not in p.relative_to(CONFIG_DIR).parts
 ]
 RUNTIME = CONFIG_DIR / '_base_' / 'default_runtime.py'
 MAIN = CONFIG_DIR / 'rsanet_r50_8x1_ssv1.py'
@@ -59,8 +58,8 @@ def fake_data(tmp_path_factory):
             cv2.imwrite(str(folder / f'{j:05}.jpg'), img)
         raw_lines.append(f'clip{i} {NUM_FRAMES} {label}')
         writer = cv2.VideoWriter(
-            str(videos_root / f'clip{i}.mp4'),
-            cv2.VideoWriter_fourcc(*'mp4v'), 10, (80, 60))
+            str(videos_root / f'clip{i}.mp4'), cv2.VideoWriter_fourcc(*'mp4v'),
+            10, (80, 60))
         for _ in range(NUM_FRAMES):
             writer.write(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
         writer.release()
@@ -155,17 +154,17 @@ def direction_classes(label_file: Path) -> set:
     words = [set(name.lower().replace(',', ' ').split()) for name in names]
     adverb = [i for i, name in enumerate(names) if NOT_A_DIRECTION in name]
     assert len(adverb) == 1
-    return {
-        i
-        for i, w in enumerate(words) if w & {'left', 'right'}
-    } - set(adverb)
+    return {i
+            for i, w in enumerate(words)
+            if w & {'left', 'right'}} - set(adverb)
 
 
 SS_CONFIGS = [p for p in CONFIGS if 'ssv1' in p.name or 'ssv2' in p.name]
 
 
 @pytest.mark.parametrize(
-    'path', SS_CONFIGS,
+    'path',
+    SS_CONFIGS,
     ids=[str(p.relative_to(CONFIG_DIR)) for p in SS_CONFIGS])
 def test_ss_flips_never_touch_left_right_classes(path):
     """The classes a config never flips are exactly those whose names say
@@ -184,8 +183,11 @@ def test_ss_flips_never_touch_left_right_classes(path):
         for label in ids:
             img = np.arange(12, dtype=np.uint8).reshape(1, 4, 3)
             results = flip(
-                dict(imgs=[img.copy()], label=label, img_shape=(1, 4),
-                     modality='RGB'))
+                dict(
+                    imgs=[img.copy()],
+                    label=label,
+                    img_shape=(1, 4),
+                    modality='RGB'))
             np.testing.assert_array_equal(results['imgs'][0], img)
 
 
@@ -260,11 +262,13 @@ def test_ssv1_recipe_runs_two_iterations(fake_data, tmp_path):
 #: ``_base_.train_pipeline[1:]``: a step that moves breaks it silently
 BASE_SLICE = re.compile(r'_base_\.[\w.]+\s*\[')
 #: what only the shared runtime assigns
-RUNTIME_KEYS = {'custom_imports', 'custom_hooks', 'runner_type',
-                'default_scope'}
-CUSTOM_HOOKS = ['ClipCheckHook', 'CheckpointFitHook', 'RandomStateHook',
-                'ProcessGroupShutdownHook', 'NonFiniteCheckHook',
-                'PreemptionHook']
+RUNTIME_KEYS = {
+    'custom_imports', 'custom_hooks', 'runner_type', 'default_scope'
+}
+CUSTOM_HOOKS = [
+    'ClipCheckHook', 'CheckpointFitHook', 'RandomStateHook',
+    'ProcessGroupShutdownHook', 'NonFiniteCheckHook', 'PreemptionHook'
+]
 #: ``rsanet_r50_16x2_ssv1.py``: 16 frames per clip, 2 test clips per video
 FRAMES_CLIPS = re.compile(r'_(\d+)x(\d+)_')
 
@@ -320,8 +324,7 @@ def test_no_config_slices_a_base_pipeline(path):
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=_ids(CONFIG_FILES))
 def test_only_the_shared_runtime_sets_the_runtime(path):
     if path == RUNTIME:
-        assert RUNTIME_KEYS - {'default_scope'} <= set(
-            _top_level_names(path))
+        assert RUNTIME_KEYS - {'default_scope'} <= set(_top_level_names(path))
     else:
         assert not RUNTIME_KEYS & set(_top_level_names(path))
 
@@ -361,5 +364,5 @@ def test_pipelines_sample_the_frames_and_clips_of_the_name(path):
                 assert twice == (split == 'test' and clips == 2), split
             else:  # 3D (NCTHW): clips of `frames` frames
                 assert step['clip_len'] == frames, split
-                assert step['num_clips'] == (clips if split == 'test'
-                                             else 1), split
+                assert step['num_clips'] == (clips
+                                             if split == 'test' else 1), split

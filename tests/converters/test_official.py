@@ -24,6 +24,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
+from run_helpers import serve_folder
 
 import mmrsa  # noqa: F401
 from mmaction.registry import MODELS
@@ -34,7 +35,6 @@ from mmrsa.converters.official import (ConversionError,
                                        official_rsa_settings)
 from mmrsa.fileio.atomic import OverwriteRefusedError
 from mmrsa.models.common import RSA, rsa_reference
-from run_helpers import serve_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / 'configs' / 'recognition' / 'rsanet'
@@ -97,8 +97,8 @@ def to_official(model, seed: int = 0) -> dict:
         value = random_like(key, tensor, gen)
         if key.startswith('cls_head.fc_cls.'):
             param = key.rsplit('.', 1)[1]
-            out[f'new_fc.{param}'] = (value[:, :, None]
-                                      if param == 'weight' else value)
+            out[f'new_fc.{param}'] = (
+                value[:, :, None] if param == 'weight' else value)
             continue
         name = key[len('backbone.'):]
         parts = name.split('.')
@@ -128,12 +128,14 @@ def to_official(model, seed: int = 0) -> dict:
     return {f'module.{k}': v for k, v in out.items()}
 
 
-def save_official(path: Path, state_dict: dict, legacy: bool = False,
+def save_official(path: Path,
+                  state_dict: dict,
+                  legacy: bool = False,
                   **extra) -> Path:
     """What the authors' ``main.py`` saves (``torch.save`` of PyTorch 1.6:
     zip; ``legacy=True``: the format before it)."""
-    checkpoint = dict(epoch=50, arch='ResNet', state_dict=state_dict,
-                      best_prec1=51.9)
+    checkpoint = dict(
+        epoch=50, arch='ResNet', state_dict=state_dict, best_prec1=51.9)
     checkpoint.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
@@ -145,11 +147,19 @@ def sgd_state(state_dict: dict) -> dict:
     training scripts add to their checkpoints."""
     weights = [k for k in state_dict if k.endswith('weight')][:3]
     return dict(
-        state={i: dict(momentum_buffer=torch.zeros_like(state_dict[k]))
-               for i, k in enumerate(weights)},
-        param_groups=[dict(lr=0.02, momentum=0.9, dampening=0,
-                           weight_decay=5e-4, nesterov=True,
-                           params=list(range(len(weights))))])
+        state={
+            i: dict(momentum_buffer=torch.zeros_like(state_dict[k]))
+            for i, k in enumerate(weights)
+        },
+        param_groups=[
+            dict(
+                lr=0.02,
+                momentum=0.9,
+                dampening=0,
+                weight_decay=5e-4,
+                nesterov=True,
+                params=list(range(len(weights))))
+        ])
 
 
 def clip(seed: int = 1) -> torch.Tensor:
@@ -166,19 +176,21 @@ def main_official(tmp_path_factory):
     """(path, official state dict without ``module.``) for the main
     config."""
     official = to_official(build(MAIN))
-    path = save_official(tmp_path_factory.mktemp('official') / 'rsa.pth.tar',
-                         official)
+    path = save_official(
+        tmp_path_factory.mktemp('official') / 'rsa.pth.tar', official)
     return path, strip(official)
 
 
-def assert_same_logits(dst: Path, official: dict, config: Path = MAIN,
+def assert_same_logits(dst: Path,
+                       official: dict,
+                       config: Path = MAIN,
                        tol: float = 1e-4) -> torch.nn.Module:
     """``dst`` loads strictly into ``config`` and gives the logits of the
     official forward pass on ``official`` (``module.`` dropped) within
     ``tol``."""
     model = build(config)
-    load_checkpoint(model, str(dst), map_location='cpu', strict=True,
-                    logger='silent')
+    load_checkpoint(
+        model, str(dst), map_location='cpu', strict=True, logger='silent')
     x = clip()
     with torch.no_grad():
         ours = model(x, mode='tensor', stage='head')
@@ -195,19 +207,18 @@ def assert_same_logits(dst: Path, official: dict, config: Path = MAIN,
 def test_key_map_places_every_tensor_as_documented():
     sd = {
         'base_model.conv1.weight': torch.zeros(64, 3, 1, 7, 7),
-        'base_model.layer2.0.downsample.0.weight': torch.zeros(
-            512, 256, 1, 1, 1),
+        'base_model.layer2.0.downsample.0.weight':
+        torch.zeros(512, 256, 1, 1, 1),
         'base_model.layer2.0.downsample.1.running_var': torch.ones(512),
         'base_model.layer3.3.bn2.weight': torch.ones(256),
         'base_model.layer3.3.conv2.P1': torch.zeros(1, 32, 16),
-        'base_model.layer3.3.conv2.H1.weight': torch.zeros(
-            512, 1, 5, 7, 7),
+        'base_model.layer3.3.conv2.H1.weight': torch.zeros(512, 1, 5, 7, 7),
         'new_fc.weight': torch.zeros(174, 2048, 1),
         'base_model.fc1.bias': torch.zeros(174),
     }
     expected = {
-        'base_model.conv1.weight': ('backbone.conv1.conv.weight',
-                                    (64, 3, 7, 7)),
+        'base_model.conv1.weight':
+        ('backbone.conv1.conv.weight', (64, 3, 7, 7)),
         'base_model.layer2.0.downsample.0.weight':
         ('backbone.layer2.0.downsample.conv.weight', (512, 256, 1, 1)),
         'base_model.layer2.0.downsample.1.running_var':
@@ -234,11 +245,12 @@ def test_key_map_places_every_tensor_as_documented():
     with pytest.raises(ConversionError, match='unknown key'):
         map_key('base_model.layer1.0.conv2.offset.weight')
     with pytest.raises(ConversionError, match='no counterpart'):
-        convert_state_dict({'base_model.layer1.0.conv2.offset.weight':
-                            torch.zeros(1)}, settings)
+        convert_state_dict(
+            {'base_model.layer1.0.conv2.offset.weight': torch.zeros(1)},
+            settings)
     with pytest.raises(ConversionError, match=r'\(1, k, k\) kernel'):
-        convert_state_dict({'base_model.conv1.weight':
-                            torch.zeros(64, 3, 3, 7, 7)}, settings)
+        convert_state_dict(
+            {'base_model.conv1.weight': torch.zeros(64, 3, 3, 7, 7)}, settings)
 
 
 @pytest.mark.parametrize('kernel_type,context_type',
@@ -248,8 +260,13 @@ def test_official_rsa_forward_equals_the_literal_equation(
     """The independent official RSA equals the literal Eq. 8 with the
     mapped weights (and so does mmrsa's layer, tested elsewhere)."""
     torch.manual_seed(0)
-    layer = RSA(16, 16, kernel_size=(3, 3, 3), num_queries=4,
-                kernel_type=kernel_type, context_type=context_type).eval()
+    layer = RSA(
+        16,
+        16,
+        kernel_size=(3, 3, 3),
+        num_queries=4,
+        kernel_type=kernel_type,
+        context_type=context_type).eval()
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -269,7 +286,9 @@ def test_official_rsa_forward_equals_the_literal_equation(
     expected = rsa_reference(layer, x)
     torch.testing.assert_close(
         official_rsa_forward(x, sd, prefix, settings, stride=1),
-        expected, rtol=1e-4, atol=1e-5)
+        expected,
+        rtol=1e-4,
+        atol=1e-5)
 
 
 def test_oracle_is_independent_of_the_production_layer(main_official,
@@ -308,8 +327,8 @@ def test_oracle_is_independent_of_the_production_layer(main_official,
     for name in ('l2_normalize', 'select_path', 'channel_conv3d',
                  'grouped_channel_conv3d', 'per_position_matmul'):
         monkeypatch.setattr(rsa_module, name, broken)
-    torch.testing.assert_close(official_forward(official, x), expected,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        official_forward(official, x), expected, rtol=0, atol=0)
     with pytest.raises(AssertionError, match='production layer'):
         RSA(8, num_queries=2, kernel_size=3)(torch.randn(1, 8, 1, 2, 2))
 
@@ -328,9 +347,8 @@ def test_converted_checkpoint_loads_strictly_and_gives_the_same_logits(
     model = assert_same_logits(dst, official)
     # tensors land where the map says
     sd = model.state_dict()
-    torch.testing.assert_close(
-        sd['backbone.layer3.3.conv2.conv.P1'],
-        official['base_model.layer3.3.conv2.P1'][0])
+    torch.testing.assert_close(sd['backbone.layer3.3.conv2.conv.P1'],
+                               official['base_model.layer3.3.conv2.P1'][0])
     torch.testing.assert_close(
         sd['backbone.layer1.0.conv2.conv.weight'],
         official['base_model.layer1.0.conv2.weight'][:, :, 0])
@@ -360,8 +378,11 @@ def test_what_a_2021_checkpoint_holds(main_official, tmp_path, legacy):
     ``weights_only=True``, and only the weights are converted."""
     _, official = main_official
     wrapped = {f'module.{k}': v for k, v in official.items()}
-    src = save_official(tmp_path / 'best.pth.tar', wrapped, legacy=legacy,
-                        optimizer=sgd_state(wrapped))
+    src = save_official(
+        tmp_path / 'best.pth.tar',
+        wrapped,
+        legacy=legacy,
+        optimizer=sgd_state(wrapped))
     with open(src, 'rb') as f:
         assert (f.read(2) == b'PK') is not legacy  # zip or not
     torch.load(src, weights_only=True)  # plain data only
@@ -402,8 +423,8 @@ def test_without_config_settings_are_read_from_the_shapes(tmp_path):
     assert rsa_cfg['latent_dim'] == 16 and rsa_cfg['num_queries'] == 8
     assert any("'latent_dim': 16" in line for line in lines)
     model = build(config)
-    load_checkpoint(model, str(dst), map_location='cpu', strict=True,
-                    logger='silent')
+    load_checkpoint(
+        model, str(dst), map_location='cpu', strict=True, logger='silent')
     assert model.backbone.conv1.bn.num_batches_tracked.item() == 0
 
 
@@ -423,25 +444,26 @@ def test_refuses_rsa_settings_that_differ_from_the_config(
 
 def test_refuses_files_that_are_not_official_checkpoints(tmp_path):
     ours = tmp_path / 'mmrsa.pth'
-    torch.save({'state_dict': {'backbone.conv1.conv.weight': torch.ones(1)}},
-               ours)
+    torch.save({'state_dict': {
+        'backbone.conv1.conv.weight': torch.ones(1)
+    }}, ours)
     text = tmp_path / 'notes.txt'
     text.write_text('not a checkpoint')
     empty = tmp_path / 'empty.pth'
     empty.write_bytes(b'')
     no_tensors = tmp_path / 'no_tensors.pth'
-    torch.save({'state_dict': {'module.base_model.layer1.0.x': 'text'}},
-               no_tensors)
+    torch.save({'state_dict': {
+        'module.base_model.layer1.0.x': 'text'
+    }}, no_tensors)
     lfs = tmp_path / 'resnet_rgb_model_best.pth.tar'
     lfs.write_text('version https://git-lfs.github.com/spec/v1\n'
                    'oid sha256:0123\nsize 90000000\n')
     dst = tmp_path / 'out.pth'
     for src, message in ((ours, "not a checkpoint of the authors'"),
                          (text, 'not a PyTorch checkpoint'),
-                         (empty, 'is empty'),
-                         (no_tensors, 'not tensors'),
-                         (lfs, 'Git LFS pointer'),
-                         (tmp_path / 'missing.pth', 'no such file')):
+                         (empty, 'is empty'), (no_tensors, 'not tensors'),
+                         (lfs, 'Git LFS pointer'), (tmp_path / 'missing.pth',
+                                                    'no such file')):
         with pytest.raises(ConversionError, match=message):
             convert(str(src), str(dst))
     assert not dst.exists()
@@ -457,13 +479,14 @@ class _Payload:
         return (os.makedirs, (self.marker, ))
 
 
-def test_refuses_unsafe_pickles_without_running_them(main_official,
-                                                     tmp_path):
+def test_refuses_unsafe_pickles_without_running_them(main_official, tmp_path):
     _, official = main_official
     marker = tmp_path / 'payload_ran'
     src = save_official(
-        tmp_path / 'payload.pth.tar',
-        {f'module.{k}': v for k, v in official.items()},
+        tmp_path / 'payload.pth.tar', {
+            f'module.{k}': v
+            for k, v in official.items()
+        },
         extra=_Payload(str(marker)))
     with pytest.raises(ConversionError) as info:
         convert(str(src), str(tmp_path / 'out.pth'))
@@ -477,8 +500,10 @@ def test_trust_pickle_admits_other_objects(main_official, tmp_path):
     number still reaches the metadata as a float."""
     _, official = main_official
     src = save_official(
-        tmp_path / 'fraction.pth.tar',
-        {f'module.{k}': v for k, v in official.items()},
+        tmp_path / 'fraction.pth.tar', {
+            f'module.{k}': v
+            for k, v in official.items()
+        },
         best_prec1=Fraction(519, 10))
     dst = tmp_path / 'out.pth'
     with pytest.raises(ConversionError, match='fractions.Fraction') as info:
@@ -489,15 +514,19 @@ def test_trust_pickle_admits_other_objects(main_official, tmp_path):
     assert meta['official_best_prec1'] == pytest.approx(51.9)
     assert type(meta['official_best_prec1']) is float
     with pytest.raises(ConversionError, match='local files only'):
-        convert('http://127.0.0.1:9/x.pth', str(tmp_path / 'url.pth'),
-                trust_pickle=True)
+        convert(
+            'http://127.0.0.1:9/x.pth',
+            str(tmp_path / 'url.pth'),
+            trust_pickle=True)
 
 
 def test_number_metadata_becomes_python_numbers(main_official, tmp_path):
     _, official = main_official
     src = save_official(
-        tmp_path / 'numbers.pth.tar',
-        {f'module.{k}': v for k, v in official.items()},
+        tmp_path / 'numbers.pth.tar', {
+            f'module.{k}': v
+            for k, v in official.items()
+        },
         epoch=np.int64(50),
         best_prec1=torch.tensor([51.9]))
     dst = tmp_path / 'out.pth'
@@ -514,8 +543,8 @@ def test_refuses_to_overwrite_unless_asked(main_official, tmp_path):
     dst = tmp_path / 'exists.pth'
     dst.write_bytes(b'keep me')
     # the one overwrite rule (mmrsa.fileio.atomic.refuse_existing)
-    with pytest.raises(OverwriteRefusedError,
-                       match='already exists; pass --force'):
+    with pytest.raises(
+            OverwriteRefusedError, match='already exists; pass --force'):
         convert(str(src), str(dst), str(MAIN))
     assert dst.read_bytes() == b'keep me'
     convert(str(src), str(dst), str(MAIN), overwrite=True)
@@ -550,14 +579,16 @@ def test_url_is_downloaded_to_the_hub_cache_and_converted(
     hub = Path(torch.hub.get_dir()) / 'checkpoints'
     assert str(hub).startswith(str(tmp_path))
     digests = set()
-    for run, legacy in (('RSA_ZIP_16frames', False),
-                        ('RSA_LEGACY_16frames', True)):
-        src = save_official(root / 'net_runs' / run / name, wrapped,
-                            legacy=legacy, optimizer=sgd_state(wrapped))
+    for run, legacy in (('RSA_ZIP_16frames', False), ('RSA_LEGACY_16frames',
+                                                      True)):
+        src = save_official(
+            root / 'net_runs' / run / name,
+            wrapped,
+            legacy=legacy,
+            optimizer=sgd_state(wrapped))
         url = f'{base}/net_runs/{run}/{name}'
         dst = tmp_path / f'{run}.pth'
-        result = convert(url, str(dst), str(MAIN), verify=True,
-                         progress=False)
+        result = convert(url, str(dst), str(MAIN), verify=True, progress=False)
         cached = hub / run / name
         assert cached.read_bytes() == src.read_bytes()
         assert result['max_logit_diff'] <= 1e-4
@@ -568,12 +599,13 @@ def test_url_is_downloaded_to_the_hub_cache_and_converted(
     assert len(digests) == 2  # the second did not reuse the first's file
 
 
-def test_cached_download_is_used_offline(main_official, http_root,
-                                         tmp_path):
+def test_cached_download_is_used_offline(main_official, http_root, tmp_path):
     _, official = main_official
     root, base = http_root
-    src = save_official(root / 'run' / 'best.pth.tar',
-                        {f'module.{k}': v for k, v in official.items()})
+    src = save_official(root / 'run' / 'best.pth.tar', {
+        f'module.{k}': v
+        for k, v in official.items()
+    })
     url = f'{base}/run/best.pth.tar'
     convert(url, str(tmp_path / 'a.pth'), str(MAIN), progress=False)
     src.unlink()  # the server has it no more: the cache is used
@@ -593,5 +625,6 @@ def test_failed_download_says_how_to_work_offline(tmp_path, monkeypatch):
         convert(url, str(tmp_path / 'out.pth'), progress=False)
     message = str(info.value)
     assert 'cannot download' in message and 'local path' in message
-    assert str(Path(torch.hub.get_dir()) / 'checkpoints' /
-               'RSA_R50_SSV1_16frames' / 'best.pth.tar') in message
+    assert str(
+        Path(torch.hub.get_dir()) / 'checkpoints' / 'RSA_R50_SSV1_16frames' /
+        'best.pth.tar') in message

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import serve_folder
+from test_official import (MAIN, build, clip, official_forward, save_official,
+                           strip, to_official)
 
 import mmrsa  # noqa: F401
 from mmrsa.engine import CheckpointMismatchError
-from mmrsa.fileio.checkpoint import (from_official_layout,
-                                     is_official_layout,
+from mmrsa.fileio.checkpoint import (from_official_layout, is_official_layout,
                                      load_checkpoint_file)
-from run_helpers import serve_folder
-from test_official import (MAIN, build, clip, official_forward,
-                           save_official, strip, to_official)
 
 
 @pytest.fixture(scope='module')
@@ -63,8 +62,9 @@ def test_loader_says_it_converted(official_file, monkeypatch):
     assert set(converted) == {'meta', 'state_dict'}
     assert converted['meta']['official'] is True
     assert converted['meta']['epoch'] == 50
-    assert all(k.startswith(('backbone.', 'cls_head.'))
-               for k in converted['state_dict'])
+    assert all(
+        k.startswith(('backbone.', 'cls_head.'))
+        for k in converted['state_dict'])
     (line, ) = [m for m in said if 'authors' in m]
     assert str(path) in line and 'converted in memory' in line
 
@@ -83,11 +83,14 @@ def test_authors_url_loads_through_load_from(official_file, tmp_path,
     (run / path.name).write_bytes(path.read_bytes())
     model = build(MAIN)
     with serve_folder(root) as base:
-        load_checkpoint(model, f'{base}/net_runs/RSA_R50_SSV1_16frames/'
-                        f'{path.name}', map_location='cpu', strict=True,
-                        logger='silent')
-    cached = Path(torch.hub.get_dir(), 'checkpoints',
-                  'RSA_R50_SSV1_16frames', path.name)
+        load_checkpoint(
+            model, f'{base}/net_runs/RSA_R50_SSV1_16frames/'
+            f'{path.name}',
+            map_location='cpu',
+            strict=True,
+            logger='silent')
+    cached = Path(torch.hub.get_dir(), 'checkpoints', 'RSA_R50_SSV1_16frames',
+                  path.name)
     assert cached.is_file()
     x = clip()
     assert (_logits(model, x) - official_forward(official, x)).abs().max() \
@@ -97,14 +100,15 @@ def test_authors_url_loads_through_load_from(official_file, tmp_path,
 def test_checkpoint_that_fits_nothing_fails_loudly(tmp_path):
     """Keys that match nothing (another network) no longer give a random
     model with a warning: init_recognizer raises, naming the problem."""
-    from mmaction.apis import init_recognizer
     from mmengine.config import Config
+
+    from mmaction.apis import init_recognizer
     path = tmp_path / 'other.pth'
     torch.save({'state_dict': {'features.0.weight': torch.ones(3)}}, path)
     cfg = Config.fromfile(str(MAIN))
     cfg.model.backbone.pretrained = None
-    with pytest.raises(CheckpointMismatchError,
-                       match="none of the backbone's"):
+    with pytest.raises(
+            CheckpointMismatchError, match="none of the backbone's"):
         init_recognizer(cfg, str(path), device='cpu')
 
 
@@ -112,8 +116,9 @@ def test_checkpoint_of_other_rsa_settings_fails_loudly(official_file,
                                                        tmp_path):
     """The 8-frame RSANet's file into a model with another kernel size:
     tensors of other shapes are an error, not a warning."""
-    from mmaction.apis import init_recognizer
     from mmengine.config import Config
+
+    from mmaction.apis import init_recognizer
     model = build(MAIN)
     path = tmp_path / 'rsanet.pth'
     torch.save({'state_dict': model.state_dict()}, path)

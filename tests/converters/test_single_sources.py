@@ -30,8 +30,12 @@ NORMALISATION_CALLS = {
 }
 #: ``owner.name`` calls that belong to the one loader / the one model path.
 FORBIDDEN_CALLS = {
-    ('torch', 'load'), ('serialization', 'load'), ('pickle', 'load'),
-    ('pickle', 'loads'), ('Config', 'fromfile'), ('MODELS', 'build'),
+    ('torch', 'load'),
+    ('serialization', 'load'),
+    ('pickle', 'load'),
+    ('pickle', 'loads'),
+    ('Config', 'fromfile'),
+    ('MODELS', 'build'),
 }
 FORBIDDEN_NAMES = {'init_default_scope', 'load_checkpoint'}
 
@@ -45,8 +49,9 @@ def _calls(tree: ast.AST):
         func = node.func
         if isinstance(func, ast.Attribute):
             owner = func.value
-            owner = (owner.attr if isinstance(owner, ast.Attribute) else
-                     owner.id if isinstance(owner, ast.Name) else None)
+            owner = (
+                owner.attr if isinstance(owner, ast.Attribute) else
+                owner.id if isinstance(owner, ast.Name) else None)
             yield owner, func.attr, node.lineno
         elif isinstance(func, ast.Name):
             yield None, func.id, node.lineno
@@ -57,14 +62,14 @@ def violations(source: str, name: str = '<source>') -> list:
     tree = ast.parse(source, name)
     found = [
         f'line {node.lineno}: defines {node.name}' for node in ast.walk(tree)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        and ('l2' in node.name.lower() or 'normali' in node.name.lower())
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+            'l2' in node.name.lower() or 'normali' in node.name.lower())
     ]
     found += [
         f'line {line}: calls {owner + "." if owner else ""}{name}(...)'
         for owner, name, line in _calls(tree)
-        if name in NORMALISATION_CALLS or (owner, name) in FORBIDDEN_CALLS
-        or name in FORBIDDEN_NAMES
+        if name in NORMALISATION_CALLS or (
+            owner, name) in FORBIDDEN_CALLS or name in FORBIDDEN_NAMES
     ]
     return found
 
@@ -99,6 +104,7 @@ def test_the_scan_finds_what_it_looks_for():
     ]
     found = violations('\n'.join(lines))
     assert sorted({int(f.split(':')[0][len('line '):])
-                   for f in found}) == list(range(1, len(lines) + 1)), found
+                   for f in found}) == list(range(1,
+                                                  len(lines) + 1)), found
     assert not violations('y = F.batch_norm(x, mean, var)\n'
                           'z = write_atomic(path, save)')

@@ -29,8 +29,10 @@ def is_flipped(results):
 
 def test_protected_labels_are_never_flipped():
     flip = TRANSFORMS.build(
-        dict(type='LabelAwareFlip', flip_ratio=1.0,
-             no_flip_labels=SSV2_LEFT_RIGHT))
+        dict(
+            type='LabelAwareFlip',
+            flip_ratio=1.0,
+            no_flip_labels=SSV2_LEFT_RIGHT))
     assert isinstance(flip, LabelAwareFlip)
     np.random.seed(0)
     for label in SSV2_LEFT_RIGHT:
@@ -75,8 +77,8 @@ def test_ids_from_ssv2_labels_json(tmp_path):
     }
     path = tmp_path / 'something-something-v2-labels.json'
     path.write_text(json.dumps(names))
-    assert read_label_names(str(path))[86] == (
-        'Pulling something from left to right')
+    assert read_label_names(
+        str(path))[86] == ('Pulling something from left to right')
     # "upright" is not the word "right"
     assert direction_label_ids(str(path)) == (86, 87, 166, 167)
     flip = LabelAwareFlip(label_file=str(path), no_flip_labels=(93, 94))

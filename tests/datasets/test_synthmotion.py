@@ -11,27 +11,19 @@ import pytest
 from mmengine.config import Config
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
-from mmrsa.datasets import (
-    AnnotationError,
-    CheckedRawframeDataset,
-    direction_label_ids,
-)
-from mmrsa.datasets.synthmotion import (
-    GENERATE_COMMAND,
-    HFLIP_LABEL_MAP,
-    REVERSED_PAIRS,
-    SYNTHMOTION_CLASSES,
-    SynthMotionDataset,
-    generate_synthmotion,
-    read_label_map,
-    render_clip,
-    synthmotion_is_complete,
-)
+from mmrsa.datasets import (AnnotationError, CheckedRawframeDataset,
+                            direction_label_ids)
+from mmrsa.datasets.synthmotion import (GENERATE_COMMAND, HFLIP_LABEL_MAP,
+                                        REVERSED_PAIRS, SYNTHMOTION_CLASSES,
+                                        SynthMotionDataset,
+                                        generate_synthmotion, read_label_map,
+                                        render_clip, synthmotion_is_complete)
 from mmrsa.fileio.atomic import OverwriteRefusedError
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
-                  'rsanet_r18_8x1_synthmotion.py')
+CONFIG = osp.join(
+    ROOT, 'configs/recognition/rsanet/'
+    'rsanet_r18_8x1_synthmotion.py')
 
 
 def _tree_digest(root):
@@ -41,8 +33,8 @@ def _tree_digest(root):
         for name in files:
             path = osp.join(folder, name)
             with open(path, 'rb') as f:
-                out[osp.relpath(path, root)] = hashlib.md5(
-                    f.read()).hexdigest()
+                out[osp.relpath(path,
+                                root)] = hashlib.md5(f.read()).hexdigest()
     return out
 
 
@@ -128,11 +120,10 @@ def test_moving_classes_move_and_still_class_does_not():
         assert change(label) > 2 * still
 
 
-@pytest.mark.parametrize(
-    'kwargs, match',
-    [(dict(label=10), 'label'), (dict(label=-1), 'label'),
-     (dict(label=0, size=8), 'size'), (dict(label=0, num_frames=1),
-                                       'num_frames')])
+@pytest.mark.parametrize('kwargs, match',
+                         [(dict(label=10), 'label'), (dict(label=-1), 'label'),
+                          (dict(label=0, size=8), 'size'),
+                          (dict(label=0, num_frames=1), 'num_frames')])
 def test_render_clip_invalid(kwargs, match):
     label = kwargs.pop('label')
     with pytest.raises(ValueError, match=match):
@@ -144,8 +135,8 @@ def test_render_clip_invalid(kwargs, match):
 # --------------------------------------------------------------------- #
 def test_layout(tiny_set):
     root = tiny_set
-    assert read_label_map(osp.join(root, 'label_map.txt')) == list(
-        SYNTHMOTION_CLASSES)
+    assert read_label_map(osp.join(
+        root, 'label_map.txt')) == list(SYNTHMOTION_CLASSES)
     with open(osp.join(root, 'meta.json')) as f:
         meta = json.load(f)
     assert meta['seed'] == 3 and meta['num_train'] == 12
@@ -162,14 +153,14 @@ def test_layout(tiny_set):
             assert 10 <= int(num_frames) <= 14
             frames = sorted(os.listdir(osp.join(root, 'rawframes', clip)))
             assert frames == [
-                f'{j:05}.jpg' for j in range(1, int(num_frames) + 1)
+                f'{j:05}.jpg' for j in range(1,
+                                             int(num_frames) + 1)
             ]
         vid = osp.join(root, f'synthmotion_{split}_list_videos.txt')
         with open(vid) as f:
             lines = [line.split() for line in f]
-        assert [v for v, _ in lines] == [
-            f'{split}_{i:05}.mp4' for i in range(count)
-        ]
+        assert [v for v, _ in lines
+                ] == [f'{split}_{i:05}.mp4' for i in range(count)]
         for v, _ in lines:
             assert osp.isfile(osp.join(root, 'videos', v))
 
@@ -211,8 +202,8 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     generate_synthmotion(out, num_train=2, num_val=1)
     with pytest.raises(FileExistsError, match='overwrite'):
         generate_synthmotion(out, num_train=2, num_val=1)
-    generate_synthmotion(out, formats=('videos', ), num_train=3, num_val=1,
-                         overwrite=True)
+    generate_synthmotion(
+        out, formats=('videos', ), num_train=3, num_val=1, overwrite=True)
     assert not osp.exists(osp.join(out, 'rawframes'))
     assert not osp.exists(
         osp.join(out, 'synthmotion_train_list_rawframes.txt'))
@@ -276,10 +267,10 @@ def test_a_meta_json_it_did_not_write_is_never_replaced(tmp_path):
     out = tmp_path / 'set'
     out.mkdir()
     (out / 'meta.json').write_text('{"my": "experiment"}')
-    with pytest.raises(OverwriteRefusedError,
-                       match='not written by the SynthMotion generator'):
-        generate_synthmotion(str(out), num_train=1, num_val=0,
-                             overwrite=True)
+    with pytest.raises(
+            OverwriteRefusedError,
+            match='not written by the SynthMotion generator'):
+        generate_synthmotion(str(out), num_train=1, num_val=0, overwrite=True)
     assert (out / 'meta.json').read_text() == '{"my": "experiment"}'
     assert [p.name for p in out.iterdir()] == ['meta.json']
 
@@ -290,24 +281,24 @@ def test_overwrite_keeps_a_file_added_to_a_folder_it_wrote(tmp_path):
     notes = out / 'rawframes' / 'train_00001' / 'notes.txt'
     notes.write_text('mine')
     generate_synthmotion(
-        str(out), formats=('videos', ), num_train=1, num_val=0,
-        overwrite=True)
+        str(out), formats=('videos', ), num_train=1, num_val=0, overwrite=True)
     assert notes.read_text() == 'mine'
     assert [p.name for p in notes.parent.iterdir()] == ['notes.txt']
     assert [p.name for p in (out / 'rawframes').iterdir()] == ['train_00001']
     assert sorted(p.name for p in out.iterdir()) == [
         'label_map.txt', 'meta.json', 'rawframes',
-        'synthmotion_train_list_videos.txt',
-        'synthmotion_val_list_videos.txt', 'videos'
+        'synthmotion_train_list_videos.txt', 'synthmotion_val_list_videos.txt',
+        'videos'
     ]
 
 
-@pytest.mark.parametrize(
-    'kwargs, match',
-    [(dict(formats=('frames', )), 'formats'), (dict(formats=()), 'formats'),
-     (dict(num_train=-1), 'num_train'),
-     (dict(min_frames=8, max_frames=4), 'min_frames'),
-     (dict(min_frames=1), 'min_frames'), (dict(size=8), 'size')])
+@pytest.mark.parametrize('kwargs, match',
+                         [(dict(formats=('frames', )), 'formats'),
+                          (dict(formats=()), 'formats'),
+                          (dict(num_train=-1), 'num_train'),
+                          (dict(min_frames=8, max_frames=4), 'min_frames'),
+                          (dict(min_frames=1), 'min_frames'),
+                          (dict(size=8), 'size')])
 def test_generate_invalid(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         generate_synthmotion(str(tmp_path / 'x'), **kwargs)
@@ -342,8 +333,7 @@ def test_dataset_is_registered_with_the_generator_classes(tiny_set):
     # frames in rawframes/ next to the list, named {:05}.jpg
     assert len(dataset) == 12
     info = dataset.get_data_info(3)
-    assert info['frame_dir'] == osp.join(tiny_set, 'rawframes',
-                                         'train_00003')
+    assert info['frame_dir'] == osp.join(tiny_set, 'rawframes', 'train_00003')
     assert info['filename_tmpl'] == '{:05}.jpg' and info['label'] == 3
 
 
@@ -352,8 +342,7 @@ def test_dataset_names_the_command_when_the_list_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         _build(
             dict(
-                type='SynthMotionDataset', ann_file=str(missing),
-                pipeline=[]))
+                type='SynthMotionDataset', ann_file=str(missing), pipeline=[]))
     assert str(missing) in str(info.value)
     assert (f'{GENERATE_COMMAND} --out {tmp_path / "nowhere"}'
             in str(info.value))
@@ -382,8 +371,7 @@ def test_rawframes_load_with_config_pipelines(tiny_set, split, dataset_type):
     loader = cfg[f'{split}_dataloader']
     dataset_cfg = dict(loader['dataset'])
     dataset_cfg.update(
-        ann_file=osp.join(tiny_set,
-                          f'synthmotion_{split}_list_rawframes.txt'),
+        ann_file=osp.join(tiny_set, f'synthmotion_{split}_list_rawframes.txt'),
         data_prefix=dict(img=osp.join(tiny_set, 'rawframes')))
     if dataset_type is not None:
         dataset_cfg['type'] = dataset_type
@@ -439,7 +427,8 @@ def test_video_frames_match_rawframes(tiny_set):
     frames = np.stack([
         cv2.imread(osp.join(tiny_set, 'rawframes', clip,
                             f'{i:05}.jpg'))[..., ::-1]
-        for i in range(1, int(num_frames) + 1)
+        for i in range(1,
+                       int(num_frames) + 1)
     ])
     assert video.shape == frames.shape == (int(num_frames), 64, 64, 3)
     # both are lossy encodings of the same frames

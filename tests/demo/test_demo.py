@@ -7,20 +7,20 @@ import decord
 import numpy as np
 import pytest
 import torch
+from run_helpers import import_tool, run_tool
 
 import mmrsa  # noqa: F401  (compat fixes, registration)
 from mmrsa.apis import predict
 from mmrsa.datasets.synthmotion import (SYNTHMOTION_CLASSES,
                                         generate_synthmotion)
 from mmrsa.fileio.checkpoint import load_checkpoint_file
-from run_helpers import import_tool, run_tool
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-CONFIG = osp.join(ROOT, 'configs/recognition/rsanet/'
-                  'rsanet_r18_8x1_synthmotion.py')
+CONFIG = osp.join(
+    ROOT, 'configs/recognition/rsanet/'
+    'rsanet_r18_8x1_synthmotion.py')
 TSN_CONFIG = osp.join(
     ROOT, 'configs/recognition/rsanet/baselines/tsn_r18_8x1_synthmotion.py')
-
 
 DEMO = import_tool('demo/demo.py')
 
@@ -113,8 +113,8 @@ def test_rawframe_folder_and_video_agree(clips, checkpoint):
     logits = dict(model=dict(cls_head=dict(average_clips='score')))
 
     def scores(path, cfg_options=logits):
-        return predict(osp.join(clips, path), CONFIG, checkpoint,
-                       cfg_options=cfg_options)
+        return predict(
+            osp.join(clips, path), CONFIG, checkpoint, cfg_options=cfg_options)
 
     frames = scores(osp.join('rawframes', 'val_00000'))
     video = scores(osp.join('videos', 'val_00000.mp4'))
@@ -129,9 +129,9 @@ def test_rawframe_folder_and_video_agree(clips, checkpoint):
 def test_tsn_config_without_label_file_prints_ids(clips, tmp_path):
     path = str(tmp_path / 'tsn.pth')
     _runner_style_checkpoint(TSN_CONFIG, path)
-    code, results, _, err = _demo(
-        TSN_CONFIG, path, osp.join(clips, 'videos', 'val_00000.mp4'),
-        '--topk', '3')
+    code, results, _, err = _demo(TSN_CONFIG, path,
+                                  osp.join(clips, 'videos', 'val_00000.mp4'),
+                                  '--topk', '3')
     assert code == 0, err[-3000:]
     assert len(results) == 3
     assert all(name.isdigit() and 0 <= int(name) < 10 for name, _ in results)
@@ -198,10 +198,10 @@ class _no_deprecation:
 
 def test_mmaction2_options_are_parsed():
     args = DEMO.parse_args([
-        'c.py', 'w.pth', 'v.mp4', 'l.txt', '--out-filename', 'o.mp4',
-        '--fps', '12', '--device', 'cpu', '--font-scale', '0.8',
-        '--font-color', 'red', '--target-resolution', '320', '-1',
-        '--cfg-options', 'model.cls_head.average_clips=score'
+        'c.py', 'w.pth', 'v.mp4', 'l.txt', '--out-filename', 'o.mp4', '--fps',
+        '12', '--device', 'cpu', '--font-scale', '0.8', '--font-color', 'red',
+        '--target-resolution', '320', '-1', '--cfg-options',
+        'model.cls_head.average_clips=score'
     ])
     assert (args.out_filename, args.fps, args.device) == ('o.mp4', 12, 'cpu')
     assert (args.font_scale, args.font_color) == (0.8, 'red')
@@ -240,8 +240,10 @@ def test_out_filename_writes_the_labelled_video(clips, checkpoint, tmp_path,
     if name.endswith('.gif'):
         from PIL import Image, ImageSequence
         with Image.open(out_file) as gif:
-            frames = [np.asarray(f.convert('RGB'))
-                      for f in ImageSequence.Iterator(gif)]
+            frames = [
+                np.asarray(f.convert('RGB'))
+                for f in ImageSequence.Iterator(gif)
+            ]
     else:
         written = decord.VideoReader(str(out_file))
         assert round(written.get_avg_fps()) == 8
@@ -267,10 +269,10 @@ def test_label_drawing_keeps_the_rest_of_the_frame():
 def test_read_frames_of_a_video_and_its_frame_folder(clips):
     """--out-filename draws on every frame: of the video, or of the frame
     folder (named as the config's filename_tmpl), in order."""
-    video = DEMO.read_frames(osp.join(clips, 'videos', 'val_00000.mp4'),
-                             CONFIG)
-    folder = DEMO.read_frames(osp.join(clips, 'rawframes', 'val_00000'),
-                              CONFIG)
+    video = DEMO.read_frames(
+        osp.join(clips, 'videos', 'val_00000.mp4'), CONFIG)
+    folder = DEMO.read_frames(
+        osp.join(clips, 'rawframes', 'val_00000'), CONFIG)
     assert len(video) == len(folder) == len(
         decord.VideoReader(osp.join(clips, 'videos', 'val_00000.mp4')))
     assert video[0].shape == folder[0].shape and video[0].ndim == 3

@@ -2,9 +2,9 @@
 """demo/demo.py, run as a command, on frame folders: a gap in the
 numbering is an error that names the missing frame, never a silent cut."""
 import torch
+from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
 
 from mmrsa.datasets.synthmotion import generate_synthmotion
-from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
 
 DEMO = REPO_ROOT / 'demo' / 'demo.py'
 

@@ -72,8 +72,12 @@ def test_full_demo_run(tmp_path):
     """RSA learns the motion classes; TSN cannot tell a motion from its time
     reversal."""
     work_dir = tmp_path / 'work'
-    result = run('--data-root', str(tmp_path / 'synthmotion'), '--work-dir',
-                 str(work_dir), timeout=3 * 3600)
+    result = run(
+        '--data-root',
+        str(tmp_path / 'synthmotion'),
+        '--work-dir',
+        str(work_dir),
+        timeout=3 * 3600)
     assert result.returncode == 0, result.stderr[-3000:]
     rsanet, tsn = json.loads((work_dir / 'results.json').read_text())['rows']
     assert rsanet['model'] == 'RSANet-R18' and tsn['model'] == 'TSN-R18'

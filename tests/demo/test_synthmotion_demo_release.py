@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from run_helpers import REPO_ROOT, run_tool
 
 SCRIPT = REPO_ROOT / 'demo' / 'synthmotion_demo.py'
@@ -26,10 +25,12 @@ def test_demo_ends_with_a_release_that_loads(tmp_path):
     work_dir = tmp_path / 'work'
     data_root = tmp_path / 'data'
     result = run_tool([
-        SCRIPT, '--models', 'rsanet', '--data-root', data_root,
-        '--work-dir', work_dir, '--num-train', '8', '--num-val', '4',
-        '--max-epochs', '1', '--cfg-options', *SMALL_LOADERS
-    ], cwd=REPO_ROOT, timeout=600)
+        SCRIPT, '--models', 'rsanet', '--data-root', data_root, '--work-dir',
+        work_dir, '--num-train', '8', '--num-val', '4', '--max-epochs', '1',
+        '--cfg-options', *SMALL_LOADERS
+    ],
+                      cwd=REPO_ROOT,
+                      timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout[result.stdout.index('=== release of RSANet-R18'):]
 
@@ -46,8 +47,8 @@ def test_demo_ends_with_a_release_that_loads(tmp_path):
         map_location='cpu',
         weights_only=True)['state_dict']
     assert ckpt['state_dict'].keys() == trained.keys()
-    assert all(torch.equal(ckpt['state_dict'][k], v)
-               for k, v in trained.items())
+    assert all(
+        torch.equal(ckpt['state_dict'][k], v) for k, v in trained.items())
 
     # the metafile entry: MMAction2's format, Weights left to the user
     start = out.index('  - Name: ')
@@ -70,5 +71,6 @@ def test_demo_ends_with_a_release_that_loads(tmp_path):
     reloaded = run_tool(demo[1:], cwd=REPO_ROOT)
     assert reloaded.returncode == 0, reloaded.stderr[-3000:]
     assert 'top-5 labels for' in reloaded.stdout
-    assert any(c.startswith(f'python tools/test.py {CONFIG} {released}')
-               for c in commands)
+    assert any(
+        c.startswith(f'python tools/test.py {CONFIG} {released}')
+        for c in commands)

@@ -2,7 +2,7 @@
 """Two seeded, deterministic CPU runs of the demo config give the same
 losses."""
 from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool,
-                               train_scalars)
+                         train_scalars)
 
 
 def test_two_deterministic_runs_give_identical_losses(synth_dir,
@@ -12,7 +12,8 @@ def test_two_deterministic_runs_give_identical_losses(synth_dir,
         REPO_ROOT / 'tools' / 'train.py', DEMO_CONFIG, '--work-dir', work_dir,
         '--seed', '0', '--deterministic', '--cfg-options', *SMALL_RUN,
         'train_cfg.max_epochs=1'
-    ], cwd=synth_dir)
+    ],
+                      cwd=synth_dir)
     assert result.returncode == 0, result.stderr[-3000:]
 
     first = train_scalars(reference_run)

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 import torch
-
-from train_helpers import read_checkpoint as load_checkpoint
 from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, tool_env
+from train_helpers import read_checkpoint as load_checkpoint
 
 # What a config written for GPUs asks for: NCCL and SyncBN.
 GPU_STYLE = [
@@ -86,10 +85,13 @@ def test_dist_test_two_cpu_processes(dist_run, synth_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 def test_dist_train_one_gpu_nccl(synth_dir):
     work_dir = synth_dir / 'work_dirs' / 'dist_gpu'
-    result = _launch('dist_train.sh', [
-        DEMO_CONFIG, 1, '--work-dir', work_dir, '--cfg-options', *DIST_RUN,
-        *GPU_STYLE
-    ], synth_dir, cpu=False)
+    result = _launch(
+        'dist_train.sh', [
+            DEMO_CONFIG, 1, '--work-dir', work_dir, '--cfg-options', *DIST_RUN,
+            *GPU_STYLE
+        ],
+        synth_dir,
+        cpu=False)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     assert 'using the gloo backend' not in out

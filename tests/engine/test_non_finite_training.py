@@ -12,10 +12,10 @@ import re
 
 import pytest
 import torch
-
-from train_helpers import read_checkpoint, train
-from mmrsa.engine.hooks import NonFiniteWeightsError, non_finite_tensors
 from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
+from train_helpers import read_checkpoint, train
+
+from mmrsa.engine.hooks import NonFiniteWeightsError, non_finite_tensors
 
 
 @pytest.mark.slow  # about 20-30 s
@@ -61,9 +61,10 @@ def nan_checkpoint(reference_run, tmp_path_factory):
 
 def test_publish_refuses_non_finite_weights(nan_checkpoint, tmp_path):
     from mmrsa.utils.publish import publish_checkpoint
-    with pytest.raises(NonFiniteWeightsError,
-                       match=f'{nan_checkpoint} holds non-finite values '
-                       r'\(inf/nan\) in \d+ tensors \(backbone.conv1'):
+    with pytest.raises(
+            NonFiniteWeightsError,
+            match=f'{nan_checkpoint} holds non-finite values '
+            r'\(inf/nan\) in \d+ tensors \(backbone.conv1'):
         publish_checkpoint(str(nan_checkpoint), str(tmp_path / 'model'))
     assert not list(tmp_path.iterdir())
 

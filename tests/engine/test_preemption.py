@@ -5,7 +5,6 @@ demo config) saves ``preempted_iter_3.pth``, logs it and exits with code 75;
 run that was not interrupted, bit for bit."""
 import pytest
 import torch
-
 from train_helpers import copy_run, helper_config, read_checkpoint, train
 
 # Sends a signal to its own process during the given iteration (1-based),
@@ -53,7 +52,7 @@ def test_preempted_run_saves_a_resumable_checkpoint(preempted_run):
     saved = preempted_run / 'preempted_iter_3.pth'
     meta = read_checkpoint(saved)['meta']
     assert (meta['epoch'], meta['iter'], meta['preempted']) == (1, 3,
-                                                               'SIGTERM')
+                                                                'SIGTERM')
     assert (preempted_run / 'last_checkpoint').read_text() == str(saved)
     assert sorted(p.name for p in preempted_run.glob('*.pth')) == [
         'epoch_1.pth', 'preempted_iter_3.pth'

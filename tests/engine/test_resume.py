@@ -7,10 +7,9 @@ import shutil
 import textwrap
 
 import pytest
-
-from train_helpers import read_checkpoint as load_checkpoint
 from run_helpers import (DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool,
                          train_scalars)
+from train_helpers import read_checkpoint as load_checkpoint
 
 ITERS_PER_EPOCH = 2
 
@@ -41,7 +40,9 @@ def _train(cwd, config, work_dir, *extra, env=None):
     return run_tool([
         REPO_ROOT / 'tools' / 'train.py', config, '--work-dir', work_dir,
         '--seed', '0', '--deterministic', *extra, '--cfg-options', *SMALL_RUN
-    ], cwd=cwd, env=env)
+    ],
+                    cwd=cwd,
+                    env=env)
 
 
 @pytest.fixture(scope='module')
@@ -60,7 +61,8 @@ def crashed_run(synth_dir, tmp_path_factory):
         synth_dir,
         config,
         work_dir,
-        env=dict(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(helpers)])))
+        env=dict(PYTHONPATH=os.pathsep.join([str(REPO_ROOT),
+                                             str(helpers)])))
     assert result.returncode == 17, result.stderr[-3000:]
     assert (work_dir / 'epoch_1.pth').is_file()
     assert not (work_dir / 'epoch_2.pth').exists()

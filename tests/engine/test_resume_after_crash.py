@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from train_helpers import read_checkpoint as load_checkpoint
 from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool
+from train_helpers import read_checkpoint as load_checkpoint
 
 # Kills the process (no clean-up, as a crash or a pre-empted job would) once
 # the checkpoint of the given epoch is written, before validation.
@@ -77,7 +76,8 @@ def crashed_run(synth_dir, tmp_path_factory):
         synth_dir,
         config,
         work_dir,
-        env=dict(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(helpers)])))
+        env=dict(PYTHONPATH=os.pathsep.join([str(REPO_ROOT),
+                                             str(helpers)])))
     assert result.returncode == 17, result.stderr[-3000:]
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir /
                                                              'epoch_1.pth')
@@ -127,8 +127,8 @@ def test_resume_after_crash_is_bit_identical(synth_dir, crashed_run,
         partial = _partial_epoch_2(work_dir)
         (work_dir / 'last_checkpoint').write_text(str(partial))
 
-    result = _train(synth_dir, DEMO_CONFIG, work_dir, '--resume',
-                    upstream=upstream)
+    result = _train(
+        synth_dir, DEMO_CONFIG, work_dir, '--resume', upstream=upstream)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     if partial is not None:

@@ -6,7 +6,6 @@ a text file named ``epoch_5.pth``, and ``last_checkpoint`` naming a text
 file, are skipped instead of ending the run. ``reference_run`` (a finished
 2-epoch run) stands for the earlier run."""
 import pytest
-
 from train_helpers import copy_run, read_checkpoint, train
 
 
@@ -17,8 +16,8 @@ def test_unreadable_files_are_skipped(synth_dir, reference_run, tmp_path):
     log = next(work_dir.glob('*/*.log'))
     (work_dir / 'last_checkpoint').write_text(str(log))
 
-    result = train(synth_dir, work_dir, '--resume',
-                   options=['train_cfg.max_epochs=3'])
+    result = train(
+        synth_dir, work_dir, '--resume', options=['train_cfg.max_epochs=3'])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for skipped in (text, log):
@@ -45,8 +44,8 @@ def test_checkpoints_of_an_abandoned_run_are_skipped(synth_dir, reference_run,
     run_b = (work_dir / 'run_id').read_text().strip()
     assert run_b != run_a
 
-    result = train(synth_dir, work_dir, '--resume',
-                   options=['train_cfg.max_epochs=2'])
+    result = train(
+        synth_dir, work_dir, '--resume', options=['train_cfg.max_epochs=2'])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for name in ('epoch_2.pth', 'iter_100.pth'):

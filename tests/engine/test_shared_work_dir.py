@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-
-from train_helpers import TRAIN, helper_config, train
 from run_helpers import SMALL_RUN, tool_env
+from train_helpers import TRAIN, helper_config, train
 
 # Holds the run in its first epoch until the file `release` exists.
 WAIT_HOOK = '''
@@ -44,21 +43,20 @@ def test_second_run_refuses_and_a_killed_run_frees_the_work_dir(
         tmp_path, 'wait_hook', WAIT_HOOK,
         f'dict(type=\'WaitForFileHook\', path={str(release)!r})')
     work_dir = tmp_path / 'shared'
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            str(TRAIN), config, '--work-dir',
-            str(work_dir), '--cfg-options', *SMALL_RUN
-        ],
-        cwd=synth_dir,
-        env=tool_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([
+        sys.executable,
+        str(TRAIN), config, '--work-dir',
+        str(work_dir), '--cfg-options', *SMALL_RUN
+    ],
+                             cwd=synth_dir,
+                             env=tool_env(env),
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         lock = work_dir / 'train.lock'
         deadline = time.time() + 120
-        while f'"pid": {first.pid},' not in (
-                lock.read_text() if lock.exists() else ''):
+        while f'"pid": {first.pid},' not in (lock.read_text()
+                                             if lock.exists() else ''):
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.2)
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import REPO_ROOT
 
 from mmrsa.engine.hooks import PREEMPTED_EXIT_CODE
-from run_helpers import REPO_ROOT
 
 TRAIN_SH = REPO_ROOT / 'tools' / 'slurm_train.sh'
 TEST_SH = REPO_ROOT / 'tools' / 'slurm_test.sh'
@@ -107,14 +107,15 @@ def test_signal_to_the_batch_shell_still_requeues(fake_slurm):
     """Slurm signals the batch script as well as the run; the script waits
     for the run to save and exit 75, then requeues."""
     log, env = fake_slurm
-    script = subprocess.Popen(['bash', str(TRAIN_SH), 'p', 'j', 'cfg.py'],
-                              env=dict(
-                                  env,
-                                  SLURM_JOB_ID='7',
-                                  FAKE_SRUN_SLEEP='2',
-                                  FAKE_SRUN_RC=str(PREEMPTED_EXIT_CODE)),
-                              stderr=subprocess.PIPE,
-                              text=True)
+    script = subprocess.Popen(
+        ['bash', str(TRAIN_SH), 'p', 'j', 'cfg.py'],
+        env=dict(
+            env,
+            SLURM_JOB_ID='7',
+            FAKE_SRUN_SLEEP='2',
+            FAKE_SRUN_RC=str(PREEMPTED_EXIT_CODE)),
+        stderr=subprocess.PIPE,
+        text=True)
     deadline = time.time() + 30
     while not (log / 'srun.started').exists():
         assert time.time() < deadline
@@ -137,8 +138,11 @@ def test_outside_a_batch_job(fake_slurm):
     assert '--signal=USR1@90' in _srun_args(log)
     assert _scontrol(log) == []
     # another failure is passed on, never requeued
-    result = _run(TRAIN_SH, ['part', 'job', 'cfg.py'], env, FAKE_SRUN_RC='1',
-                  SLURM_JOB_ID='9')
+    result = _run(
+        TRAIN_SH, ['part', 'job', 'cfg.py'],
+        env,
+        FAKE_SRUN_RC='1',
+        SLURM_JOB_ID='9')
     assert result.returncode == 1 and _scontrol(log) == []
 
 

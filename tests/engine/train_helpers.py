@@ -36,11 +36,10 @@ def helper_config(folder: Path, name: str, module_text: str,
     the environment that finds the module."""
     (folder / f'{name}.py').write_text(textwrap.dedent(module_text))
     config = folder / f'{name}_config.py'
-    config.write_text(
-        f'_base_ = {DEMO_CONFIG!r}\n'
-        f"custom_imports = dict(imports=['mmrsa', {name!r}], "
-        'allow_failed_imports=False)\n'
-        f'custom_hooks = _base_.custom_hooks + [{hook}]\n')
+    config.write_text(f'_base_ = {DEMO_CONFIG!r}\n'
+                      f"custom_imports = dict(imports=['mmrsa', {name!r}], "
+                      'allow_failed_imports=False)\n'
+                      f'custom_hooks = _base_.custom_hooks + [{hook}]\n')
     env = dict(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(folder)]))
     return str(config), env
 

@@ -38,8 +38,9 @@ def dump(path: Path, scores, labels, names=None) -> Path:
 
 def test_dump_format_is_what_mmaction_test_writes(tmp_path):
     """A real ``ActionDataSample`` passed through ``DumpResults``."""
-    import mmrsa  # noqa: F401
     from mmengine.evaluator import DumpResults
+
+    import mmrsa  # noqa: F401
     from mmaction.structures import ActionDataSample
     sample = ActionDataSample()
     sample.set_gt_label(2)
@@ -52,8 +53,8 @@ def test_dump_format_is_what_mmaction_test_writes(tmp_path):
     metric.compute_metrics(metric.results)
     loaded = load_dump(str(path))
     assert loaded[0]['gt_label'] == 2 and loaded[0]['frame_dir'] == 'vid_0'
-    np.testing.assert_allclose(loaded[0]['pred_score'], [0.1, 0.2, 0.7],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded[0]['pred_score'], [0.1, 0.2, 0.7], rtol=1e-6)
 
 
 def test_two_models_average_and_fix_each_others_mistakes(tmp_path):
@@ -100,8 +101,8 @@ def test_weights_and_softmax_of_logits(tmp_path):
     expected = (3 * probs + softmax(logits)) / 4
     np.testing.assert_allclose(result['scores'], expected, rtol=1e-6)
     never = ensemble([str(pa), str(pb)], softmax_mode='never')
-    np.testing.assert_allclose(never['scores'], (probs + logits) / 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        never['scores'], (probs + logits) / 2, rtol=1e-6)
 
 
 def test_refuses_dumps_of_different_videos(tmp_path):
@@ -115,8 +116,8 @@ def test_refuses_dumps_of_different_videos(tmp_path):
             ensemble([str(pa), str(other)])
     with pytest.raises(EnsembleError, match='two or more'):
         ensemble([str(pa)])
-    with pytest.raises(EnsembleError,
-                       match='one non-negative weight per file'):
+    with pytest.raises(
+            EnsembleError, match='one non-negative weight per file'):
         ensemble([str(pa), str(pa)], weights=[1])
 
 
@@ -137,8 +138,8 @@ def test_refuses_files_that_are_not_dumps_without_running_them(tmp_path):
     with open(wrong, 'wb') as f:
         pickle.dump({'acc/top1': 0.5}, f)
     for path, message in ((evil, 'refused to unpickle `os.makedirs`'),
-                          (text, 'cannot read a dump'),
-                          (wrong, 'expected the dump')):
+                          (text, 'cannot read a dump'), (wrong,
+                                                         'expected the dump')):
         with pytest.raises(EnsembleError, match=message):
             ensemble([str(good), str(path)])
     assert not (tmp_path / 'payload_ran').exists()

@@ -58,6 +58,7 @@ def test_a_crash_between_write_and_rename_keeps_the_old_file(
 
 
 def test_a_failing_writer_leaves_nothing(tmp_path):
+
     def half(f):
         f.write(b'half')
         raise OSError(28, 'No space left on device')

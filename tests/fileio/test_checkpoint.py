@@ -7,20 +7,20 @@ planted in the torch hub cache), and the refusal says why and how to opt in
 for a trusted file. Bad files get a message naming them."""
 import argparse
 import os
-from pathlib import Path
-
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool, serve_folder
 
 import mmrsa  # noqa: F401
 from mmrsa.fileio import checkpoint as safe_loading
 from mmrsa.fileio.checkpoint import (CheckpointDownloadError,
-                                    CheckpointFileError, UnsafeCheckpointError,
-                                    load_checkpoint_file, trust_checkpoint)
-from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool, serve_folder
+                                     CheckpointFileError,
+                                     UnsafeCheckpointError,
+                                     load_checkpoint_file, trust_checkpoint)
 
 
 class _Payload:
@@ -102,9 +102,10 @@ def test_tools_refuse(evil, tool, synth_dir, tmp_path):
     else:  # tools/train.py CONFIG --resume CHECKPOINT
         args = [tools / 'train.py', DEMO_CONFIG, '--resume', path]
     result = run_tool(
-        args + ['--work-dir', tmp_path / 'work_dir', '--cfg-options'] +
-        [f'{split}_dataloader.{key}' for split in ('train', 'test')
-         for key in ('num_workers=0', 'persistent_workers=False')],
+        args + ['--work-dir', tmp_path / 'work_dir', '--cfg-options'] + [
+            f'{split}_dataloader.{key}' for split in ('train', 'test')
+            for key in ('num_workers=0', 'persistent_workers=False')
+        ],
         cwd=synth_dir)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
@@ -115,8 +116,9 @@ def test_tools_refuse(evil, tool, synth_dir, tmp_path):
 def test_demo_refuses(evil, synth_dir):
     path, marker = evil
     video = synth_dir / 'data' / 'synthmotion' / 'videos' / 'val_00000.mp4'
-    result = run_tool([REPO_ROOT / 'demo' / 'demo.py', video, DEMO_CONFIG, path],
-                      cwd=synth_dir)
+    result = run_tool(
+        [REPO_ROOT / 'demo' / 'demo.py', video, DEMO_CONFIG, path],
+        cwd=synth_dir)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
     _assert_refusal(result.stderr, path)
@@ -180,8 +182,10 @@ def test_import_mmrsa_does_not_widen_torch_allow_list(tmp_path):
     mmrsa`` a plain torch.load(weights_only=True) is as strict as before."""
     path = tmp_path / 'numpy_meta.pth'
     torch.save(dict(meta=dict(seed=np.int64(3))), path)
-    names = {f'{getattr(g, "__module__", "")}.{getattr(g, "__name__", "")}'
-             for g in torch.serialization.get_safe_globals()}
+    names = {
+        f'{getattr(g, "__module__", "")}.{getattr(g, "__name__", "")}'
+        for g in torch.serialization.get_safe_globals()
+    }
     assert not any(n.startswith(('numpy', 'mmengine')) for n in names)
     with pytest.raises(pickle.UnpicklingError, match='Weights only'):
         torch.load(path, weights_only=True)
@@ -220,8 +224,12 @@ def test_url_checkpoint_is_refused_and_runs_nothing(evil, torch_home):
 def test_url_checkpoint_loads_weights(tmp_path, torch_home):
     from mmengine.runner import load_checkpoint
     model = torch.nn.Linear(3, 2)
-    torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 2}},
-               tmp_path / 'good.pth')
+    torch.save({
+        'state_dict': model.state_dict(),
+        'meta': {
+            'epoch': 2
+        }
+    }, tmp_path / 'good.pth')
     other = torch.nn.Linear(3, 2)
     with serve_folder(tmp_path) as base:
         load_checkpoint(other, f'{base}/good.pth', map_location='cpu')
@@ -249,8 +257,8 @@ def test_planted_hub_cache_file_is_refused(evil, torch_home, monkeypatch):
     assert not marker.exists()
 
 
-def test_torchvision_pretrained_offline_says_what_to_do(torch_home,
-                                                        monkeypatch):
+def test_torchvision_pretrained_offline_says_what_to_do(
+        torch_home, monkeypatch):
     """Without network, ``torchvision://resnet50`` names the URL and the
     cache file to put in place (no bare URLError)."""
     from urllib.error import URLError
@@ -370,12 +378,14 @@ def _object_dtype_attack() -> bytes:
         from numpy.core import multiarray
 
     class Dtype:
+
         def __reduce__(self):
             # dtype('O8') with a state whose flags are 0 (no object flags)
-            return (np.dtype, ('O8', False, True),
-                    (3, '|', None, None, None, -1, -1, 0))
+            return (np.dtype, ('O8', False, True), (3, '|', None, None, None,
+                                                    -1, -1, 0))
 
     class Array:
+
         def __reduce__(self):
             return (multiarray._reconstruct, (np.ndarray, (0, ), b'b'),
                     (1, (1, ), Dtype(), False, b'\x41' * 8))
@@ -403,20 +413,22 @@ def test_object_dtype_attack_is_refused_without_crashing(tmp_path):
             if info.filename.endswith('/data.pkl'):
                 data = payload
             dst.writestr(info, data)
-    code = (
-        'import sys, mmrsa\n'
-        'from mmrsa.fileio import checkpoint as c\n'
-        'for load in (c.load_score_file, c.safe_torch_load):\n'
-        '    path = sys.argv[1] if load is c.load_score_file else sys.argv[2]\n'
-        '    try:\n'
-        '        out = load(path)\n'
-        '    except c.UnsafeCheckpointError as e:\n'
-        '        print("refused", path)\n'
-        '        continue\n'
-        '    x = out["meta"]["x"]\n'
-        '    print("loaded", repr(x[0]))\n')
-    result = subprocess.run([sys.executable, '-c', code, str(dump),
-                             str(ckpt)], capture_output=True, text=True,
-                            timeout=300)
+    code = ('import sys, mmrsa\n'
+            'from mmrsa.fileio import checkpoint as c\n'
+            'for load in (c.load_score_file, c.safe_torch_load):\n'
+            '    path = sys.argv[1 if load is c.load_score_file else 2]\n'
+            '    try:\n'
+            '        out = load(path)\n'
+            '    except c.UnsafeCheckpointError as e:\n'
+            '        print("refused", path)\n'
+            '        continue\n'
+            '    x = out["meta"]["x"]\n'
+            '    print("loaded", repr(x[0]))\n')
+    result = subprocess.run(
+        [sys.executable, '-c', code,
+         str(dump), str(ckpt)],
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count('refused') == 2, result.stdout

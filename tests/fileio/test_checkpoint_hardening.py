@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import DEMO_CONFIG, serve_folder
 
 import mmrsa  # noqa: F401
 from mmrsa.fileio import checkpoint as loader
 from mmrsa.fileio.checkpoint import (CheckpointFileError,
                                      UnsafeCheckpointError,
                                      is_declarative_config)
-from run_helpers import DEMO_CONFIG, serve_folder
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +49,7 @@ def _checkpoint_with_cfg(path: Path, text: str, model=None) -> None:
 
 
 @pytest.mark.parametrize('text, ok', [
-    ("model = dict(type='X', depth=50, lr=-0.1, steps=[1, 2], t=(1, ))",
-     True),
+    ("model = dict(type='X', depth=50, lr=-0.1, steps=[1, 2], t=(1, ))", True),
     ("a = dict(b=None, c=True, d={'e': 1.5})\nb = a", True),
     ("a = __import__('os').system('true')", False),
     ('import os', False),
@@ -100,8 +99,7 @@ def test_declarative_config_text_still_builds_the_model(tmp_path):
     from mmrsa.apis import build_model
     model = build_model(DEMO_CONFIG)
     path = tmp_path / 'good.pth'
-    _checkpoint_with_cfg(path, Config.fromfile(DEMO_CONFIG).pretty_text,
-                         model)
+    _checkpoint_with_cfg(path, Config.fromfile(DEMO_CONFIG).pretty_text, model)
     inferencer = ActionRecogInferencer(
         model=None, weights=str(path), device='cpu')
     loaded = inferencer.model.state_dict()
@@ -123,9 +121,12 @@ def test_publish_drops_config_text_that_is_not_declarative(tmp_path):
 def _published(tmp_path: Path, size: int) -> Path:
     """A checkpoint of more than ``size`` bytes named by its sha256."""
     buffer = io.BytesIO()
-    torch.save({'state_dict': {'w': torch.arange(size // 4 + 1,
-                                                 dtype=torch.float32)}},
-               buffer)
+    torch.save(
+        {
+            'state_dict': {
+                'w': torch.arange(size // 4 + 1, dtype=torch.float32)
+            }
+        }, buffer)
     data = buffer.getvalue()
     path = tmp_path / f'model-{hashlib.sha256(data).hexdigest()[:8]}.pth'
     path.write_bytes(data)
@@ -197,8 +198,7 @@ def _zip_slip(path: Path) -> None:
             dst.writestr('../' + info.filename, src.read(info.filename))
 
 
-@pytest.mark.parametrize('make', ['legacy_tar', 'zip_slip', 'text',
-                                  'cut'])
+@pytest.mark.parametrize('make', ['legacy_tar', 'zip_slip', 'text', 'cut'])
 def test_broken_files_give_one_clear_error(tmp_path, make):
     path = tmp_path / 'broken.pth'
     if make == 'legacy_tar':
@@ -220,8 +220,14 @@ def test_broken_files_give_one_clear_error(tmp_path, make):
 
 def test_byte_fuzzed_files_give_one_clear_error(tmp_path):
     buffer = io.BytesIO()
-    torch.save({'meta': {'epoch': 3}, 'state_dict': {'w': torch.ones(8)}},
-               buffer)
+    torch.save({
+        'meta': {
+            'epoch': 3
+        },
+        'state_dict': {
+            'w': torch.ones(8)
+        }
+    }, buffer)
     original = buffer.getvalue()
     rng = random.Random(11)
     path = tmp_path / 'fuzzed.pth'

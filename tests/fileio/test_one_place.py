@@ -16,9 +16,11 @@ JOBS = [
     ('reading checkpoint and score files', 'mmrsa/fileio/checkpoint.py',
      {('torch', 'load'), ('pickle', 'load'), ('pickle', 'loads'),
       ('pickle', 'Unpickler'), ('pickle', '_Unpickler')}),
-    ('writing files atomically', 'mmrsa/fileio/atomic.py',
-     {('os', 'replace'), ('os', 'rename'), ('tempfile', 'mkstemp'),
-      ('os', 'fsync')}),
+    ('writing files atomically', 'mmrsa/fileio/atomic.py', {('os', 'replace'),
+                                                            ('os', 'rename'),
+                                                            ('tempfile',
+                                                             'mkstemp'),
+                                                            ('os', 'fsync')}),
     ('reading configs', 'mmrsa/apis/model.py', {('Config', 'fromfile')}),
 ]
 PRIVATE_LOADERS = {'_load_checkpoint', 'load_state_dict_from_url'}

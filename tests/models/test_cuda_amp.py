@@ -46,8 +46,9 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 ]
 
-RSANET_CONFIG = (Path(__file__).resolve().parents[2] / 'configs' /
-                 'recognition' / 'rsanet' / 'rsanet_r18_8x1_synthmotion.py')
+RSANET_CONFIG = (
+    Path(__file__).resolve().parents[2] / 'configs' / 'recognition' /
+    'rsanet' / 'rsanet_r18_8x1_synthmotion.py')
 
 DEVICE = 'cuda'
 FP16 = torch.float16
@@ -71,8 +72,9 @@ LAYER_CASES = {
     'default-5x7x7': (32, dict()),
     'V-V': (32, dict(kernel_size=(3, 3, 3), kernel_type='V',
                      context_type='V')),
-    'R-R-stride2': (32, dict(kernel_size=(3, 3, 3), kernel_type='R',
-                             context_type='R', stride=2)),
+    'R-R-stride2':
+    (32,
+     dict(kernel_size=(3, 3, 3), kernel_type='R', context_type='R', stride=2)),
     'VR-VR-Cq32': (64, dict(kernel_size=(3, 3, 3), num_queries=2)),
 }
 
@@ -101,8 +103,9 @@ def _grads(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
     }
 
 
-def scaled_step(module: torch.nn.Module, loss_fn, device: str
-                ) -> Tuple[object, Dict[str, torch.Tensor], float, int]:
+def scaled_step(
+        module: torch.nn.Module, loss_fn,
+        device: str) -> Tuple[object, Dict[str, torch.Tensor], float, int]:
     """One optimiser step as AMP takes it: ``loss_fn()`` under float16
     autocast, the loss scaled by a dynamic GradScaler, gradients unscaled
     and checked, the step taken unless they overflowed (then the scale
@@ -193,8 +196,9 @@ def check_layer_fp16(name: str, path: str, device: str = DEVICE) -> dict:
 
 def _fused_ok(name: str) -> bool:
     options = LAYER_CASES[name][1]
-    relational = (options.get('kernel_type', 'VR') != 'V'
-                  and options.get('context_type', 'VR') != 'V')
+    relational = (
+        options.get('kernel_type', 'VR') != 'V'
+        and options.get('context_type', 'VR') != 'V')
     return relational and rsa_triton.fused_available(torch.device(DEVICE))
 
 
@@ -252,8 +256,9 @@ def rsa_output_dtypes(model: torch.nn.Module) -> Iterator[List[torch.dtype]]:
     while the block runs."""
     dtypes: List[torch.dtype] = []
     handles = [
-        m.register_forward_hook(lambda mod, args, out: dtypes.append(
-            out.dtype)) for m in model.modules() if isinstance(m, RSA)
+        m.register_forward_hook(
+            lambda mod, args, out: dtypes.append(out.dtype))
+        for m in model.modules() if isinstance(m, RSA)
     ]
     try:
         yield dtypes
@@ -278,8 +283,8 @@ def check_rsanet_step_fp16(device: str = DEVICE) -> dict:
         return (scores, loss), loss
 
     with rsa_output_dtypes(model) as dtypes:
-        (scores16, loss16), grads16, _, skipped = scaled_step(
-            model, loss_fn, device)
+        (scores16,
+         loss16), grads16, _, skipped = scaled_step(model, loss_fn, device)
     # the backbone's four RSA layers ran in float16
     assert dtypes[-4:] == [FP16] * 4
     assert torch.isfinite(scores16).all()
@@ -318,5 +323,5 @@ def test_rsanet_trains_with_amp_optim_wrapper():
     assert dtypes == [FP16] * 12  # 4 RSA layers, 3 steps
     assert all(np.isfinite(losses))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert optim_wrapper.loss_scaler.get_scale() >= 2.**(
-        16 - MAX_SKIPPED_STEPS)
+    assert optim_wrapper.loss_scaler.get_scale() >= 2.**(16 -
+                                                         MAX_SKIPPED_STEPS)

@@ -42,8 +42,8 @@ from mmrsa.datasets.synthmotion import (REVERSED_PAIRS, SYNTHMOTION_CLASSES,
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'recognition'
 RSANET_CONFIG = CONFIG_DIR / 'rsanet' / 'rsanet_r18_8x1_synthmotion.py'
-TSN_CONFIG = (CONFIG_DIR / 'rsanet' / 'baselines' /
-              'tsn_r18_8x1_synthmotion.py')
+TSN_CONFIG = (
+    CONFIG_DIR / 'rsanet' / 'baselines' / 'tsn_r18_8x1_synthmotion.py')
 
 SEED = 0
 NUM_FRAMES = 8  # the configs' num_segments
@@ -92,8 +92,7 @@ def reversal_batch() -> Tuple[List[np.ndarray], List[int]]:
         if label not in paired:  # held still, shaking
             clips.append(
                 render_clip(
-                    label, _clip_rng(label), size=SIZE,
-                    num_frames=NUM_FRAMES))
+                    label, _clip_rng(label), size=SIZE, num_frames=NUM_FRAMES))
             labels.append(label)
     return clips, labels
 
@@ -186,6 +185,5 @@ def test_tsn_scores_a_clip_and_its_reversal_the_same():
     assert _loss(probs, labels) >= TSN_LOSS_FLOOR - 1e-4
     # the clips that have no reversal in the batch are right
     unpaired = range(2 * len(REVERSED_PAIRS), len(labels))
-    assert [probs[i].argmax().item() for i in unpaired] == [
-        labels[i] for i in unpaired
-    ]
+    assert [probs[i].argmax().item()
+            for i in unpaired] == [labels[i] for i in unpaired]

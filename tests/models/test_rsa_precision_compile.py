@@ -36,7 +36,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def _perturb(module: torch.nn.Module, scale: float = 0.3,
+def _perturb(module: torch.nn.Module,
+             scale: float = 0.3,
              seed: int = 0) -> torch.nn.Module:
     """Move every parameter away from its init (``I`` off the identity,
     ``P1`` off its tiny init), so every part of the layer matters."""
@@ -126,7 +127,9 @@ def test_autocast_bf16_forward_and_backward_close_to_fp32(name):
     grads16 = _grads(layer)
 
     assert set(grads16) == set(grads32) == {
-        n for n, p in layer.named_parameters()}
+        n
+        for n, p in layer.named_parameters()
+    }
     assert torch.isfinite(x.grad).all()
     assert _rel_err(x.grad, grad_x32) < LAYER_GRAD_TOL
     for param_name, grad in grads16.items():
@@ -209,9 +212,10 @@ def test_rsanet_bf16_close_to_fp32_and_no_worse_than_resnet(training):
 def test_recognizer_loss_backward_under_bf16():
     """The real training path: ``Recognizer2D`` loss (head included) under
     bf16 autocast, as ``--amp`` runs it on a CPU, with finite gradients."""
+    from mmengine.registry import init_default_scope
+
     from mmaction.registry import MODELS
     from mmaction.structures import ActionDataSample
-    from mmengine.registry import init_default_scope
     init_default_scope('mmaction')
     torch.manual_seed(0)
     model = MODELS.build(

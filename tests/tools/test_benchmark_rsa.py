@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import import_tool, run_tool, tool_env
 
 from mmrsa.analysis import benchmark
-from run_helpers import import_tool, run_tool, tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL_DIR = REPO_ROOT / 'tools' / 'analysis_tools'
 # one timed round, no warm-up, no pause: the tables, not the numbers
 FAST = ['--repeats', '1', '--warmup', '0', '--pause', '0']
-
 
 tool = import_tool('tools/analysis_tools/benchmark_rsa.py')
 
@@ -150,12 +149,11 @@ def test_model_section(capsys):
     rows = {r['model']: r for r in results['model']}
     assert list(rows) == names
     assert all(r['batch'] == 1 for r in rows.values())
-    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0
-               for r in rows.values())
+    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0 for r in rows.values())
     assert rows['RSANet-R50 cp']['infer_ms'] is None
     # gradient checkpointing keeps far fewer activations for backward
-    assert rows['RSANet-R50 cp']['saved_mb'] < (
-        0.5 * rows['RSANet-R50']['saved_mb'])
+    assert rows['RSANet-R50 cp']['saved_mb'] < (0.5 *
+                                                rows['RSANet-R50']['saved_mb'])
 
     for name in names:
         fields = _row(out, f'{name:<14}  1 ')
@@ -171,30 +169,27 @@ def test_model_section(capsys):
     assert _row(out, f'{"TSN-R50":<14}  1 ')[1] == '1.00'  # TSN / TSN
     assert _row(out, f'{"TSM-R50":<14}  1 ')[2] == '1.00'  # TSM / TSM
     assert _row(out, f'{"RSANet-R50 cp":<14}  1 ')[3:6] == ['-'] * 3
-    assert re.search(r'N=1: with_cp=True takes x\d+\.\d\d the train time '
-                     r'and x0\.\d\d the saved-for-backward activation bytes',
-                     out)
+    assert re.search(
+        r'N=1: with_cp=True takes x\d+\.\d\d the train time '
+        r'and x0\.\d\d the saved-for-backward activation bytes', out)
 
 
 def test_model_section_amp(capsys):
     results = _main(FAST + [
-        '--sections', 'model', '--input-size', '32', '--amp', '--threads',
-        '1'
+        '--sections', 'model', '--input-size', '32', '--amp', '--threads', '1'
     ])
     out = capsys.readouterr().out
     assert 'AMP=on (torch.bfloat16)' in out
     rows = {r['model']: r for r in results['model']}
     assert len(rows) == 4
-    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0
-               for r in rows.values())
+    assert all(r['train_ms'] > 0 and r['saved_mb'] > 0 for r in rows.values())
     assert rows['RSANet-R50 cp']['saved_mb'] < rows['RSANet-R50']['saved_mb']
 
 
 def test_model_section_shares_weights_between_cp_twins():
     models, num_frames, num_classes = benchmark.build_recognizers()
     assert (num_frames, num_classes) == (8, 174)
-    assert set(models) == {'RSANet-R50', 'RSANet-R50 cp', 'TSN-R50',
-                           'TSM-R50'}
+    assert set(models) == {'RSANet-R50', 'RSANet-R50 cp', 'TSN-R50', 'TSM-R50'}
     plain, cp = models['RSANet-R50'], models['RSANet-R50 cp']
     assert cp.backbone.with_cp and not plain.backbone.with_cp
     for (name, a), b in zip(plain.state_dict().items(),
@@ -223,11 +218,10 @@ def test_scaling_section(capsys):
     assert [r['kernel'] for r in kernels] == list(benchmark.SCALING_KERNELS)
     # RSA's FLOPs are affine in M (the M-sized convolutions H1, H2, G plus
     # M-independent products): equal increments per added context position
-    sizes = [r['kernel'][0] * r['kernel'][1] * r['kernel'][2]
-             for r in kernels]
+    sizes = [r['kernel'][0] * r['kernel'][1] * r['kernel'][2] for r in kernels]
     flops = [r['flops'] for r in kernels]
-    slopes = [(f1 - f0) / (m1 - m0) for f0, f1, m0, m1 in zip(
-        flops, flops[1:], sizes, sizes[1:])]
+    slopes = [(f1 - f0) / (m1 - m0)
+              for f0, f1, m0, m1 in zip(flops, flops[1:], sizes, sizes[1:])]
     assert max(slopes) == pytest.approx(min(slopes), rel=1e-6)
     assert slopes[0] > 0
     for kernel, m in zip(benchmark.SCALING_KERNELS, sizes):
@@ -251,8 +245,9 @@ def test_scaling_section(capsys):
 # --------------------------------------------------------------------- #
 # the GPU command and the RSA paths, in their CPU variant
 # --------------------------------------------------------------------- #
-GPU_COMMAND = ['--device', 'cuda', '--amp', '--batch', '8', '--sections',
-               'model', 'layer']
+GPU_COMMAND = [
+    '--device', 'cuda', '--amp', '--batch', '8', '--sections', 'model', 'layer'
+]
 
 
 def test_gpu_command_arguments():
@@ -310,10 +305,9 @@ def test_layer_section_amp_with_forced_paths(capsys):
     assert fields[0] == '2'  # N
     ms = small['ms']
     assert float(fields[4]) == pytest.approx(ms['cpu_bmm'], abs=0.06)
-    assert float(fields[5]) == pytest.approx(ms['cpu_bmm'] / ms['rsa'],
-                                             abs=0.01)
-    assert float(fields[7]) == pytest.approx(ms['plain'] / ms['rsa'],
-                                             abs=0.01)
+    assert float(fields[5]) == pytest.approx(
+        ms['cpu_bmm'] / ms['rsa'], abs=0.01)
+    assert float(fields[7]) == pytest.approx(ms['plain'] / ms['rsa'], abs=0.01)
     assert fields[-1] == 'cpu_loops'
     assert _row(out, '  256@4  T2 ')[-1] == 'cpu_bmm'
 
@@ -332,9 +326,11 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
     script = REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark_rsa.py'
     result = run_tool([
         script, *FAST, '--sections', 'layer', '--device', 'cpu', '--amp',
-        '--batch', '2', '--shapes', '16@8', '--frames', '2', '--threads',
-        '1', '--paths', 'plain', '--reference'
-    ], cwd=tmp_path, env=_torch_alone(tmp_path))
+        '--batch', '2', '--shapes', '16@8', '--frames', '2', '--threads', '1',
+        '--paths', 'plain', '--reference'
+    ],
+                      cwd=tmp_path,
+                      env=_torch_alone(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'AMP=on (torch.bfloat16)' in result.stdout
     fields = _row(result.stdout, '   16@8  T2 ')
@@ -342,7 +338,8 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
 
     # the model section needs the stack, and says how to bring it
     result = run_tool([script, *GPU_COMMAND[2:], '--device', 'cpu'],
-                      cwd=tmp_path, env=_torch_alone(tmp_path))
+                      cwd=tmp_path,
+                      env=_torch_alone(tmp_path))
     assert result.returncode == 1
     assert ('The model section needs mmengine, mmcv, mmaction'
             in result.stderr)
@@ -354,18 +351,20 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
 # the package measures and returns; the tool parses, formats and prints
 # --------------------------------------------------------------------- #
 def test_importing_the_package_module_changes_no_warning_filters():
-    code = (
-        'import json, sys, warnings\n'
-        '# what the module imports, and the filters their imports set\n'
-        'import mmrsa, mmrsa.analysis, mmrsa.models.common.rsa\n'
-        'import mmrsa.utils.memory\n'
-        'fresh = "mmrsa.analysis.benchmark" not in sys.modules\n'
-        'before = list(warnings.filters)\n'
-        'import mmrsa.analysis.benchmark\n'
-        'print(json.dumps([fresh, before == list(warnings.filters)]))\n')
+    code = ('import json, sys, warnings\n'
+            '# what the module imports, and the filters their imports set\n'
+            'import mmrsa, mmrsa.analysis, mmrsa.models.common.rsa\n'
+            'import mmrsa.utils.memory\n'
+            'fresh = "mmrsa.analysis.benchmark" not in sys.modules\n'
+            'before = list(warnings.filters)\n'
+            'import mmrsa.analysis.benchmark\n'
+            'print(json.dumps([fresh, before == list(warnings.filters)]))\n')
     result = subprocess.run([sys.executable, '-c', code],
-                            capture_output=True, text=True, env=tool_env(),
-                            cwd=REPO_ROOT, timeout=300)
+                            capture_output=True,
+                            text=True,
+                            env=tool_env(),
+                            cwd=REPO_ROOT,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     fresh, unchanged = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh, 'imported before the check: nothing was measured'
@@ -422,14 +421,20 @@ def test_layer_table_formats_a_measured_result():
 
 def test_model_table_with_cuda_peaks():
     rows = [
-        dict(model=name, batch=2, frames=8, num_classes=174, train_ms=train,
-             infer_ms=infer, saved_mb=saved, peak_mb=peak)
-        for name, train, infer, saved, peak in [
-            ('RSANet-R50', 20., 10., 8., 40.),
-            ('RSANet-R50 cp', 30., None, 2., 20.),
-            ('TSN-R50', 10., 5., 4., 20.),
-            ('TSM-R50', 10., 5., 4., 20.),
-        ]
+        dict(
+            model=name,
+            batch=2,
+            frames=8,
+            num_classes=174,
+            train_ms=train,
+            infer_ms=infer,
+            saved_mb=saved,
+            peak_mb=peak) for name, train, infer, saved, peak in [
+                ('RSANet-R50', 20., 10., 8., 40.),
+                ('RSANet-R50 cp', 30., None, 2., 20.),
+                ('TSN-R50', 10., 5., 4., 20.),
+                ('TSM-R50', 10., 5., 4., 20.),
+            ]
     ]
     lines = tool.model_table(rows, input_size=64, cuda=True)
     out = '\n'.join(lines)
@@ -438,8 +443,8 @@ def test_model_table_with_cuda_peaks():
                              '64 x 64')
     assert 'peak MB = CUDA peak of a train step' in lines[3]
     assert _row(out, f'{"RSANet-R50":<14}  2 ') == [
-        '20.0', '2.00', '2.00', '10.0', '2.00', '2.00', '8.0', '2.00',
-        '2.00', '40.0', '2.00', '2.00'
+        '20.0', '2.00', '2.00', '10.0', '2.00', '2.00', '8.0', '2.00', '2.00',
+        '40.0', '2.00', '2.00'
     ]
     assert _row(out, f'{"RSANet-R50 cp":<14}  2 ')[3:6] == ['-'] * 3
     assert lines[-1] == (

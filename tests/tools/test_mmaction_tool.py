@@ -9,12 +9,10 @@ import pickle
 import pytest
 import torch
 from mmengine.logging import MessageHub
-
 from run_helpers import REPO_ROOT, import_tool, run_tool
 
 SCRIPT = REPO_ROOT / 'tools' / 'mmaction_tool.py'
 CONFIG = 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py'
-
 
 TOOL = import_tool('tools/mmaction_tool.py')
 PACKAGED = pathlib.Path(TOOL.tools_root())
@@ -107,12 +105,14 @@ def test_publish_model_runs_on_a_runner_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_that_pickles_objects_is_refused(tmp_path):
-    torch.save(dict(state_dict={}, path=pathlib.PurePosixPath('/x')),
-               tmp_path / 'odd.pth')
+    torch.save(
+        dict(state_dict={}, path=pathlib.PurePosixPath('/x')),
+        tmp_path / 'odd.pth')
     result = run_tool([
         SCRIPT, 'deployment/publish_model.py', tmp_path / 'odd.pth',
         tmp_path / 'out.pth'
-    ], cwd=REPO_ROOT)
+    ],
+                      cwd=REPO_ROOT)
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert 'error: ' in result.stderr and 'PurePosixPath' in result.stderr
@@ -142,8 +142,7 @@ def test_tool_names_are_resolved():
     tools = TOOL.list_tools()
     assert 'analysis_tools/confusion_matrix.py' in tools
     assert 'deployment/publish_model.py' in tools
-    assert not any('__pycache__' in t or not t.endswith('.py')
-                   for t in tools)
+    assert not any('__pycache__' in t or not t.endswith('.py') for t in tools)
 
 
 def test_missing_tools_folder_is_explained(tmp_path):
@@ -172,6 +171,5 @@ def test_torch_load_is_safe_only_while_the_tool_runs(tmp_path):
         with pytest.raises(UnsafeCheckpointError):
             torch.load(str(tmp_path / 'odd.pth'), weights_only=False)
         torch.save(dict(w=torch.ones(2)), tmp_path / 'ok.pth')
-        assert torch.equal(torch.load(tmp_path / 'ok.pth')['w'],
-                           torch.ones(2))
+        assert torch.equal(torch.load(tmp_path / 'ok.pth')['w'], torch.ones(2))
     assert torch.load is original

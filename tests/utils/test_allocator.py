@@ -43,9 +43,12 @@ def _run(env_value):
     env.pop('MMRSA_KEEP_FREED_MEMORY', None)
     if env_value is not None:
         env['MMRSA_KEEP_FREED_MEMORY'] = env_value
-    out = subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT)],
-                         capture_output=True, text=True, env=env,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, '-c', SCRIPT.format(root=ROOT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True).stdout.split()
     return out[0] == 'True', int(out[1])
 
 

@@ -292,12 +292,11 @@ def test_cpu_ddp_patch_is_a_noop_with_an_accelerator(monkeypatch):
                         original.__wrapped__)
     monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cuda')
     assert compat.patch_cpu_ddp() is False
-    assert (distributed.MMDistributedDataParallel.__init__ is
-            original.__wrapped__)
+    assert (distributed.MMDistributedDataParallel.__init__
+            is original.__wrapped__)
 
 
-def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path,
-                                                     monkeypatch):
+def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path, monkeypatch):
     """What ``Runner.wrap_model`` does under torchrun, on a CPU model with
     SyncBN layers (the CPU path, forced on any machine)."""
     import mmengine.device
@@ -332,9 +331,9 @@ def test_apply_compat_fixes_lists_every_fix():
 
 def test_bf16_head_loss_is_computed_in_float32():
     import torch
+
     from mmaction.models import TSNHead
     from mmaction.structures import ActionDataSample
-
     from mmrsa.utils.compat import patch_bf16_head_loss
     assert patch_bf16_head_loss() is False  # applied by `import mmrsa`
     head = TSNHead(num_classes=4, in_channels=8)

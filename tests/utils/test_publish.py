@@ -83,8 +83,10 @@ def test_keeps_tensors_and_plain_metadata(tmp_path):
     assert match, files[0].name
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == sha256
     assert sha256.startswith(match.group(1))
-    assert {'optimizer', 'message_hub', 'param_schedulers',
-            'meta.hook_state (HistoryBuffer)'} == set(dropped)
+    assert {
+        'optimizer', 'message_hub', 'param_schedulers',
+        'meta.hook_state (HistoryBuffer)'
+    } == set(dropped)
 
     published = torch.load(out_path, weights_only=True)
     assert set(published) == {'meta', 'state_dict'}
@@ -127,8 +129,14 @@ def test_bare_state_dict_and_wrapped_keys(tmp_path):
 
 
 @pytest.mark.parametrize('content', [
-    {'state_dict': {'fc.weight': 'not a tensor'}},
-    {'epoch': 3},
+    {
+        'state_dict': {
+            'fc.weight': 'not a tensor'
+        }
+    },
+    {
+        'epoch': 3
+    },
     [1, 2, 3],
 ])
 def test_refuses_checkpoints_without_tensors(tmp_path, content):
@@ -164,8 +172,7 @@ def test_the_same_release_again_is_kept_not_rewritten(tmp_path):
     src = training_checkpoint(tmp_path / 'epoch_50.pth')
     first, sha256, _ = publish_checkpoint(str(src), str(tmp_path / 'm'))
     mtime = Path(first).stat().st_mtime_ns
-    again, sha256_again, _ = publish_checkpoint(str(src),
-                                                str(tmp_path / 'm'))
+    again, sha256_again, _ = publish_checkpoint(str(src), str(tmp_path / 'm'))
     assert (again, sha256_again) == (first, sha256)
     assert Path(first).stat().st_mtime_ns == mtime
 
@@ -178,19 +185,40 @@ def test_metafile_entry_is_mmaction2_model_index_yaml():
         'rsanet_r18_8x1_synthmotion',
         'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py',
         '<URL or local path of m-1a2b3c4d.pth>',
-        metadata={'Epochs': 8, 'Results From': 'a run: 8 clips, seed 0',
-                  'Pretrained': 'None', 'Note': 'yes'},
-        results=[dict(Dataset='SynthMotion', Task='Action Recognition',
-                      Metrics={'Top 1 Accuracy': 97.25})])
+        metadata={
+            'Epochs': 8,
+            'Results From': 'a run: 8 clips, seed 0',
+            'Pretrained': 'None',
+            'Note': 'yes'
+        },
+        results=[
+            dict(
+                Dataset='SynthMotion',
+                Task='Action Recognition',
+                Metrics={'Top 1 Accuracy': 97.25})
+        ])
     assert text.startswith('  - Name: rsanet_r18_8x1_synthmotion\n')
     (model, ) = yaml.safe_load('Models:\n' + text)['Models']
     assert model == {
-        'Name': 'rsanet_r18_8x1_synthmotion',
-        'Config': 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py',
-        'In Collection': 'RSANet',
-        'Metadata': {'Epochs': 8, 'Results From': 'a run: 8 clips, seed 0',
-                     'Pretrained': 'None', 'Note': 'yes'},
-        'Results': [{'Dataset': 'SynthMotion', 'Task': 'Action Recognition',
-                     'Metrics': {'Top 1 Accuracy': 97.25}}],
-        'Weights': '<URL or local path of m-1a2b3c4d.pth>'
+        'Name':
+        'rsanet_r18_8x1_synthmotion',
+        'Config':
+        'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py',
+        'In Collection':
+        'RSANet',
+        'Metadata': {
+            'Epochs': 8,
+            'Results From': 'a run: 8 clips, seed 0',
+            'Pretrained': 'None',
+            'Note': 'yes'
+        },
+        'Results': [{
+            'Dataset': 'SynthMotion',
+            'Task': 'Action Recognition',
+            'Metrics': {
+                'Top 1 Accuracy': 97.25
+            }
+        }],
+        'Weights':
+        '<URL or local path of m-1a2b3c4d.pth>'
     }

@@ -22,17 +22,22 @@ MOVING_UP = SYNTHMOTION_CLASSES.index('Moving something up')
 
 @pytest.mark.parametrize(
     'kernel_type,context_type,corr_groups',
-    [(k, c, None) for k, c in itertools.product(('V', 'R', 'VR'),
-                                                ('V', 'R', 'VR'))] +
+    [(k, c, None)
+     for k, c in itertools.product(('V', 'R', 'VR'), ('V', 'R', 'VR'))] +
     [('VR', 'VR', 2)])
 def test_kernels_rebuild_the_layer_output(kernel_type, context_type,
                                           corr_groups):
     """(kV + kR) applied to the context at n gives the layer's output at n,
     so the drawn kernels are the ones the layer uses."""
     torch.manual_seed(0)
-    layer = RSA(16, 16, kernel_size=(3, 3, 3), num_queries=4,
-                kernel_type=kernel_type, context_type=context_type,
-                corr_groups=corr_groups).eval()
+    layer = RSA(
+        16,
+        16,
+        kernel_size=(3, 3, 3),
+        num_queries=4,
+        kernel_type=kernel_type,
+        context_type=context_type,
+        corr_groups=corr_groups).eval()
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -57,8 +62,8 @@ def test_kernels_rebuild_the_layer_output(kernel_type, context_type,
             g = layer.G.weight.reshape(cq, -1).t()  # [M, Cq]
             context = context + xv @ xv.t() @ g
         expected = (kernel @ context).t().reshape(-1)  # [Cq * L]
-        torch.testing.assert_close(out[0, :, t, h, w], expected,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            out[0, :, t, h, w], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_query_outside_the_map_raises():
@@ -73,22 +78,22 @@ def test_frames_are_those_the_test_pipeline_samples(num_frames):
     sampler = SampleFrames(
         clip_len=1, frame_interval=1, num_clips=8, test_mode=True)
     expected = sampler(dict(total_frames=num_frames, start_index=0))
-    assert tool.sample_indices(num_frames, 8) == list(
-        expected['frame_inds'])
+    assert tool.sample_indices(num_frames, 8) == list(expected['frame_inds'])
 
 
 def write_rawframes(folder: Path, frames: np.ndarray) -> Path:
     folder.mkdir(parents=True)
     for i, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f'{i + 1:05d}.jpg'),
-                    cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(folder / f'{i + 1:05d}.jpg'),
+            cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     return folder
 
 
 @pytest.fixture(scope='module')
 def moving_up(tmp_path_factory):
-    frames = render_clip(MOVING_UP, np.random.default_rng(3), size=64,
-                         num_frames=16)
+    frames = render_clip(
+        MOVING_UP, np.random.default_rng(3), size=64, num_frames=16)
     return write_rawframes(tmp_path_factory.mktemp('clip') / 'up', frames)
 
 
@@ -108,8 +113,8 @@ def drawn(tmp_path_factory, moving_up):
             state_dict=model.state_dict(),
             message_hub=dict(log_scalars={'loss': history})), checkpoint)
     out = tmp / 'out'
-    result = tool.visualize(str(CONFIG), str(checkpoint), str(moving_up),
-                            str(out))
+    result = tool.visualize(
+        str(CONFIG), str(checkpoint), str(moving_up), str(out))
     return result, out
 
 
@@ -168,8 +173,10 @@ def test_errors_name_what_is_wrong(tmp_path, moving_up):
     with pytest.raises(ValueError, match='L = 8'):
         tool.visualize(*args, queries=[8])
     official = tmp_path / 'official.pth.tar'
-    torch.save({'state_dict': {'module.base_model.conv1.weight':
-                               torch.ones(1)}}, official)
+    torch.save(
+        {'state_dict': {
+            'module.base_model.conv1.weight': torch.ones(1)
+        }}, official)
     with pytest.raises(ValueError, match='convert_official_checkpoint'):
         tool.visualize(str(CONFIG), str(official), str(moving_up), out)
     with pytest.raises(ValueError, match='no such file'):
@@ -180,8 +187,8 @@ def test_out_dir_refusals_are_overwrite_refusals(tmp_path):
     """The refusals are the one overwrite error of mmrsa.fileio.atomic."""
     from mmrsa.fileio.atomic import OverwriteRefusedError
     (tmp_path / 'figure.png').write_bytes(b'an earlier run')
-    with pytest.raises(OverwriteRefusedError,
-                       match='already holds figure.png'):
+    with pytest.raises(
+            OverwriteRefusedError, match='already holds figure.png'):
         tool.check_out_dir(str(tmp_path))
     tool.check_out_dir(str(tmp_path), force=True)
     (tmp_path / 'kernels.npz').mkdir()

@@ -69,11 +69,12 @@ if str(REPO_ROOT) not in sys.path:  # mmrsa from this checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 #: The packages whose ``__init__`` needs the OpenMMLab stack.
-PURE_PACKAGES = ('mmrsa', 'mmrsa.utils', 'mmrsa.models',
-                 'mmrsa.models.common', 'mmrsa.analysis')
+PURE_PACKAGES = ('mmrsa', 'mmrsa.utils', 'mmrsa.models', 'mmrsa.models.common',
+                 'mmrsa.analysis')
 
-if any(importlib.util.find_spec(name) is None
-       for name in ('mmengine', 'mmcv', 'mmaction')):
+if any(
+        importlib.util.find_spec(name) is None
+        for name in ('mmengine', 'mmcv', 'mmaction')):
     for name in PURE_PACKAGES:
         if name not in sys.modules:
             package = types.ModuleType(name)
@@ -110,59 +111,97 @@ Echo = Callable[[str], None]
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument(
-        '--sections', nargs='+', choices=benchmark.SECTIONS,
+        '--sections',
+        nargs='+',
+        choices=benchmark.SECTIONS,
         default=list(benchmark.SECTIONS),
         help='what to measure (default: all, in this order)')
     scaling_shape = benchmark.SCALING_SHAPE
     parser.add_argument(
-        '--shapes', nargs='+', default=None, metavar='C@S',
+        '--shapes',
+        nargs='+',
+        default=None,
+        metavar='C@S',
         help='layer shapes as channels@size, e.g. 64@56 128@28 (default: '
         'the four RSANet-R50 stages); the first one is also the shape of the '
         'scaling section (default there: '
         f'{scaling_shape[0]}@{scaling_shape[1]})')
-    parser.add_argument('--frames', type=int, default=8,
-                        help='T of the layer and scaling sections (the model '
-                        'section uses the 8 frames of its config)')
-    parser.add_argument('--batch', type=int, nargs='+', default=[1],
-                        help='batch sizes N (clips); the scaling section '
-                        'uses the first')
     parser.add_argument(
-        '--input-size', type=int, default=224, metavar='PIXELS',
+        '--frames',
+        type=int,
+        default=8,
+        help='T of the layer and scaling sections (the model '
+        'section uses the 8 frames of its config)')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        nargs='+',
+        default=[1],
+        help='batch sizes N (clips); the scaling section '
+        'uses the first')
+    parser.add_argument(
+        '--input-size',
+        type=int,
+        default=224,
+        metavar='PIXELS',
         help='frame size of the model section (smaller for quick checks)')
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='alternating timed rounds (median reported)')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=5,
+        help='alternating timed rounds (median reported)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument(
-        '--pause', type=float, default=0.2, metavar='SECONDS',
+        '--pause',
+        type=float,
+        default=0.2,
+        metavar='SECONDS',
         help='idle time before each timed call, so that one candidate does '
         'not run in the wake of another (on a busy machine a layer that '
         'runs thousands of tiny ops can slow the next one down for a while)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (default: torch default)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast (bf16 on CPU, fp16 on CUDA)')
-    parser.add_argument('--reference', action='store_true',
-                        help='also time the literal Eq. 8 implementation')
     parser.add_argument(
-        '--compare-impl', metavar='REV', default=None,
+        '--threads',
+        type=int,
+        default=None,
+        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='autocast (bf16 on CPU, fp16 on CUDA)')
+    parser.add_argument(
+        '--reference',
+        action='store_true',
+        help='also time the literal Eq. 8 implementation')
+    parser.add_argument(
+        '--compare-impl',
+        metavar='REV',
+        default=None,
         help='also time the RSA layer as committed at git revision REV '
         '(e.g. HEAD), with the same weights')
     parser.add_argument(
-        '--paths', nargs='+', choices=PATHS, default=None, metavar='PATH',
+        '--paths',
+        nargs='+',
+        choices=PATHS,
+        default=None,
+        metavar='PATH',
         help='layer section: also time the RSA layer forced through these '
         f'implementations ({", ".join(PATHS)}; see '
         'mmrsa.models.common.rsa.select_path) beside its automatic choice '
         '(default: "fused", the opt-in Triton kernel, where it can run '
         '(CUDA with Triton); otherwise none)')
     parser.add_argument(
-        '--malloc', choices=('keep', 'default'), default='keep',
+        '--malloc',
+        choices=('keep', 'default'),
+        default='keep',
         help='CPU: "keep" keeps freed memory for reuse, for the whole '
         'process (glibc mallopt, as tools/train.py does; see '
         'mmrsa.utils.allocator); "default" leaves glibc as it is, and every '
         'step page-faults fresh memory')
-    parser.add_argument('--quick', action='store_true',
-                        help='1 warm-up round and 3 timed rounds')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='1 warm-up round and 3 timed rounds')
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 3, 1
@@ -183,9 +222,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         name for name in benchmark.SECTIONS if name in args.sections
     ]
     shapes = []
-    for item in args.shapes or [
-            f'{c}@{s}' for c, s in benchmark.STAGE_SHAPES
-    ]:
+    for item in args.shapes or [f'{c}@{s}' for c, s in benchmark.STAGE_SHAPES]:
         try:
             c, s = (int(v) for v in item.split('@'))
         except ValueError:
@@ -209,7 +246,9 @@ def load_committed_rsa(rev: str) -> type:
     for name in ('rsa.py', 'rsa_ops.py', 'rsa_triton.py'):
         result = subprocess.run(
             ['git', 'show', f'{rev}:mmrsa/models/common/{name}'],
-            capture_output=True, text=True, cwd=REPO_ROOT)
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT)
         if result.returncode == 0:
             (package / name).write_text(result.stdout)
         elif name == 'rsa.py':
@@ -259,7 +298,9 @@ def layer_header(paths: Sequence[str], *, reference: bool, compare: bool,
     return header
 
 
-def layer_title(paths: Sequence[str], *, frames: int,
+def layer_title(paths: Sequence[str],
+                *,
+                frames: int,
                 compare_rev: Optional[str] = None) -> List[str]:
     """The lines above the layer table."""
     title = []
@@ -273,8 +314,8 @@ def layer_title(paths: Sequence[str], *, frames: int,
     return title
 
 
-def layer_row(result: Dict[str, Any], paths: Sequence[str], *,
-              reference: bool, compare: bool, cuda: bool) -> str:
+def layer_row(result: Dict[str, Any], paths: Sequence[str], *, reference: bool,
+              compare: bool, cuda: bool) -> str:
     """One row of the layer table from a result of
     :func:`mmrsa.analysis.benchmark.iter_layer_section`."""
     times, mem = result['ms'], result['saved_mb']
@@ -331,8 +372,8 @@ def model_table(results: Sequence[Dict[str, Any]], *, input_size: int,
             row = (f'{name:<14} {batch:>2} | {r["train_ms"]:9.1f} '
                    f'{ratio(r["train_ms"], tsn["train_ms"], 5)} '
                    f'{ratio(r["train_ms"], tsm["train_ms"], 5)} | ')
-            row += (f'{"-":>9}' if r['infer_ms'] is None else
-                    f'{r["infer_ms"]:9.1f}')
+            row += (f'{"-":>9}'
+                    if r['infer_ms'] is None else f'{r["infer_ms"]:9.1f}')
             row += (f' {ratio(r["infer_ms"], tsn["infer_ms"], 5)} '
                     f'{ratio(r["infer_ms"], tsm["infer_ms"], 5)} | '
                     f'{r["saved_mb"]:9.1f} '
@@ -344,11 +385,10 @@ def model_table(results: Sequence[Dict[str, Any]], *, input_size: int,
                         f'{ratio(r["peak_mb"], tsm["peak_mb"], 5)}')
             rows.append(row)
         plain, cp = by_name['RSANet-R50'], by_name['RSANet-R50 cp']
-        summary = (
-            f'N={batch}: with_cp=True takes x'
-            f'{cp["train_ms"] / plain["train_ms"]:.2f} the train '
-            f'time and x{cp["saved_mb"] / plain["saved_mb"]:.2f} '
-            f'the saved-for-backward activation bytes of RSANet-R50')
+        summary = (f'N={batch}: with_cp=True takes x'
+                   f'{cp["train_ms"] / plain["train_ms"]:.2f} the train '
+                   f'time and x{cp["saved_mb"] / plain["saved_mb"]:.2f} '
+                   f'the saved-for-backward activation bytes of RSANet-R50')
         if cuda:
             summary += (f' (CUDA peak x'
                         f'{cp["peak_mb"] / plain["peak_mb"]:.2f})')
@@ -415,20 +455,25 @@ def scaling_position_table(rows: Sequence[Dict[str, Any]], *, channels: int,
 def run_layer(bench: benchmark.Bench, args: argparse.Namespace,
               echo: Echo) -> List[Dict[str, Any]]:
     """The layer section, a row printed as soon as it is measured."""
-    compare = (load_committed_rsa(args.compare_impl)
-               if args.compare_impl else None)
+    compare = (
+        load_committed_rsa(args.compare_impl) if args.compare_impl else None)
     paths = benchmark.layer_paths(bench.device, args.paths)
-    columns = dict(reference=args.reference, compare=compare is not None,
-                   cuda=bench.cuda)
+    columns = dict(
+        reference=args.reference, compare=compare is not None, cuda=bench.cuda)
     for line in table_lines(
-            layer_title(paths, frames=args.frames,
-                        compare_rev=args.compare_impl),
+            layer_title(
+                paths, frames=args.frames, compare_rev=args.compare_impl),
             layer_header(paths, **columns), []):
         echo(line)
     results = []
     for result in benchmark.iter_layer_section(
-            bench, args.shapes, frames=args.frames, batches=args.batch,
-            reference=args.reference, compare=compare, paths=paths):
+            bench,
+            args.shapes,
+            frames=args.frames,
+            batches=args.batch,
+            reference=args.reference,
+            compare=compare,
+            paths=paths):
         echo(layer_row(result, paths, **columns))
         results.append(result)
     return results
@@ -438,8 +483,8 @@ def run_model(bench: benchmark.Bench, args: argparse.Namespace,
               echo: Echo) -> List[Dict[str, Any]]:
     results = benchmark.model_section(
         bench, args.batch, input_size=args.input_size)
-    for line in model_table(results, input_size=args.input_size,
-                            cuda=bench.cuda):
+    for line in model_table(
+            results, input_size=args.input_size, cuda=bench.cuda):
         echo(line)
     return results
 
@@ -450,13 +495,17 @@ def run_scaling(bench: benchmark.Bench, args: argparse.Namespace,
     batch, frames = args.batch[0], args.frames
     kernel_rows = benchmark.scaling_kernel_rows(
         bench, args.scaling_shape, frames=frames, batch=batch)
-    for line in scaling_kernel_table(kernel_rows, channels=channels,
-                                     size=size, frames=frames, batch=batch):
+    for line in scaling_kernel_table(
+            kernel_rows, channels=channels, size=size, frames=frames,
+            batch=batch):
         echo(line)
     position_rows = benchmark.scaling_position_rows(
         bench, args.scaling_shape, frames=frames, batch=batch)
     for line in scaling_position_table(
-            position_rows, channels=channels, frames=frames, batch=batch,
+            position_rows,
+            channels=channels,
+            frames=frames,
+            batch=batch,
             kernel=benchmark.POSITIONS_KERNEL):
         echo(line)
     return dict(kernel=kernel_rows, positions=position_rows)
@@ -483,12 +532,16 @@ def main(argv=None, echo: Optional[Echo] = None) -> Dict[str, Any]:
             f'section runs with torch alone). Install them, or, on a machine '
             f'without an index, install the wheels carried from one (pip '
             f'download --no-deps ... -d wheelhouse there; pip install '
-            f'--no-index --find-links wheelhouse ... here: see docs/benchmarks.md, '
-            f'"Benchmarks on a GPU machine").')
+            f'--no-index --find-links wheelhouse ... here: see '
+            f'docs/benchmarks.md, "Benchmarks on a GPU machine").')
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = benchmark.Bench(args.device, amp=args.amp, repeats=args.repeats,
-                            warmup=args.warmup, pause=args.pause)
+    bench = benchmark.Bench(
+        args.device,
+        amp=args.amp,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        pause=args.pause)
     malloc = 'default'
     if not bench.cuda and args.malloc == 'keep':
         from mmrsa.utils.allocator import keep_freed_memory

@@ -48,9 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmrsa.evaluation import (EnsembleError, check_out_path,
-                                  check_weights, ensemble, format_report,
-                                  write_dump)
+    from mmrsa.evaluation import (EnsembleError, check_out_path, check_weights,
+                                  ensemble, format_report, write_dump)
     try:
         check_weights(args.weights, len(args.dumps))
         if args.out:  # before the work: an input is never overwritten

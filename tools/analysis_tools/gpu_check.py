@@ -87,14 +87,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Accuracy and speed of the RSA layer\'s CUDA paths '
         '(plain, fused Triton kernel) and of RSANet-R50 on one GPU.')
-    parser.add_argument('--quick', action='store_true',
-                        help='1 warm-up and 3 timed rounds (default: 2 and '
-                        '10)')
-    parser.add_argument('--out', metavar='FILE', default=None,
-                        help='also write the results as JSON (rewritten '
-                        'after every section)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace an existing --out FILE')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='1 warm-up and 3 timed rounds (default: 2 and '
+        '10)')
+    parser.add_argument(
+        '--out',
+        metavar='FILE',
+        default=None,
+        help='also write the results as JSON (rewritten '
+        'after every section)')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing --out FILE')
     args = parser.parse_args(argv)
     args.warmup, args.repeats = (1, 3) if args.quick else (2, 10)
     return args
@@ -112,19 +117,22 @@ def layer_table(input_size: int = INPUT_SIZE) -> List[Dict[str, Any]]:
     for stage, blocks in enumerate(RSANET_R50_BLOCKS):
         size = input_size // (STEM_STRIDE * 2**stage)
         for block in blocks:
-            rows.append(dict(name=f'layer{stage + 1}.{block}',
-                             channels=STAGE_CHANNELS[stage], size=size))
+            rows.append(
+                dict(
+                    name=f'layer{stage + 1}.{block}',
+                    channels=STAGE_CHANNELS[stage],
+                    size=size))
     return rows
 
 
-def distinct_shapes(table: List[Dict[str, Any]]
-                    ) -> List[Tuple[int, int, List[str]]]:
+def distinct_shapes(
+        table: List[Dict[str, Any]]) -> List[Tuple[int, int, List[str]]]:
     """``(channels, size, layer names)`` per distinct shape of ``table``,
     in order."""
     shapes: Dict[Tuple[int, int], List[str]] = {}
     for row in table:
-        shapes.setdefault((row['channels'], row['size']), []).append(
-            row['name'])
+        shapes.setdefault((row['channels'], row['size']),
+                          []).append(row['name'])
     return [(c, s, names) for (c, s), names in shapes.items()]
 
 
@@ -150,8 +158,8 @@ def load_layer_modules() -> types.SimpleNamespace:
         reference = importlib.import_module(f'{LAYER_PACKAGE}.rsa_reference')
     except Exception:  # the oracle is optional here
         reference = None
-    return types.SimpleNamespace(rsa=rsa, rsa_triton=rsa_triton,
-                                 rsa_reference=reference)
+    return types.SimpleNamespace(
+        rsa=rsa, rsa_triton=rsa_triton, rsa_reference=reference)
 
 
 def load_atomic() -> types.ModuleType:
@@ -191,8 +199,7 @@ def _check_device(device: str) -> None:
 
 def _autocast(dtype: torch.dtype, device: str = 'cuda') -> torch.autocast:
     """Autocast to a half dtype; float32 runs without."""
-    return torch.autocast(device, dtype=dtype,
-                          enabled=dtype != torch.float32)
+    return torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
 
 
 class _NoTF32:
@@ -209,9 +216,10 @@ class _NoTF32:
          torch.backends.cudnn.allow_tf32) = self.saved
 
 
-def time_rounds(fns: Dict[str, Callable[[], None]], repeats: int,
-                warmup: int, sync: Callable[[], None] = _sync
-                ) -> Dict[str, float]:
+def time_rounds(fns: Dict[str, Callable[[], None]],
+                repeats: int,
+                warmup: int,
+                sync: Callable[[], None] = _sync) -> Dict[str, float]:
     """Median milliseconds per candidate, rounds alternating between the
     candidates: ``mmrsa/utils/timing.py``'s ``time_alternating``, loaded
     from its file (``mmrsa.utils`` itself imports MMAction2)."""
@@ -242,9 +250,12 @@ def environment(mods: types.SimpleNamespace) -> Dict[str, Any]:
     x = torch.zeros(1, device='cuda')
     select = mods.rsa.select_path
     return dict(
-        torch=torch.__version__, cuda=torch.version.cuda,
-        cudnn=torch.backends.cudnn.version(), triton=triton_version,
-        device=props.name, capability=f'{props.major}.{props.minor}',
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version(),
+        triton=triton_version,
+        device=props.name,
+        capability=f'{props.major}.{props.minor}',
         memory_gib=round(props.total_memory / 2**30, 1),
         fused_available=mods.rsa_triton.fused_available(x.device),
         default_path=select(x, (8, 8, 8), True),
@@ -275,8 +286,11 @@ def _errors(got: List[torch.Tensor],
     rel_err = [
         e / max(w.abs().max().item(), 1e-300) for e, w in zip(abs_err, want)
     ]
-    return dict(out_abs=abs_err[0], out_rel=rel_err[0],
-                grad_abs=max(abs_err[1:]), grad_rel=max(rel_err[1:]))
+    return dict(
+        out_abs=abs_err[0],
+        out_rel=rel_err[0],
+        grad_abs=max(abs_err[1:]),
+        grad_rel=max(rel_err[1:]))
 
 
 def accuracy_section(mods: types.SimpleNamespace,
@@ -302,8 +316,14 @@ def accuracy_section(mods: types.SimpleNamespace,
         layer = rsa.RSA(channels).to(device)
         exact = copy.deepcopy(layer).double()
         x = torch.randn(1, channels, frames, size, size, device=device)
-        grad_out = torch.randn(1, channels, frames, size, size,
-                               device=device, dtype=torch.float64)
+        grad_out = torch.randn(
+            1,
+            channels,
+            frames,
+            size,
+            size,
+            device=device,
+            dtype=torch.float64)
         want = _grads(exact, x.double(), grad_out, 'plain', force_path,
                       torch.float32, device)
         cases.append((channels, size, layer, x, grad_out, want))
@@ -319,16 +339,21 @@ def accuracy_section(mods: types.SimpleNamespace,
         err = ((plain - literal).abs().max() / literal.abs().max()).item()
         emit(f'{shape:>12}  float64   plain vs literal Eq. 8 (map {side}^2): '
              f'rel {err:.1e}')
-        rows.append(dict(channels=channels, size=size, dtype='float64',
-                         path='plain', literal_rel=err))
+        rows.append(
+            dict(
+                channels=channels,
+                size=size,
+                dtype='float64',
+                path='plain',
+                literal_rel=err))
     emit(f'{"shape":>12}  {"dtype":9} {"path":6} {"out abs":>9} '
          f'{"out rel":>9} {"grad abs":>9} {"grad rel":>9}')
     for path in paths:
         for channels, size, layer, x, grad_out, want in cases:
             shape = f'{channels}x{size}^2'
             for dtype_name in dtypes:
-                row = dict(channels=channels, size=size, dtype=dtype_name,
-                           path=path)
+                row = dict(
+                    channels=channels, size=size, dtype=dtype_name, path=path)
                 try:
                     with _NoTF32():
                         got = _grads(layer, x, grad_out, path, force_path,
@@ -394,12 +419,23 @@ def timing_section(mods: types.SimpleNamespace,
         shape = f'{channels}x{size}^2'
         torch.manual_seed(0)
         layer = rsa.RSA(channels).to(device)
-        x = torch.randn(clips, channels, frames, size, size, device=device,
-                        requires_grad=True)
+        x = torch.randn(
+            clips,
+            channels,
+            frames,
+            size,
+            size,
+            device=device,
+            requires_grad=True)
         for dtype_name in dtypes:
-            row: Dict[str, Any] = dict(channels=channels, size=size,
-                                       layers=names, dtype=dtype_name,
-                                       ms={}, peak_mib={}, errors={})
+            row: Dict[str, Any] = dict(
+                channels=channels,
+                size=size,
+                layers=names,
+                dtype=dtype_name,
+                ms={},
+                peak_mib={},
+                errors={})
             steps = {}
             for path in paths:
                 step = _layer_step(layer, x, path, force_path,
@@ -413,16 +449,18 @@ def timing_section(mods: types.SimpleNamespace,
             if steps:
                 row['ms'] = time_rounds(steps, repeats, warmup, sync)
                 if measure_peak:
-                    row['peak_mib'] = {p: peak_mib(s)
-                                       for p, s in steps.items()}
+                    row['peak_mib'] = {
+                        p: peak_mib(s)
+                        for p, s in steps.items()
+                    }
             if row['errors']:
                 _check_device(device)
             cells = ''
             for path in paths:
                 ms = row['ms'].get(path)
                 mib = row['peak_mib'].get(path)
-                cells += (f'{ms:10.2f}' if ms is not None else
-                          f'{"FAILED":>10}')
+                cells += (f'{ms:10.2f}'
+                          if ms is not None else f'{"FAILED":>10}')
                 cells += f'{mib:11.0f}' if mib is not None else f'{"-":>11}'
                 if ms is not None:
                     totals[dtype_name][path] += ms * len(names)
@@ -447,9 +485,15 @@ def timing_section(mods: types.SimpleNamespace,
             ratio = f'{total["fused"] / total["plain"]:13.2f}'
         emit(f'{"total":>12} {f"{num_layers} layers":22} {dtype_name:9}'
              f'{cells}{ratio}')
-        rows.append(dict(total=True, layers=num_layers, dtype=dtype_name,
-                         ms={p: (None if math.isnan(v) else v)
-                             for p, v in total.items()}))
+        rows.append(
+            dict(
+                total=True,
+                layers=num_layers,
+                dtype=dtype_name,
+                ms={
+                    p: (None if math.isnan(v) else v)
+                    for p, v in total.items()
+                }))
     return rows
 
 
@@ -493,11 +537,10 @@ def model_section(emit: Emit,
         warnings.filterwarnings(
             'ignore',
             message='Fail to import ``MultiScaleDeformableAttention``')
-        warnings.filterwarnings('ignore',
-                                message='pkg_resources is deprecated')
+        warnings.filterwarnings(
+            'ignore', message='pkg_resources is deprecated')
         try:
             from mmaction.structures import ActionDataSample
-
             from mmrsa.analysis.benchmark import build_recognizers
             from mmrsa.models.common.rsa import force_path
         except Exception as error:
@@ -512,10 +555,11 @@ def model_section(emit: Emit,
     del models
     torch.manual_seed(0)
     # [N, T, 3, H, W], as the data preprocessor hands clips to the model
-    inputs = torch.randn(clips, frames, 3, input_size, input_size,
-                         device=device)
-    samples = [ActionDataSample().set_gt_label(i % num_classes)
-               for i in range(clips)]
+    inputs = torch.randn(
+        clips, frames, 3, input_size, input_size, device=device)
+    samples = [
+        ActionDataSample().set_gt_label(i % num_classes) for i in range(clips)
+    ]
 
     def train_step(model: torch.nn.Module,
                    path: Optional[str]) -> Callable[[], None]:
@@ -542,8 +586,7 @@ def model_section(emit: Emit,
             errors[name] = _error(error)
             _check_device(device)
     ms = time_rounds(steps, repeats, warmup, sync) if steps else {}
-    peak = ({k: peak_mib(s) for k, s in steps.items()}
-            if measure_peak else {})
+    peak = ({k: peak_mib(s) for k, s in steps.items()} if measure_peak else {})
     base = ms.get('TSM-R50')
     emit(f'{"model":22}{"train ms":>10}{"x TSM":>8}{"peak MiB":>10}')
     for name in candidates:
@@ -553,8 +596,14 @@ def model_section(emit: Emit,
         times_tsm = f'{ms[name] / base:8.2f}' if base else f'{"-":>8}'
         mib = f'{peak[name]:10.0f}' if name in peak else f'{"-":>10}'
         emit(f'{name:22}{ms[name]:10.1f}{times_tsm}{mib}')
-    return dict(clips=clips, frames=frames, input_size=input_size,
-                amp=amp_name, ms=ms, peak_mib=peak, errors=errors)
+    return dict(
+        clips=clips,
+        frames=frames,
+        input_size=input_size,
+        amp=amp_name,
+        ms=ms,
+        peak_mib=peak,
+        errors=errors)
 
 
 # ---------------------------------------------------------------------- #
@@ -565,8 +614,9 @@ def summary(results: Dict[str, Any]) -> Iterator[str]:
         worst = {}
         for row in results.get('accuracy', []):
             if row['dtype'] == dtype_name and 'out_rel' in row:
-                worst[row['path']] = max(worst.get(row['path'], 0.0),
-                                         row['out_rel'], row['grad_rel'])
+                worst[row['path']] = max(
+                    worst.get(row['path'], 0.0), row['out_rel'],
+                    row['grad_rel'])
         cells = ', '.join(f'{p} {v:.1e}' for p, v in worst.items())
         total = next((r for r in results.get('layers', [])
                       if r.get('total') and r['dtype'] == dtype_name), None)
@@ -581,21 +631,23 @@ def summary(results: Dict[str, Any]) -> Iterator[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available():
-        print('gpu_check: no CUDA device (torch.cuda.is_available() is '
-              'False); this script measures the RSA layer on a GPU and '
-              'measured nothing.', file=sys.stderr)
+        print(
+            'gpu_check: no CUDA device (torch.cuda.is_available() is '
+            'False); this script measures the RSA layer on a GPU and '
+            'measured nothing.',
+            file=sys.stderr)
         return 2
     atomic = load_atomic() if args.out else None
     if args.out:
         try:
-            atomic.refuse_existing(args.out, args.force, option='--force',
-                                   what='results file')
+            atomic.refuse_existing(
+                args.out, args.force, option='--force', what='results file')
         except FileExistsError as error:
             print(f'gpu_check: {error}', file=sys.stderr)
             return 2
     mods = load_layer_modules()
-    results: Dict[str, Any] = dict(environment=environment(mods),
-                                   quick=args.quick, section_errors={})
+    results: Dict[str, Any] = dict(
+        environment=environment(mods), quick=args.quick, section_errors={})
 
     def emit(line: str) -> None:
         print(line, flush=True)
@@ -603,10 +655,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     def save() -> None:
         if args.out:
             atomic.write_bytes_atomic(
-                args.out, json.dumps(results, indent=1).encode() + b'\n')
+                args.out,
+                json.dumps(results, indent=1).encode() + b'\n')
 
-    emit('RSA GPU check: ' + ', '.join(
-        f'{k} {v}' for k, v in results['environment'].items()))
+    emit('RSA GPU check: ' +
+         ', '.join(f'{k} {v}' for k, v in results['environment'].items()))
     if not results['environment']['fused_available']:
         emit('the fused kernel cannot run here (Triton missing or '
              'MMRSA_DISABLE_FUSED=1): its rows will fail.')
@@ -616,8 +669,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ('accuracy', lambda: accuracy_section(mods, shapes, emit)),
         ('layers', lambda: timing_section(
             mods, shapes, emit, repeats=args.repeats, warmup=args.warmup)),
-        ('model', lambda: model_section(
-            emit, repeats=args.repeats, warmup=args.warmup)),
+        ('model',
+         lambda: model_section(emit, repeats=args.repeats, warmup=args.warmup)
+         ),
     )
     failed = False
     for name, section in sections:
@@ -641,10 +695,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     emit('\n== summary ==')
     for line in summary(results):
         emit(line)
-    failed = failed or (
-        any('error' in r for r in results.get('accuracy', []))
-        or any(r.get('errors') for r in results.get('layers', []))
-        or bool(results.get('model', {}).get('errors')))
+    failed = failed or (any('error' in r
+                            for r in results.get('accuracy', [])) or any(
+                                r.get('errors')
+                                for r in results.get('layers', []))
+                        or bool(results.get('model', {}).get('errors')))
     emit(f'{"some cases FAILED (see above)" if failed else "all cases ran"} '
          f'in {results["seconds"]} s' +
          (f'; results in {args.out}' if args.out else ''))

@@ -21,7 +21,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Convert a checkpoint of the authors\' RSA '
         'implementation (KimManjin/RSA) into an mmrsa checkpoint.')
     parser.add_argument(
-        'src', help='official checkpoint (.pth / .pth.tar): a path or an '
+        'src',
+        help='official checkpoint (.pth / .pth.tar): a path or an '
         'http(s) URL')
     parser.add_argument('dst', help='mmrsa checkpoint to write')
     parser.add_argument(

@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     from mmrsa.deployment import export_config
     from mmrsa.fileio.checkpoint import trust_checkpoint
 
-    for path, what in ((args.config, 'config'),
-                       (args.checkpoint, 'checkpoint')):
+    for path, what in ((args.config, 'config'), (args.checkpoint,
+                                                 'checkpoint')):
         if not osp.isfile(path):
             print(f'error: {what} not found: {path}', file=sys.stderr)
             return 1
@@ -100,8 +100,7 @@ def main(argv=None) -> int:
             exporter=args.exporter,
             opset=args.opset,
             cfg_options=args.cfg_options)
-    except (OSError, ValueError, RuntimeError,
-            pickle.UnpicklingError) as err:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     shape = 'x'.join(map(str, report['shape']))

@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         'out_prefix',
         help='output path without the hash, e.g. checkpoints/rsanet_r50_8x1')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='overwrite the output file if it exists')
     parser.add_argument(
         '--trust-pickle',
@@ -46,10 +47,10 @@ def main(argv=None) -> int:
     try:
         if args.trust_pickle:
             trust_checkpoint(args.in_file)
-        out_path, sha256, dropped = publish_checkpoint(
-            args.in_file, args.out_prefix, args.force)
-    except (OSError, ValueError, RuntimeError,
-            pickle.UnpicklingError) as err:
+        out_path, sha256, dropped = publish_checkpoint(args.in_file,
+                                                       args.out_prefix,
+                                                       args.force)
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         message = str(err)
         if args.in_file not in message:  # every message names the file
             message = f'{args.in_file}: {message}'

@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='allow arbitrary pickled objects in a local CHECKPOINT (runs '
         'code from the file: only for files you trust)')
     parser.add_argument(
-        '--layer', help='block holding the RSA layer, e.g. layer1.2 '
+        '--layer',
+        help='block holding the RSA layer, e.g. layer1.2 '
         '(default: the first RSA layer)')
     parser.add_argument(
         '--query',
@@ -71,8 +72,8 @@ def main(argv=None) -> int:
     try:
         if args.trust_pickle and args.checkpoint.lower() != 'none':
             trust_checkpoint(args.checkpoint)
-        result = visualize(args.config, args.checkpoint, args.video,
-                           args.out, args.layer, args.query, args.queries,
+        result = visualize(args.config, args.checkpoint, args.video, args.out,
+                           args.layer, args.query, args.queries,
                            args.cfg_options, args.force)
     except (OverwriteRefusedError, ValueError, OSError,
             pickle.UnpicklingError) as err:

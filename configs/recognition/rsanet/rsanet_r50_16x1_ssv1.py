@@ -9,8 +9,11 @@ model = dict(
 
 # the pipelines of rsanet_r50_8x1_ssv1.py with 16 frames per clip
 train_pipeline = [
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='RawFrameDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(
@@ -21,8 +24,10 @@ train_pipeline = [
         max_wh_scale_gap=1,
         num_fixed_crops=13),
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
-    dict(type='LabelAwareFlip', flip_ratio=0.5,
-         no_flip_labels=_base_.no_flip_labels),
+    dict(
+        type='LabelAwareFlip',
+        flip_ratio=0.5,
+        no_flip_labels=_base_.no_flip_labels),
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs')
 ]

@@ -7,8 +7,7 @@ num_frames = 16
 
 model = dict(
     backbone=dict(num_segments=num_frames),
-    cls_head=dict(
-        num_segments=num_frames, num_classes=48, dropout_ratio=0.5))
+    cls_head=dict(num_segments=num_frames, num_classes=48, dropout_ratio=0.5))
 
 # dataset: MMAction2's diving48 layout (tools/data/diving48)
 # VideoDataset that names the annotation line of a bad sample
@@ -21,8 +20,11 @@ ann_file_test = 'data/diving48/diving48_val_list_videos.txt'
 
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(

@@ -19,8 +19,11 @@ ann_file_test = f'data/gym/annotations/gym{num_classes}_val.txt'
 
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(

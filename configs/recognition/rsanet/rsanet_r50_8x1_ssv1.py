@@ -60,8 +60,11 @@ filename_tmpl = '{:05}.jpg'
 no_flip_labels = (2, 4, 30, 41, 52, 66)
 
 train_pipeline = [
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='RawFrameDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(
@@ -72,8 +75,7 @@ train_pipeline = [
         max_wh_scale_gap=1,
         num_fixed_crops=13),
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
-    dict(type='LabelAwareFlip', flip_ratio=0.5,
-         no_flip_labels=no_flip_labels),
+    dict(type='LabelAwareFlip', flip_ratio=0.5, no_flip_labels=no_flip_labels),
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs')
 ]

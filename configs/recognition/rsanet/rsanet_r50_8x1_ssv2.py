@@ -17,8 +17,11 @@ no_flip_labels = (86, 87, 93, 94, 166, 167)
 
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(320, 240), keep_ratio=False),
     dict(
@@ -29,8 +32,7 @@ train_pipeline = [
         max_wh_scale_gap=1,
         num_fixed_crops=13),
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
-    dict(type='LabelAwareFlip', flip_ratio=0.5,
-         no_flip_labels=no_flip_labels),
+    dict(type='LabelAwareFlip', flip_ratio=0.5, no_flip_labels=no_flip_labels),
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs')
 ]

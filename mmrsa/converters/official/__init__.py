@@ -12,7 +12,7 @@ One job per module:
   building the model (:mod:`mmrsa.apis.model`), converting, verifying and
   writing (:mod:`mmrsa.fileio.atomic`): :func:`convert_official_checkpoint`.
 """
-from .convert import (DEFAULT_CONFIG, OFFICIAL_CHECKPOINTS, 
+from .convert import (DEFAULT_CONFIG, OFFICIAL_CHECKPOINTS,
                       check_against_model, convert_official_checkpoint,
                       fetch_official, is_url, load_official,
                       official_state_dict)
@@ -26,10 +26,10 @@ from .settings import (DEPTHS, TYPE_MAP, model_rsa_settings, official_blocks,
 
 __all__ = [
     'OFFICIAL_CHECKPOINTS', 'DEFAULT_CONFIG', 'ConversionError', 'is_url',
-    'fetch_official', 'load_official', 'official_state_dict',
-    'TYPE_MAP', 'DEPTHS', 'official_blocks', 'official_rsa_settings',
-    'official_settings', 'settings_cfg_options', 'model_rsa_settings',
-    'settings_mismatch', 'map_key', 'convert_state_dict',
-    'official_rsa_weights', 'official_rsa_forward', 'official_forward',
-    'check_against_model', 'convert_official_checkpoint'
+    'fetch_official', 'load_official', 'official_state_dict', 'TYPE_MAP',
+    'DEPTHS', 'official_blocks', 'official_rsa_settings', 'official_settings',
+    'settings_cfg_options', 'model_rsa_settings', 'settings_mismatch',
+    'map_key', 'convert_state_dict', 'official_rsa_weights',
+    'official_rsa_forward', 'official_forward', 'check_against_model',
+    'convert_official_checkpoint'
 ]

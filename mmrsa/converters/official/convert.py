@@ -15,8 +15,9 @@ The source is a local file or an ``http(s)://`` URL. A URL is downloaded
 once by :func:`mmrsa.fileio.checkpoint.download_checkpoint`, with a progress
 bar, into the torch hub cache: ``torch.hub.get_dir()/checkpoints/<folder>/
 <file>``, where ``<folder>`` is the URL's last folder (the authors' files all
-share the name ``resnet_rgb_model_best.pth.tar``, see :func:`mmrsa.fileio.checkpoint.cache_path`);
-a file copied there by hand is used without network.
+share the name ``resnet_rgb_model_best.pth.tar``, see
+:func:`mmrsa.fileio.checkpoint.cache_path`); a file copied there by hand is
+used without network.
 
 Both serialisations PyTorch has written are read: the zip format (default
 since PyTorch 1.6) and the legacy one (``_use_new_zipfile_serialization=
@@ -64,9 +65,9 @@ from .settings import (official_settings, settings_cfg_options,
                        settings_mismatch)
 
 __all__ = [
-    'OFFICIAL_CHECKPOINTS', 'DEFAULT_CONFIG', 'is_url',
-    'fetch_official', 'load_official', 'official_state_dict',
-    'check_against_model', 'convert_official_checkpoint'
+    'OFFICIAL_CHECKPOINTS', 'DEFAULT_CONFIG', 'is_url', 'fetch_official',
+    'load_official', 'official_state_dict', 'check_against_model',
+    'convert_official_checkpoint'
 ]
 
 _OFFICIAL_RUNS = 'https://github.com/KimManjin/RSA/raw/master/net_runs'
@@ -305,8 +306,8 @@ def convert_official_checkpoint(src: str,
     model.load_state_dict(converted, strict=True)
 
     meta = OrderedDict(
-        converted_from=osp.basename(urlparse(src).path) if is_url(src) else
-        osp.basename(src),
+        converted_from=osp.basename(urlparse(src).path)
+        if is_url(src) else osp.basename(src),
         source_sha256=sha256_file(path),
         source='KimManjin/RSA checkpoint (TSN + ResNet with RSA layers)',
         config=_config_name(config),

@@ -65,8 +65,7 @@ _RULES = (
      r'backbone.layer\1.\2.downsample.conv.weight', 'conv'),
     (r'^base_model\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)$',
      r'backbone.layer\1.\2.downsample.bn.\3', 'same'),
-    (r'^(?:new_fc|base_model\.fc1)\.weight$', 'cls_head.fc_cls.weight',
-     'fc'),
+    (r'^(?:new_fc|base_model\.fc1)\.weight$', 'cls_head.fc_cls.weight', 'fc'),
     (r'^(?:new_fc|base_model\.fc1)\.bias$', 'cls_head.fc_cls.bias', 'same'),
 )
 
@@ -108,9 +107,9 @@ def _convert_tensor(key: str, tensor: torch.Tensor,
     return tensor.clone()
 
 
-def convert_state_dict(sd: Dict[str, torch.Tensor],
-                       settings: Optional[Dict] = None
-                       ) -> 'OrderedDict[str, torch.Tensor]':
+def convert_state_dict(
+        sd: Dict[str, torch.Tensor],
+        settings: Optional[Dict] = None) -> 'OrderedDict[str, torch.Tensor]':
     """Map an official state dict (``module.`` dropped) to mmrsa keys.
 
     Adds ``P1 = eye(Cq)`` for official basic-only ('V') kernels and zero BN

@@ -30,7 +30,9 @@ def _bn(x: torch.Tensor, sd: Dict, prefix: str) -> torch.Tensor:
                         sd[prefix + 'bias'], False, 0., 1e-5)
 
 
-def official_rsa_weights(sd: Dict, prefix: str, settings: Dict,
+def official_rsa_weights(sd: Dict,
+                         prefix: str,
+                         settings: Dict,
                          stride: int = 1) -> RSAWeights:
     """The official RSA layer at ``prefix`` as the reference's weights.
 
@@ -86,12 +88,12 @@ def official_rsa_forward(x: torch.Tensor, sd: Dict, prefix: str,
         torch.Tensor: ``[N, Cq*L, T, H', W']``, channel ``c * L + l`` (value
         channel major), as the official layer.
     """
-    return rsa_reference(official_rsa_weights(sd, prefix, settings, stride),
-                         x)
+    return rsa_reference(official_rsa_weights(sd, prefix, settings, stride), x)
 
 
 @torch.no_grad()
-def official_forward(sd: Dict, clip: torch.Tensor,
+def official_forward(sd: Dict,
+                     clip: torch.Tensor,
                      settings: Optional[Dict] = None) -> torch.Tensor:
     """Logits of the official TSN-RSANet, from its own tensors.
 
@@ -109,16 +111,16 @@ def official_forward(sd: Dict, clip: torch.Tensor,
     settings = settings or official_settings(sd)
     n, t = clip.shape[:2]
     x = clip.transpose(1, 2)  # [N, T, 3, H, W] -> [N, 3, T, H, W]
-    x = F.conv3d(x, sd['base_model.conv1.weight'], stride=(1, 2, 2),
-                 padding=(0, 3, 3))
+    x = F.conv3d(
+        x, sd['base_model.conv1.weight'], stride=(1, 2, 2), padding=(0, 3, 3))
     x = F.relu(_bn(x, sd, 'base_model.bn1.'))
     x = F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))
     for stage, indices in enumerate(official_blocks(sd), 1):
         for i in indices:
             p = f'base_model.layer{stage}.{i}.'
             stride = 2 if stage > 1 and i == 0 else 1
-            out = F.relu(_bn(F.conv3d(x, sd[p + 'conv1.weight']), sd,
-                             p + 'bn1.'))
+            out = F.relu(
+                _bn(F.conv3d(x, sd[p + 'conv1.weight']), sd, p + 'bn1.'))
             block = f'layer{stage}.{i}'
             if block in settings['rsa_layers']:
                 out = official_rsa_forward(out, sd, p + 'conv2.',
@@ -135,9 +137,10 @@ def official_forward(sd: Dict, clip: torch.Tensor,
             out = _bn(F.conv3d(out, sd[p + 'conv3.weight']), sd, p + 'bn3.')
             if p + 'downsample.0.weight' in sd:
                 x = _bn(
-                    F.conv3d(x, sd[p + 'downsample.0.weight'],
-                             stride=(1, stride, stride)), sd,
-                    p + 'downsample.1.')
+                    F.conv3d(
+                        x,
+                        sd[p + 'downsample.0.weight'],
+                        stride=(1, stride, stride)), sd, p + 'downsample.1.')
             x = F.relu(out + x)
     feat = x.mean((3, 4)).transpose(1, 2)  # [N, C, T, H, W] -> [N, T, C]
     fc = 'new_fc.' if 'new_fc.weight' in sd else 'base_model.fc1.'

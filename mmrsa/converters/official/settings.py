@@ -46,17 +46,15 @@ def official_blocks(sd: Dict[str, torch.Tensor]) -> List[Tuple[int, ...]]:
     for key in sd:
         match = _BLOCK.match(key)
         if match:
-            blocks.setdefault(int(match.group(1)), set()).add(
-                int(match.group(2)))
+            blocks.setdefault(int(match.group(1)),
+                              set()).add(int(match.group(2)))
     if sorted(blocks) != [1, 2, 3, 4]:
-        raise ConversionError(
-            f'expected ResNet stages layer1..layer4, found '
-            f'{["layer%d" % s for s in sorted(blocks)]}.')
+        raise ConversionError(f'expected ResNet stages layer1..layer4, found '
+                              f'{["layer%d" % s for s in sorted(blocks)]}.')
     return [tuple(sorted(blocks[s])) for s in (1, 2, 3, 4)]
 
 
-def official_rsa_settings(sd: Dict[str, torch.Tensor],
-                          prefix: str) -> Dict:
+def official_rsa_settings(sd: Dict[str, torch.Tensor], prefix: str) -> Dict:
     """The RSA options of the official layer at ``prefix`` (``...conv2.``).
 
     Returns:
@@ -101,12 +99,13 @@ def official_rsa_settings(sd: Dict[str, torch.Tensor],
     key = dk if h1 is not None else 0
     # hidden = nh * dk + key + dv with nh * dv = out_channels
     candidates = [
-        nh for nh in range(1, out_channels + 1) if out_channels % nh == 0
-        and nh * dk + key + out_channels // nh == hidden
+        nh for nh in range(1, out_channels + 1) if out_channels %
+        nh == 0 and nh * dk + key + out_channels // nh == hidden
     ]
     if g is not None:
-        candidates = [nh for nh in candidates
-                      if out_channels // nh == g.shape[0]]
+        candidates = [
+            nh for nh in candidates if out_channels // nh == g.shape[0]
+        ]
     if not candidates:
         raise ConversionError(
             f'{name}: projection has {hidden} channels, which no number of '
@@ -201,8 +200,10 @@ def settings_cfg_options(settings: Dict) -> Dict:
     if layers:
         for key in ('kernel_size', 'num_queries', 'kernel_type',
                     'context_type'):
-            values = {tuple(v[key]) if key == 'kernel_size' else v[key]
-                      for v in layers}
+            values = {
+                tuple(v[key]) if key == 'kernel_size' else v[key]
+                for v in layers
+            }
             if len(values) > 1:
                 raise ConversionError(
                     f'the RSA layers differ in {key} ({sorted(values)}); '

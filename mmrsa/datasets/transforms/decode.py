@@ -34,10 +34,11 @@ import string
 from typing import Dict, List, Tuple
 
 from decord._ffi.base import DECORDError
+from mmcv.transforms import BaseTransform
+
 from mmaction.datasets.transforms import (DecordDecode, DecordInit,
                                           RawFrameDecode)
 from mmaction.registry import TRANSFORMS
-from mmcv.transforms import BaseTransform
 
 __all__ = ['VideoOrFramesInit', 'VideoOrFramesDecode', 'find_frames']
 
@@ -226,8 +227,7 @@ class VideoOrFramesDecode(BaseTransform):
                              f'got {mode!r}.')
         self.video_decode = DecordDecode(mode=mode)
         self.frames_decode = RawFrameDecode(
-            io_backend=io_backend, decoding_backend=decoding_backend,
-            **kwargs)
+            io_backend=io_backend, decoding_backend=decoding_backend, **kwargs)
 
     def transform(self, results: Dict) -> Dict:
         """Decode ``results['frame_inds']`` into ``results['imgs']``.

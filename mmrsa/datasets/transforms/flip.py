@@ -12,6 +12,7 @@ import re
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+
 from mmaction.datasets.transforms import Flip
 from mmaction.registry import TRANSFORMS
 
@@ -53,9 +54,9 @@ def read_label_names(label_file: str) -> Dict[int, str]:
     return dict(enumerate(names))
 
 
-def direction_label_ids(label_file: str,
-                        keywords: Sequence[str] = ('left', 'right')
-                        ) -> Tuple[int, ...]:
+def direction_label_ids(
+    label_file: str, keywords: Sequence[str] = ('left', 'right')
+) -> Tuple[int, ...]:
     """Ids of the classes whose name contains one of ``keywords`` as a word.
 
     Matching is case-insensitive and by whole word, so "upright" does not

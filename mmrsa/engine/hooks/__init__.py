@@ -5,8 +5,7 @@ from .checkpoint_fit_hook import (CheckpointFitHook, CheckpointMismatchError,
                                   load_checkpoint_strictly)
 from .clip_check_hook import (ClipCheckHook, ClipSamplingError,
                               check_clip_sampling, check_num_classes)
-from .non_finite_check_hook import (NonFiniteCheckHook,
-                                    NonFiniteTrainingError,
+from .non_finite_check_hook import (NonFiniteCheckHook, NonFiniteTrainingError,
                                     NonFiniteWeightsError, non_finite_tensors)
 from .preemption_hook import PREEMPTED_EXIT_CODE, PreemptionHook
 from .process_group_shutdown_hook import (ProcessGroupShutdownHook,

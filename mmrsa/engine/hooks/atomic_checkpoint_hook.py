@@ -116,8 +116,8 @@ class AtomicCheckpointHook(CheckpointHook):
         bad = self._non_finite(runner)
         if bad:
             kept = runner.message_hub.get_info('last_ckpt') or self.last_ckpt
-            kept = (f'the last one, {kept}, is kept' if kept else
-                    'none was saved before')
+            kept = (f'the last one, {kept}, is kept'
+                    if kept else 'none was saved before')
             raise NonFiniteWeightsError(
                 f'Not saving {self.filename_tmpl.format(step)}: the model '
                 f'holds non-finite values (inf/nan) in '

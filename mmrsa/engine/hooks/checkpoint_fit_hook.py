@@ -135,9 +135,10 @@ def check_checkpoint_fits(
         ]
         lines.append(f'  {len(mismatched)} tensors of another shape: '
                      f'{_listed(shapes)}')
-    lines.append('Use the config the checkpoint was trained with, or convert '
-                 'the checkpoint (tools/convert/convert_official_checkpoint.py '
-                 'for the official RSA release).')
+    lines.append(
+        'Use the config the checkpoint was trained with, or convert '
+        'the checkpoint (tools/convert/convert_official_checkpoint.py '
+        'for the official RSA release).')
     raise CheckpointMismatchError('\n'.join(lines), missing, unexpected,
                                   mismatched)
 

@@ -155,8 +155,10 @@ def check_clip_sampling(model: nn.Module,
             if sampled is None:
                 continue
             frames, how = sampled
-            clip_len = next((_get(step, 'clip_len') for step in pipeline
-                             if _type_name(step) == 'SampleFrames'), 1)
+            clip_len = next(
+                (_get(step, 'clip_len')
+                 for step in pipeline if _type_name(step) == 'SampleFrames'),
+                1)
             if clip_len != 1 and clip_len % num_segments != 0:
                 raise ClipSamplingError(
                     f'{where}={num_segments}, but the {split} pipeline '
@@ -239,10 +241,10 @@ def check_num_classes(model: nn.Module,
             for index in range(len(dataset)):
                 info = get_info(index)
                 label = info.get('label') if isinstance(info, dict) else None
-                if isinstance(label, (int, np.integer)) and not (
-                        0 <= label < num_classes):
-                    where = (f'line {info["ann_line"]}' if 'ann_line' in info
-                             else f'sample {index}')
+                is_int = isinstance(label, (int, np.integer))
+                if is_int and not 0 <= label < num_classes:
+                    where = (f'line {info["ann_line"]}'
+                             if 'ann_line' in info else f'sample {index}')
                     raise AnnotationError(
                         f'{ann_file}, {where}: label {int(label)} is outside '
                         f'[0, {num_classes}) of model.cls_head.num_classes='
@@ -280,6 +282,6 @@ class ClipCheckHook(Hook):
         dataloaders = [(split, getattr(runner, f'_{split}_dataloader', None))
                        for split in _SPLITS]
         check_clip_sampling(runner.model, dataloaders)
-        check_num_classes(
-            runner.model,
-            [(split, _built_or_config(runner, split)) for split in _SPLITS])
+        check_num_classes(runner.model,
+                          [(split, _built_or_config(runner, split))
+                           for split in _SPLITS])

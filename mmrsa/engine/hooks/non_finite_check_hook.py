@@ -191,7 +191,10 @@ class NonFiniteCheckHook(Hook):
 
     before_test_epoch = before_val_epoch
 
-    def after_val_iter(self, runner, batch_idx, data_batch=None,
+    def after_val_iter(self,
+                       runner,
+                       batch_idx,
+                       data_batch=None,
                        outputs=None) -> None:
         self._count_scores(outputs)
 
@@ -204,7 +207,9 @@ class NonFiniteCheckHook(Hook):
         self._warn_scores('test')
 
     # -- around the iteration --------------------------------------------- #
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         self._dropped_norm = None
         if self.action == 'skip':
@@ -275,8 +280,8 @@ class NonFiniteCheckHook(Hook):
                 return
             what += (f', {self._skipped_in_a_row} steps in a row (at most '
                      f'{self.max_consecutive_skips} are skipped)')
-        state = ('the optimizer step went through' if updated else
-                 'the weights were left as before this step')
+        state = ('the optimizer step went through'
+                 if updated else 'the weights were left as before this step')
         raise NonFiniteTrainingError(
             f'Non-finite {what} at {where}: training stopped ({state}; '
             f'nothing of this iteration was saved). Lower the learning rate, '

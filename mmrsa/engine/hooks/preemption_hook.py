@@ -151,8 +151,9 @@ class PreemptionHook(Hook):
     def before_train(self, runner) -> None:
         self._training = True
         if threading.current_thread() is not threading.main_thread():
-            _log('PreemptionHook: not in the main thread, no signal '
-                 'handler installed.', logging.WARNING)
+            _log(
+                'PreemptionHook: not in the main thread, no signal '
+                'handler installed.', logging.WARNING)
             return
         for name in self.signals:
             number = getattr(signal, name)
@@ -213,9 +214,10 @@ class PreemptionHook(Hook):
                     osp.realpath(self._resumed_file) != osp.realpath(path) \
                     and osp.isfile(self._resumed_file):
                 os.remove(self._resumed_file)
-        _log(f'Pre-empted by {name} at {where}: saved {path}; exiting with '
-             f'code {self.exit_code}. Run again with --resume to continue '
-             f'from there.', logging.WARNING)
+        _log(
+            f'Pre-empted by {name} at {where}: saved {path}; exiting with '
+            f'code {self.exit_code}. Run again with --resume to continue '
+            f'from there.', logging.WARNING)
         self._training = False
         self._restore_handlers()
         raise SystemExit(self.exit_code)

@@ -40,8 +40,9 @@ _registered = False
 
 
 def _destroy_process_group() -> None:
-    failed = (getattr(sys, 'last_exc', None) is not None
-              or getattr(sys, 'last_value', None) is not None)
+    failed = (
+        getattr(sys, 'last_exc', None) is not None
+        or getattr(sys, 'last_value', None) is not None)
     if not failed and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

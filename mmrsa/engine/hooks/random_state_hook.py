@@ -65,9 +65,8 @@ def capture_random_state(loader: Optional[Any] = None) -> Dict[str, Any]:
     version, mt_state, gauss_next = random.getstate()
     state = dict(
         torch=torch.get_rng_state(),
-        cuda=(torch.cuda.get_rng_state_all()
-              if torch.cuda.is_available() and torch.cuda.is_initialized()
-              else []),
+        cuda=(torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+              and torch.cuda.is_initialized() else []),
         numpy=dict(
             kind=str(kind),
             keys=torch.from_numpy(keys.astype(np.int64)),
@@ -215,7 +214,10 @@ class RandomStateHook(Hook):
             self._for_checkpoint = self._gather(runner) if \
                 self._checkpoint_due(runner, by_epoch) else None
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         self._gather_if_due(runner, by_epoch=False)
 

@@ -242,7 +242,8 @@ def find_resumable_checkpoint(
                           f'{run_id}).')
                     continue
                 key = (meta['iter'], meta['epoch'],
-                       int(last is not None
+                       int(
+                           last is not None
                            and osp.realpath(path) == osp.realpath(last)))
             if best is None or key > best[0]:
                 best = (key, path)
@@ -393,15 +394,17 @@ class ResumableRunner(Runner):
             write_bytes_atomic(
                 osp.join(self.work_dir, RUN_ID_FILE),
                 (self.run_id + '\n').encode())
-        self.logger.info(
-            f'Run id {self.run_id}' +
-            (' (kept from the resumed checkpoint).' if resumed_id else '.'))
+        self.logger.info(f'Run id {self.run_id}' + (
+            ' (kept from the resumed checkpoint).' if resumed_id else '.'))
 
-    def save_checkpoint(self, out_dir: str, filename: str, *args,
-                        meta: Optional[dict] = None, **kwargs) -> None:
+    def save_checkpoint(self,
+                        out_dir: str,
+                        filename: str,
+                        *args,
+                        meta: Optional[dict] = None,
+                        **kwargs) -> None:
         """``Runner.save_checkpoint`` with ``meta['run_id']``."""
         meta = dict(meta or {})
         if self.run_id is not None:
             meta.setdefault('run_id', self.run_id)
-        super().save_checkpoint(out_dir, filename, *args, meta=meta,
-                                **kwargs)
+        super().save_checkpoint(out_dir, filename, *args, meta=meta, **kwargs)

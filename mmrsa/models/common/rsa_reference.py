@@ -156,7 +156,8 @@ def _as_weights(layer: Union[RSA, RSAWeights]) -> RSAWeights:
 # ---------------------------------------------------------------------- #
 # contexts
 # ---------------------------------------------------------------------- #
-def _context_view(x: torch.Tensor, kernel_size: Sequence[int],
+def _context_view(x: torch.Tensor,
+                  kernel_size: Sequence[int],
                   padding: Optional[Sequence[int]] = None) -> torch.Tensor:
     """The zero-padded neighbourhood of every position, as a view.
 
@@ -233,8 +234,9 @@ def _check_input(weights: RSAWeights, x: torch.Tensor) -> None:
                          f'T, H, W], got {tuple(x.shape)}.')
 
 
-def _embed(weights: RSAWeights, x: torch.Tensor
-           ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+def _embed(
+    weights: RSAWeights, x: torch.Tensor
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """Query, key and value of every position, as the official code embeds
     them: one 1x1x1 projection whose output channels are
     ``[query 1 | ... | query L | key (relational kernel only) | value]``,
@@ -251,8 +253,7 @@ def _embed(weights: RSAWeights, x: torch.Tensor
     nq, cq = weights.num_queries, weights.query_channels
     key_channels = cq if 'R' in weights.kernel_type else 0
     weight = weights.projection
-    if weight.shape[:2] != (nq * cq + key_channels + cq,
-                            weights.in_channels):
+    if weight.shape[:2] != (nq * cq + key_channels + cq, weights.in_channels):
         raise ValueError(
             f'the projection holds {tuple(weight.shape[:2])} weights; the '
             f'official layout is L*Cq + Ck + Cq = '
@@ -280,9 +281,9 @@ def _embed(weights: RSAWeights, x: torch.Tensor
 # ---------------------------------------------------------------------- #
 # kernels, contexts, aggregation
 # ---------------------------------------------------------------------- #
-def _kernels(weights: RSAWeights, q: torch.Tensor,
-             key: Optional[torch.Tensor]
-             ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def _kernels(
+    weights: RSAWeights, q: torch.Tensor, key: Optional[torch.Tensor]
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """The basic and relational kernels of some positions.
 
     Args:
@@ -336,8 +337,8 @@ def _contexts(weights: RSAWeights, value: torch.Tensor) -> torch.Tensor:
     return context
 
 
-def _chunks(weights: RSAWeights, shape: Sequence[int]
-            ) -> Iterator[Tuple[int, int, int]]:
+def _chunks(weights: RSAWeights,
+            shape: Sequence[int]) -> Iterator[Tuple[int, int, int]]:
     """``(t, h0, h1)``: rows ``h0:h1`` of frame ``t``, in raster order, each
     chunk about :data:`CHUNK_ELEMENTS` large."""
     n, _, t, h, w = shape
@@ -416,10 +417,11 @@ def rsa_reference(layer: Union[RSA, RSAWeights],
     return _strided_average(out, weights.stride)
 
 
-def reference_kernels(layer: Union[RSA, RSAWeights],
-                      x: torch.Tensor,
-                      positions: Optional[Sequence[Position]] = None
-                      ) -> Dict[str, Optional[torch.Tensor]]:
+def reference_kernels(
+    layer: Union[RSA, RSAWeights],
+    x: torch.Tensor,
+    positions: Optional[Sequence[Position]] = None
+) -> Dict[str, Optional[torch.Tensor]]:
     """The basic and relational kernels of query positions (Eq. 8)::
 
         basic       kV[l] = q_n^l P^T,          P = H2 P1^T      [M]
@@ -456,9 +458,8 @@ def reference_kernels(layer: Union[RSA, RSAWeights],
     if positions is None:
         parts = [
             _kernels(
-                weights, _rows(q, ti, h0, h1),
-                None if keys is None else _rows(keys, ti, h0,
-                                                h1).flatten(2, 4))
+                weights, _rows(q, ti, h0, h1), None if keys is None else _rows(
+                    keys, ti, h0, h1).flatten(2, 4))
             for ti, h0, h1 in _chunks(weights, x.shape)
         ]
     else:
@@ -467,8 +468,8 @@ def reference_kernels(layer: Union[RSA, RSAWeights],
             raise ValueError('positions is empty; pass at least one '
                              '(t, h, w), or None for every position.')
         for p in positions:
-            if len(p) != 3 or not all(
-                    0 <= v < size for v, size in zip(p, (t, h, w))):
+            if len(p) != 3 or not all(0 <= v < size
+                                      for v, size in zip(p, (t, h, w))):
                 raise ValueError(f'query {p} is outside the {t}x{h}x{w} '
                                  f'feature map of the layer.')
         index = tuple(torch.tensor(i) for i in zip(*positions))

@@ -64,7 +64,6 @@ FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: processed per program so that tiles stay about this size.
 TILE_ELEMENTS = 4096
 
-
 #: Why the kernels were given up in this process (the first failure, as
 #: ``'Type: message'``), or None while they have not failed.
 _failure: Optional[str] = None
@@ -158,18 +157,22 @@ def _kernels(interpret: bool) -> Tuple:
         d1 = tl.arange(0, BD)[None, :, None]
         d2 = tl.arange(0, BD)[None, None, :]
         # operands, transposed ones read through swapped strides
-        q_t = tl.load(q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1,
-                      mask=in_pos & (c1 < CQ) & (l2 < L),
-                      other=0.)
-        k_t = tl.load(k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1,
-                      mask=in_pos & (d1 < D) & (c2 < CQ),
-                      other=0.)
-        g = tl.load(g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2,
-                    mask=in_pos & (c1 < CQ) & (c2 < CQ),
-                    other=0.)
-        h = tl.load(h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2,
-                    mask=in_pos & (c1 < CQ) & (d2 < D),
-                    other=0.)
+        q_t = tl.load(
+            q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1,
+            mask=in_pos & (c1 < CQ) & (l2 < L),
+            other=0.)
+        k_t = tl.load(
+            k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1,
+            mask=in_pos & (d1 < D) & (c2 < CQ),
+            other=0.)
+        g = tl.load(
+            g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2,
+            mask=in_pos & (c1 < CQ) & (c2 < CQ),
+            other=0.)
+        h = tl.load(
+            h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2,
+            mask=in_pos & (c1 < CQ) & (d2 < D),
+            other=0.)
         dtype = q_t.dtype
         if IEEE:
             kernel_t = tl.dot(k_t, q_t, input_precision='ieee')  # [D, L]
@@ -179,9 +182,10 @@ def _kernels(interpret: bool) -> Tuple:
             kernel_t = tl.dot(k_t, q_t).to(dtype)
             context = tl.dot(g, h).to(dtype)
             y = tl.dot(context, kernel_t)  # [Cq, L], float32 sums
-        tl.store(y_ptr + pos * sy0 + c1 * sy1 + l2 * sy2,
-                 y.to(y_ptr.dtype.element_ty),
-                 mask=in_pos & (c1 < CQ) & (l2 < L))
+        tl.store(
+            y_ptr + pos * sy0 + c1 * sy1 + l2 * sy2,
+            y.to(y_ptr.dtype.element_ty),
+            mask=in_pos & (c1 < CQ) & (l2 < L))
 
     @triton.jit
     def backward_kernel(q_ptr, k_ptr, g_ptr, h_ptr, gy_ptr, gq_ptr, gk_ptr,
@@ -204,33 +208,35 @@ def _kernels(interpret: bool) -> Tuple:
         cd = in_pos & (c1 < CQ) & (d2 < D)
         dc = in_pos & (d1 < D) & (c2 < CQ)
         cc = in_pos & (c1 < CQ) & (c2 < CQ)
-        ld = in_pos & (l1 < L) & (d2 < D)
-        q = tl.load(q_ptr + pos * sq0 + l1 * sq1 + c2 * sq2, mask=lc,
-                    other=0.)  # [L, Cq]
-        q_t = tl.load(q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1,
-                      mask=cl,
-                      other=0.)  # [Cq, L]
-        k = tl.load(k_ptr + pos * sk0 + c1 * sk1 + d2 * sk2, mask=cd,
-                    other=0.)  # [Cq, D]
-        k_t = tl.load(k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1,
-                      mask=dc,
-                      other=0.)  # [D, Cq]
-        g = tl.load(g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2, mask=cc,
-                    other=0.)  # [Cq, Cq]
-        g_t = tl.load(g_ptr + pos * sg0 + c1 * sg2 + c2 * sg1,
-                      mask=cc,
-                      other=0.)
-        h = tl.load(h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2, mask=cd,
-                    other=0.)  # [Cq, D]
-        h_t = tl.load(h_ptr + pos * sh0 + d1 * sh2 + c2 * sh1,
-                      mask=dc,
-                      other=0.)  # [D, Cq]
-        gy = tl.load(gy_ptr + pos * sy0 + c1 * sy1 + l2 * sy2,
-                     mask=cl,
-                     other=0.)  # [Cq, L]
-        gy_t = tl.load(gy_ptr + pos * sy0 + l1 * sy2 + c2 * sy1,
-                       mask=lc,
-                       other=0.)  # [L, Cq]
+        q = tl.load(
+            q_ptr + pos * sq0 + l1 * sq1 + c2 * sq2, mask=lc,
+            other=0.)  # [L, Cq]
+        q_t = tl.load(
+            q_ptr + pos * sq0 + c1 * sq2 + l2 * sq1, mask=cl,
+            other=0.)  # [Cq, L]
+        k = tl.load(
+            k_ptr + pos * sk0 + c1 * sk1 + d2 * sk2, mask=cd,
+            other=0.)  # [Cq, D]
+        k_t = tl.load(
+            k_ptr + pos * sk0 + d1 * sk2 + c2 * sk1, mask=dc,
+            other=0.)  # [D, Cq]
+        g = tl.load(
+            g_ptr + pos * sg0 + c1 * sg1 + c2 * sg2, mask=cc,
+            other=0.)  # [Cq, Cq]
+        g_t = tl.load(
+            g_ptr + pos * sg0 + c1 * sg2 + c2 * sg1, mask=cc, other=0.)
+        h = tl.load(
+            h_ptr + pos * sh0 + c1 * sh1 + d2 * sh2, mask=cd,
+            other=0.)  # [Cq, D]
+        h_t = tl.load(
+            h_ptr + pos * sh0 + d1 * sh2 + c2 * sh1, mask=dc,
+            other=0.)  # [D, Cq]
+        gy = tl.load(
+            gy_ptr + pos * sy0 + c1 * sy1 + l2 * sy2, mask=cl,
+            other=0.)  # [Cq, L]
+        gy_t = tl.load(
+            gy_ptr + pos * sy0 + l1 * sy2 + c2 * sy1, mask=lc,
+            other=0.)  # [L, Cq]
         dtype = q.dtype
         if IEEE:
             kernel = tl.dot(q, k, input_precision='ieee')  # [L, D]
@@ -251,13 +257,11 @@ def _kernels(interpret: bool) -> Tuple:
             g_g = tl.dot(g_context, h_t)  # [Cq, Cq]
             g_h = tl.dot(g_t, g_context)  # [Cq, D]
         # gradients are contiguous, shaped as their operands
-        tl.store(gq_ptr + pos * (L * CQ) + l1 * CQ + c2,
-                 g_q.to(dtype),
-                 mask=lc)
+        tl.store(
+            gq_ptr + pos * (L * CQ) + l1 * CQ + c2, g_q.to(dtype), mask=lc)
         tl.store(gk_ptr + pos * (CQ * D) + c1 * D + d2, g_k.to(dtype), mask=cd)
-        tl.store(gg_ptr + pos * (CQ * CQ) + c1 * CQ + c2,
-                 g_g.to(dtype),
-                 mask=cc)
+        tl.store(
+            gg_ptr + pos * (CQ * CQ) + c1 * CQ + c2, g_g.to(dtype), mask=cc)
         tl.store(gh_ptr + pos * (CQ * D) + c1 * D + d2, g_h.to(dtype), mask=cd)
 
     return forward_kernel, backward_kernel
@@ -268,9 +272,10 @@ def _launch_config(q: torch.Tensor, key: torch.Tensor) -> dict:
     ``tl.dot`` takes), as many positions per program as fit a tile."""
     num_queries, query_channels = q.shape[1:]
     dim = key.shape[2]
-    sizes = dict(BL=max(16, triton.next_power_of_2(num_queries)),
-                 BC=max(16, triton.next_power_of_2(query_channels)),
-                 BD=max(16, triton.next_power_of_2(dim)))
+    sizes = dict(
+        BL=max(16, triton.next_power_of_2(num_queries)),
+        BC=max(16, triton.next_power_of_2(query_channels)),
+        BD=max(16, triton.next_power_of_2(dim)))
     side = max(sizes.values())
     sizes['BLOCK_P'] = max(1, min(16, TILE_ELEMENTS // (side * side)))
     sizes['IEEE'] = q.dtype == torch.float32
@@ -283,11 +288,12 @@ class _FusedProducts(torch.autograd.Function):
     def forward(ctx, q, key, g, h, fallback):
         num_pos, num_queries, query_channels = q.shape
         dim = key.shape[2]
-        y = torch.empty(num_pos,
-                        query_channels,
-                        num_queries,
-                        dtype=q.dtype,
-                        device=q.device)
+        y = torch.empty(
+            num_pos,
+            query_channels,
+            num_queries,
+            dtype=q.dtype,
+            device=q.device)
         config = _launch_config(q, key)
         forward_kernel = _kernels(_interpreting())[0]
         grid = (triton.cdiv(num_pos, config['BLOCK_P']), )
@@ -344,10 +350,11 @@ def _backward_bmm(q: torch.Tensor, key: torch.Tensor, g: torch.Tensor,
     context = torch.bmm(g, h)  # [P, Cq, D]
     g_context = torch.bmm(grad, kernel)  # [P, Cq, L] @ [P, L, D]
     g_kernel = torch.bmm(grad.transpose(1, 2), context)  # [P, L, D]
-    return (torch.bmm(g_kernel, key.transpose(1, 2)),  # [P, L, Cq]
-            torch.bmm(q.transpose(1, 2), g_kernel),  # [P, Cq, D]
-            torch.bmm(g_context, h.transpose(1, 2)),  # [P, Cq, Cq]
-            torch.bmm(g.transpose(1, 2), g_context))  # [P, Cq, D]
+    return (
+        torch.bmm(g_kernel, key.transpose(1, 2)),  # [P, L, Cq]
+        torch.bmm(q.transpose(1, 2), g_kernel),  # [P, Cq, D]
+        torch.bmm(g_context, h.transpose(1, 2)),  # [P, Cq, Cq]
+        torch.bmm(g.transpose(1, 2), g_context))  # [P, Cq, D]
 
 
 def fused_per_position_products(q: torch.Tensor,
@@ -396,8 +403,9 @@ def fused_per_position_products(q: torch.Tensor,
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
     else:
-        dtype = torch.promote_types(torch.promote_types(q.dtype, key.dtype),
-                                    torch.promote_types(g.dtype, h.dtype))
+        dtype = torch.promote_types(
+            torch.promote_types(q.dtype, key.dtype),
+            torch.promote_types(g.dtype, h.dtype))
     if dtype not in FUSED_DTYPES:
         raise ValueError(f'the fused RSA kernel takes {FUSED_DTYPES}, got '
                          f'{dtype}.')
@@ -405,8 +413,8 @@ def fused_per_position_products(q: torch.Tensor,
         return _products_bmm(q, key, g, h)
     try:
         with torch.autocast(device, enabled=False):
-            return _FusedProducts.apply(q.to(dtype), key.to(dtype),
-                                        g.to(dtype), h.to(dtype), fallback)
+            return _FusedProducts.apply(
+                q.to(dtype), key.to(dtype), g.to(dtype), h.to(dtype), fallback)
     except Exception as error:
         if not _falls_back(error, fallback):
             raise

@@ -47,9 +47,9 @@ def count_flops(model: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> int:
         return int(analyzer.total())
 
 
-def recognizer_complexity(model: nn.Module,
-                          clip_shape: Sequence[int] = (8, 3, 224, 224)
-                          ) -> Tuple[int, int]:
+def recognizer_complexity(
+    model: nn.Module, clip_shape: Sequence[int] = (8, 3, 224, 224)
+) -> Tuple[int, int]:
     """Parameters and FLOPs of a recognizer on one clip.
 
     Args:

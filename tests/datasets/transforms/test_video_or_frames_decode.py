@@ -57,8 +57,7 @@ def bikes_frames():
 @pytest.fixture(scope='module')
 def rawframe_set(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('synth_rawframes'))
-    generate_synthmotion(
-        root, formats=('rawframes', ), num_train=0, num_val=4)
+    generate_synthmotion(root, formats=('rawframes', ), num_train=0, num_val=4)
     return root
 
 
@@ -74,8 +73,7 @@ def test_rawframe_dataset_gives_the_frames_of_rawframedecode(
     cfg = Config.fromfile(osp.join(RSANET, config))
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     dataset_cfg.update(
-        ann_file=osp.join(rawframe_set,
-                          'synthmotion_val_list_rawframes.txt'),
+        ann_file=osp.join(rawframe_set, 'synthmotion_val_list_rawframes.txt'),
         data_prefix=dict(img=osp.join(rawframe_set, 'rawframes')))
     steps = [step['type'] for step in dataset_cfg.pipeline]
     assert steps[:3] == [
@@ -83,8 +81,8 @@ def test_rawframe_dataset_gives_the_frames_of_rawframedecode(
     ]
     # the pipeline as it was: no init step, MMAction2's RawFrameDecode
     former = copy.deepcopy(dataset_cfg)
-    former.pipeline = [former.pipeline[1], dict(type='RawFrameDecode')
-                       ] + former.pipeline[3:]
+    former.pipeline = [former.pipeline[1],
+                       dict(type='RawFrameDecode')] + former.pipeline[3:]
     new, old = DATASETS.build(dataset_cfg), DATASETS.build(former)
     assert len(new) == len(old) == 4
     for i in range(len(new)):
@@ -112,17 +110,23 @@ def test_rawframe_sample_passes_init_unchanged():
 @pytest.mark.parametrize('sampling', [
     _sampling(8),
     _sampling(16, twice_sample=True),
-    dict(type='SampleFrames', clip_len=4, frame_interval=2, num_clips=2,
-         test_mode=True)
+    dict(
+        type='SampleFrames',
+        clip_len=4,
+        frame_interval=2,
+        num_clips=2,
+        test_mode=True)
 ])
 def test_video_gives_the_frames_of_decord(sampling):
     ours = Compose([
         dict(type='VideoOrFramesInit'), sampling,
         dict(type='VideoOrFramesDecode')
-    ])(_video_input())
+    ])(
+        _video_input())
     decords = Compose(
         [dict(type='DecordInit'), sampling,
-         dict(type='DecordDecode')])(_video_input())
+         dict(type='DecordDecode')])(
+             _video_input())
     assert ours['total_frames'] == decords['total_frames'] == 250
     assert ours['avg_fps'] == 25
     np.testing.assert_array_equal(ours['frame_inds'], decords['frame_inds'])
@@ -136,8 +140,7 @@ def test_video_gives_the_frames_of_decord(sampling):
 # ---------------------------------------------------------------------- #
 # frame folders
 # ---------------------------------------------------------------------- #
-@pytest.mark.parametrize('tmpl,first', [('{:05}.png', 1),
-                                        ('img_{:05}.png', 0),
+@pytest.mark.parametrize('tmpl,first', [('{:05}.png', 1), ('img_{:05}.png', 0),
                                         ('frame{}.png', 7)])
 def test_frame_folder_gives_its_frames(bikes_frames, tmp_path, tmpl, first):
     folder = tmp_path / 'clip'
@@ -147,7 +150,8 @@ def test_frame_folder_gives_its_frames(bikes_frames, tmp_path, tmpl, first):
         dict(type='VideoOrFramesInit', filename_tmpl=tmpl),
         _sampling(8),
         dict(type='VideoOrFramesDecode')
-    ])(_video_input(str(folder)))
+    ])(
+        _video_input(str(folder)))
     assert out['frame_dir'] == str(folder)
     assert out['total_frames'] == len(bikes_frames)
     assert out['start_index'] == first
@@ -170,8 +174,8 @@ def test_frame_folder_and_video_give_the_same_clip(bikes_frames, tmp_path):
         writer.write(np.ascontiguousarray(frame[..., ::-1]))
     writer.release()
     # the frames as decord decodes them, saved losslessly
-    frames = decord.VideoReader(video).get_batch(list(range(
-        len(bikes_frames)))).asnumpy()
+    frames = decord.VideoReader(video).get_batch(
+        list(range(len(bikes_frames)))).asnumpy()
     folder = tmp_path / 'frames'
     _write_frames(frames, folder, '{:05}.png')
     pipeline = Compose([
@@ -228,16 +232,24 @@ def test_init_needs_a_path():
 # ---------------------------------------------------------------------- #
 def test_frames_in_memory_pass_init_and_decode(bikes_frames):
     frames = list(bikes_frames[:4])
-    sample = dict(imgs=frames, img_shape=None, modality='RGB', label=-1,
-                  num_clips=4, clip_len=1)
-    out = Compose([
-        dict(type='VideoOrFramesInit'),
-        dict(type='VideoOrFramesDecode')
-    ])(dict(sample))
+    sample = dict(
+        imgs=frames,
+        img_shape=None,
+        modality='RGB',
+        label=-1,
+        num_clips=4,
+        clip_len=1)
+    out = Compose(
+        [dict(type='VideoOrFramesInit'),
+         dict(type='VideoOrFramesDecode')])(
+             dict(sample))
     assert out['imgs'] is frames
     assert out['img_shape'] == out['original_shape'] == (272, 640)
-    assert {k: out[k] for k in ('modality', 'label', 'num_clips', 'clip_len')
-            } == dict(modality='RGB', label=-1, num_clips=4, clip_len=1)
+    assert {
+        k: out[k]
+        for k in ('modality', 'label', 'num_clips', 'clip_len')
+    } == dict(
+        modality='RGB', label=-1, num_clips=4, clip_len=1)
     assert not {'video_reader', 'frame_dir', 'total_frames'} & set(out)
 
 
@@ -246,17 +258,19 @@ def test_frames_in_memory_keep_given_shapes(bikes_frames):
     out = VideoOrFramesDecode().transform(
         dict(imgs=frames, img_shape=(10, 20), original_shape=(30, 40)))
     assert (out['img_shape'], out['original_shape']) == ((10, 20), (30, 40))
-    out = VideoOrFramesDecode().transform(dict(imgs=frames,
-                                               img_shape=(10, 20)))
+    out = VideoOrFramesDecode().transform(
+        dict(imgs=frames, img_shape=(10, 20)))
     assert out['original_shape'] == (10, 20)
 
 
 def test_a_path_wins_over_frames_in_memory(bikes_frames):
     """A sample with a file and ``imgs`` is still decoded from the file."""
     out = Compose([
-        dict(type='VideoOrFramesInit'), _sampling(8),
+        dict(type='VideoOrFramesInit'),
+        _sampling(8),
         dict(type='VideoOrFramesDecode')
-    ])(dict(_video_input(), imgs=[np.zeros((2, 2, 3), np.uint8)]))
+    ])(
+        dict(_video_input(), imgs=[np.zeros((2, 2, 3), np.uint8)]))
     assert len(out['imgs']) == 8 and out['imgs'][0].shape == (272, 640, 3)
 
 

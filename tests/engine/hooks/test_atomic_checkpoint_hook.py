@@ -6,10 +6,10 @@ import os
 
 import pytest
 from mmengine.hooks import CheckpointHook
+from toy_runner import Crash, CrashWhileSavingHook, build_runner, weights
 
 from mmrsa.engine.hooks import AtomicCheckpointHook
 from mmrsa.engine.runner import checkpoint_problem
-from toy_runner import Crash, CrashWhileSavingHook, build_runner, weights
 
 
 def _crash_while_saving_epoch_2(work_dir, checkpoint_hook):

@@ -5,11 +5,11 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool
 
 import mmrsa  # noqa: F401
 from mmaction.registry import MODELS
 from mmrsa.engine import CheckpointMismatchError, check_checkpoint_fits
-from run_helpers import DEMO_CONFIG, REPO_ROOT, SMALL_RUN, run_tool
 
 TSN_CONFIG = str(REPO_ROOT / 'configs' / 'recognition' / 'rsanet' /
                  'baselines' / 'tsn_r18_8x1_synthmotion.py')
@@ -75,7 +75,8 @@ def test_test_tool_refuses_another_architecture(tsn_checkpoint, synth_dir,
         '--work-dir', tmp_path / 'work_dir', '--cfg-options',
         'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False'
-    ], cwd=synth_dir)
+    ],
+                      cwd=synth_dir)
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
     assert f'error: {tsn_checkpoint} does not fit the model' in result.stderr
@@ -93,12 +94,10 @@ def _resume_args(work_dir, checkpoint):
 @pytest.mark.parametrize('change, expected', [
     ('model.backbone.rsa_cfg.kernel_size=[3,3,3]',
      'tensors of another shape: backbone.layer1.1.conv2.'),
-    ('model.backbone.rsa_blocks=[[1],[1],[],[1]]',
-     'backbone.layer3.1.conv2.'),
+    ('model.backbone.rsa_blocks=[[1],[1],[],[1]]', 'backbone.layer3.1.conv2.'),
 ])
 def test_resume_with_another_config_names_the_keys(synth_dir, reference_run,
-                                                   tmp_path, change,
-                                                   expected):
+                                                   tmp_path, change, expected):
     """Checked before the epoch, optimizer or schedulers are restored."""
     checkpoint = reference_run / 'epoch_2.pth'
     args = _resume_args(tmp_path / 'work_dir', checkpoint) + [change]
@@ -115,8 +114,7 @@ def test_resume_from_weights_only_checkpoint_says_use_load_from(
     cfg = _cfg()
     path = tmp_path / 'weights.pth'
     torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), path)
-    result = run_tool(_resume_args(tmp_path / 'work_dir', path),
-                      cwd=synth_dir)
+    result = run_tool(_resume_args(tmp_path / 'work_dir', path), cwd=synth_dir)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'holds weights but no training state' in result.stderr
     assert f"load_from='{path}'" in result.stderr

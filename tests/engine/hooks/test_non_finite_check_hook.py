@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 from mmengine.hooks import Hook
+from toy_runner import build_runner, weights
 
 from mmrsa.engine.hooks import (NonFiniteCheckHook, NonFiniteTrainingError,
                                 NonFiniteWeightsError, non_finite_tensors)
-from toy_runner import build_runner, weights
 
 
 class PoisonBatchHook(Hook):
@@ -31,7 +31,10 @@ class PoisonWeightsHook(Hook):
     def __init__(self, iteration: int) -> None:
         self.iteration = iteration
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         if runner.iter + 1 == self.iteration:
             with torch.no_grad():
@@ -78,8 +81,9 @@ def test_skip_stops_after_too_many_in_a_row(tmp_path):
             NonFiniteCheckHook(action='skip', max_consecutive_skips=2),
             PoisonBatchHook(range(5, 13))
         ])
-    with pytest.raises(NonFiniteTrainingError,
-                       match=r'3 steps in a row .* at iteration 7 '):
+    with pytest.raises(
+            NonFiniteTrainingError,
+            match=r'3 steps in a row .* at iteration 7 '):
         runner.train()
     assert _finite(runner.model)
 
@@ -89,10 +93,11 @@ def test_checkpoint_hook_refuses_non_finite_weights(tmp_path):
     saved, and max_keep_ckpts=1 does not remove epoch_1.pth."""
     runner = build_runner(
         tmp_path, max_epochs=3, hooks=[PoisonWeightsHook(iteration=7)])
-    with pytest.raises(NonFiniteWeightsError,
-                       match=r'Not saving epoch_2.pth: .* non-finite '
-                       r'values \(inf/nan\) in 2 tensors \(fc.weight, '
-                       r'fc.bias\)'):
+    with pytest.raises(
+            NonFiniteWeightsError,
+            match=r'Not saving epoch_2.pth: .* non-finite '
+            r'values \(inf/nan\) in 2 tensors \(fc.weight, '
+            r'fc.bias\)'):
         runner.train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth']
     assert not non_finite_tensors(weights(tmp_path / 'epoch_1.pth'))

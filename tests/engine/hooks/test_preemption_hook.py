@@ -9,10 +9,10 @@ import signal
 import pytest
 import torch
 from mmengine.hooks import Hook
+from toy_runner import build_runner, weights
 
 from mmrsa.engine.hooks import PREEMPTED_EXIT_CODE, PreemptionHook
 from mmrsa.engine.runner import find_resumable_checkpoint
-from toy_runner import build_runner, weights
 
 
 class SignalHook(Hook):
@@ -41,7 +41,8 @@ class TrainedSamples(Hook):
 def test_preempted_run_resumes_exactly(tmp_path, signum):
     reference_batches = TrainedSamples()
     build_runner(
-        tmp_path / 'reference', max_epochs=2,
+        tmp_path / 'reference',
+        max_epochs=2,
         hooks=[PreemptionHook(), reference_batches]).train()
 
     work_dir = tmp_path / 'run'
@@ -51,7 +52,8 @@ def test_preempted_run_resumes_exactly(tmp_path, signum):
     runner = build_runner(
         work_dir,
         max_epochs=2,
-        hooks=[PreemptionHook(), SignalHook(6, signum), first])
+        hooks=[PreemptionHook(),
+               SignalHook(6, signum), first])
     with pytest.raises(SystemExit) as stop:
         runner.train()
     assert stop.value.code == PREEMPTED_EXIT_CODE == 75
@@ -62,13 +64,13 @@ def test_preempted_run_resumes_exactly(tmp_path, signum):
 
     rest = TrainedSamples()
     build_runner(
-        work_dir, max_epochs=2, resume=True,
-        hooks=[PreemptionHook(), rest]).train()
+        work_dir, max_epochs=2, resume=True, hooks=[PreemptionHook(),
+                                                    rest]).train()
     # neither repeated nor skipped: the same batches, in the same order
     assert len(first.batches) == 6 and len(rest.batches) == 2
     trained = first.batches + rest.batches
-    for i, (got, expected) in enumerate(zip(trained,
-                                            reference_batches.batches)):
+    for i, (got,
+            expected) in enumerate(zip(trained, reference_batches.batches)):
         assert torch.equal(got, expected), f'batch {i}'
     expected = weights(tmp_path / 'reference' / 'epoch_2.pth')
     got = weights(work_dir / 'epoch_2.pth')

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from run_helpers import tool_env
 
 # Registered before the hook's handler, the check runs after it (atexit

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 import torch
+from toy_runner import Crash, CrashAfterEpochHook, build_runner, weights
 
 from mmrsa.engine.hooks import (EpochWorkerSeed, capture_random_state,
                                 restore_random_state)
-from toy_runner import Crash, CrashAfterEpochHook, build_runner, weights
 
 MAX_EPOCHS = 3
 
@@ -20,7 +20,9 @@ def _straight_and_resumed(tmp_path, num_workers, random_state=True):
     epoch 1 and resumed (``--resume``)."""
     straight = tmp_path / 'straight'
     build_runner(
-        straight, MAX_EPOCHS, num_workers=num_workers,
+        straight,
+        MAX_EPOCHS,
+        num_workers=num_workers,
         random_state=random_state).train()
 
     resumed = tmp_path / 'resumed'
@@ -83,8 +85,13 @@ def test_capture_and_restore_round_trip():
 
 def test_worker_seeds_depend_on_seed_epoch_rank_and_worker():
     calls = []
-    seeds = {(s, e, r, w): EpochWorkerSeed(s, e, r).worker_seed(w)
-             for s in (0, 1) for e in (0, 1) for r in (0, 1) for w in (0, 1)}
+    seeds = {
+        (s, e, r, w): EpochWorkerSeed(s, e, r).worker_seed(w)
+        for s in (0, 1)
+        for e in (0, 1)
+        for r in (0, 1)
+        for w in (0, 1)
+    }
     assert len(set(seeds.values())) == len(seeds)
     assert EpochWorkerSeed(0, 1, 0).worker_seed(1) == seeds[(0, 1, 0, 1)]
     # the loader's own worker_init_fn runs first, then the seeding

@@ -108,13 +108,14 @@ def _loader(num_workers: int, shuffle: bool) -> dict:
         collate_fn=dict(type='default_collate'))
 
 
-def build_runner(work_dir,
-                 max_epochs: int = 3,
-                 resume: bool = False,
-                 num_workers: int = 0,
-                 checkpoint_hook: Optional[Hook] = None,
-                 random_state: bool = True,
-                 hooks: Sequence[Hook] = ()) -> ResumableRunner:
+def build_runner(
+    work_dir,
+    max_epochs: int = 3,
+    resume: bool = False,
+    num_workers: int = 0,
+    checkpoint_hook: Optional[Hook] = None,
+    random_state: bool = True,
+    hooks: Sequence[Hook] = ()) -> ResumableRunner:
     """A runner of the toy model, seed 0, a checkpoint every epoch."""
     custom_hooks = [RandomStateHook()] if random_state else []
     if checkpoint_hook is None:

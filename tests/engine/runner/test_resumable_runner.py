@@ -33,8 +33,9 @@ def _save(path, epoch, run_id=None, iters=None):
     if run_id is not None:
         meta['run_id'] = run_id
     torch.save(
-        dict(meta=meta,
-             state_dict=dict(weight=torch.full((3, ), float(epoch)))),
+        dict(
+            meta=meta,
+            state_dict=dict(weight=torch.full((3, ), float(epoch)))),
         str(path))
     return str(path)
 
@@ -54,7 +55,7 @@ def test_no_last_checkpoint_takes_the_highest_number(tmp_path):
         _save(tmp_path / f'epoch_{epoch}.pth', epoch)
     # numbers, not names: epoch_10 is newer than epoch_9
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path /
-                                                            'epoch_10.pth')
+                                                           'epoch_10.pth')
 
 
 def test_last_checkpoint_names_a_missing_file(tmp_path, warnings_logged):
@@ -70,8 +71,8 @@ def test_truncated_checkpoint_is_skipped_with_a_warning(
     """The crash came while epoch_2.pth was written, before
     last_checkpoint was updated."""
     good = _save(tmp_path / 'epoch_1.pth', 1)
-    partial = _truncate(tmp_path / os.path.basename(
-        _save(tmp_path / 'epoch_2.pth', 2)))
+    partial = _truncate(tmp_path /
+                        os.path.basename(_save(tmp_path / 'epoch_2.pth', 2)))
     _last_checkpoint(tmp_path, good)
     assert find_resumable_checkpoint(str(tmp_path)) == good
     skipped = [w for w in warnings_logged() if partial in w]
@@ -80,8 +81,8 @@ def test_truncated_checkpoint_is_skipped_with_a_warning(
 
 def test_last_checkpoint_names_a_truncated_file(tmp_path, warnings_logged):
     good = _save(tmp_path / 'epoch_1.pth', 1)
-    partial = _truncate(tmp_path / os.path.basename(
-        _save(tmp_path / 'epoch_2.pth', 2)))
+    partial = _truncate(tmp_path /
+                        os.path.basename(_save(tmp_path / 'epoch_2.pth', 2)))
     _last_checkpoint(tmp_path, partial)
     assert find_resumable_checkpoint(str(tmp_path)) == good
     assert any(partial in w for w in warnings_logged())
@@ -116,8 +117,8 @@ def test_iteration_and_custom_names(tmp_path):
                                                            'iter_500.pth')
     _save(tmp_path / 'ckpt-e3.pth', 3)
     assert find_resumable_checkpoint(
-        str(tmp_path), filename_tmpls=['ckpt-e{}.pth']) == str(tmp_path /
-                                                               'ckpt-e3.pth')
+        str(tmp_path),
+        filename_tmpls=['ckpt-e{}.pth']) == str(tmp_path / 'ckpt-e3.pth')
 
 
 def test_nothing_loads(tmp_path, warnings_logged):
@@ -154,12 +155,12 @@ def test_last_checkpoint_names_a_text_file(tmp_path, warnings_logged):
     log.write_text('epoch 4\n')
     _last_checkpoint(tmp_path, log)
     assert find_resumable_checkpoint(str(tmp_path)) == good
-    assert any(str(log) in w and 'not a PyTorch checkpoint' in w
-               for w in warnings_logged()), warnings_logged()
+    assert any(
+        str(log) in w and 'not a PyTorch checkpoint' in w
+        for w in warnings_logged()), warnings_logged()
 
 
-def test_checkpoint_of_an_abandoned_run_is_skipped(tmp_path,
-                                                   warnings_logged):
+def test_checkpoint_of_an_abandoned_run_is_skipped(tmp_path, warnings_logged):
     """Run A was abandoned at epoch 9; run B, started afresh in the same
     work dir, is at epoch 2: --resume continues B."""
     foreign = _save(tmp_path / 'epoch_9.pth', 9, run_id='run-a')

@@ -13,8 +13,9 @@ import pytest
 
 from mmrsa.engine.runner import LOCK_FILE, WorkDirBusyError, WorkDirLock
 
-LOCK_MODULE = (Path(__file__).resolve().parents[3] / 'mmrsa' / 'engine' /
-               'runner' / 'work_dir_lock.py')
+LOCK_MODULE = (
+    Path(__file__).resolve().parents[3] / 'mmrsa' / 'engine' / 'runner' /
+    'work_dir_lock.py')
 
 # Holds the lock of argv[1] until killed (loads the module by path: no
 # mmaction import, so it starts fast).
@@ -47,7 +48,8 @@ def test_second_lock_is_refused_naming_the_holder(tmp_path):
 def test_a_killed_holder_leaves_no_lock(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, '-c', HOLDER,
-         str(tmp_path), str(LOCK_MODULE)],
+         str(tmp_path),
+         str(LOCK_MODULE)],
         stdout=subprocess.PIPE,
         text=True)
     try:

@@ -7,14 +7,14 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.registry import init_default_scope
 
 import mmrsa  # noqa: F401  (registers the modules)
 from mmaction.registry import MODELS
 from mmaction.structures import ActionDataSample
-from mmengine.registry import init_default_scope
+from mmrsa.fileio.checkpoint import torchvision_url
 from mmrsa.models.backbones import (PAPER_RSA_BLOCKS, ClipDropPath, FrameRSA,
                                     RSANet, default_rsa_blocks)
-from mmrsa.fileio.checkpoint import torchvision_url
 
 init_default_scope('mmaction')
 
@@ -27,6 +27,7 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 # small and fast: 4 frames, small contexts, 32x32 inputs
 T = 4
@@ -56,8 +57,8 @@ def test_default_rsa_blocks_is_the_papers_for_r50():
 def test_rsa_layers_replace_the_selected_3x3_convs():
     net = RSANet(depth=50)
     assert net.rsa_block_names == [
-        'layer1.2', 'layer2.1', 'layer2.3', 'layer3.1', 'layer3.3',
-        'layer3.5', 'layer4.1'
+        'layer1.2', 'layer2.1', 'layer2.3', 'layer3.1', 'layer3.3', 'layer3.5',
+        'layer4.1'
     ]
     rsa_layers = [m for m in net.modules() if isinstance(m, FrameRSA)]
     assert len(rsa_layers) == 7
@@ -111,7 +112,7 @@ def test_forward_shapes(clips):
     outs = net(frames(clips, size=64))
     expected = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
     assert [tuple(o.shape) for o in outs] == [(clips * T, c, s, s)
-                                             for c, s in expected]
+                                              for c, s in expected]
 
 
 def test_frame_batch_that_is_not_whole_clips_raises():
@@ -180,7 +181,8 @@ def test_clip_drop_path_fused_residual_matches_unfused():
     dropped = (fused - identity).reshape(16, -1).abs().amax(1) == 0
     assert 0 < int(dropped.sum()) < 16
     drop.eval()
-    torch.testing.assert_close(drop.add_to(branch, identity), branch + identity)
+    torch.testing.assert_close(
+        drop.add_to(branch, identity), branch + identity)
 
 
 # --------------------------------------------------------------------- #
@@ -336,8 +338,7 @@ def test_pretrained_loads_all_but_rsa_blocks(fake_checkpoint):
         assert (block.conv2.bn.running_mean == 0).all()
         assert (block.last_norm.weight == 0).all()
         rsa = block.conv2.conv
-        torch.testing.assert_close(rsa.I.data,
-                                   torch.eye(rsa.query_channels))
+        torch.testing.assert_close(rsa.I.data, torch.eye(rsa.query_channels))
         proj = rsa.projection.weight
         assert proj.std().item() == pytest.approx(
             math.sqrt(2. / proj.shape[0]), rel=0.2)
@@ -448,12 +449,27 @@ def _train_and_predict(model, num_classes, clips_in_test=1):
 
 
 @pytest.mark.parametrize('head', [
-    dict(type='TSNHead', num_classes=5, in_channels=2048, dropout_ratio=0.3,
-         average_clips='prob'),
-    dict(type='TSMHead', num_classes=5, in_channels=2048, num_segments=T,
-         is_shift=False, average_clips='prob'),
-    dict(type='TRNHead', num_classes=5, in_channels=2048, num_segments=T,
-         relation_type='TRNMultiScale', hidden_dim=64, average_clips='prob'),
+    dict(
+        type='TSNHead',
+        num_classes=5,
+        in_channels=2048,
+        dropout_ratio=0.3,
+        average_clips='prob'),
+    dict(
+        type='TSMHead',
+        num_classes=5,
+        in_channels=2048,
+        num_segments=T,
+        is_shift=False,
+        average_clips='prob'),
+    dict(
+        type='TRNHead',
+        num_classes=5,
+        in_channels=2048,
+        num_segments=T,
+        relation_type='TRNMultiScale',
+        hidden_dim=64,
+        average_clips='prob'),
 ])
 def test_with_mmaction_heads(head):
     # TSN takes two clips per video at test time (twice_sample)
@@ -490,8 +506,8 @@ def test_with_tpn_neck():
 
 
 def test_with_cp_frozen_stages_and_norm_eval():
-    net = small_net(with_cp=True, frozen_stages=1, norm_eval=True,
-                    drop_path_rate=0.1)
+    net = small_net(
+        with_cp=True, frozen_stages=1, norm_eval=True, drop_path_rate=0.1)
     net.init_weights()
     net.train()
     assert not any(p.requires_grad for p in net.layer1.parameters())
@@ -504,9 +520,12 @@ def test_with_cp_frozen_stages_and_norm_eval():
 @pytest.mark.parametrize('zero', [True, False])
 def test_zero_init_residual_switch(zero):
     from mmrsa.models import RSANet
-    net = RSANet(depth=18, num_segments=2, rsa_blocks=((), (1, ), (), ()),
-                 rsa_cfg=dict(kernel_size=(1, 3, 3), num_queries=4),
-                 zero_init_residual=zero)
+    net = RSANet(
+        depth=18,
+        num_segments=2,
+        rsa_blocks=((), (1, ), (), ()),
+        rsa_cfg=dict(kernel_size=(1, 3, 3), num_queries=4),
+        zero_init_residual=zero)
     net.init_weights()
     gamma = net.layer2[1].last_norm.weight
     assert bool((gamma == 0).all()) is zero

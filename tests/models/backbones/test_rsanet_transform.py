@@ -46,9 +46,13 @@ def test_transform_at_selected_blocks(transform):
 
 @pytest.mark.parametrize('transform', ['conv2plus1d', 'sa'])
 def test_bottleneck_stride_goes_to_the_transform(transform):
-    net = RSANet(50, num_segments=2, transform=transform, pretrained=None,
-                 rsa_blocks=((), (0, ), (), ()),
-                 rsa_cfg=dict(kernel_size=3))
+    net = RSANet(
+        50,
+        num_segments=2,
+        transform=transform,
+        pretrained=None,
+        rsa_blocks=((), (0, ), (), ()),
+        rsa_cfg=dict(kernel_size=3))
     layer = net.layer2[0].conv2.conv.layer
     assert layer.stride == 2
     out = net.layer2[0](torch.randn(2, 256, 8, 8))
@@ -72,8 +76,12 @@ def test_attention_variants_are_data():
 
 
 def test_rsa_stays_the_default():
-    net = RSANet(18, num_segments=4, rsa_blocks=((), (), (1, ), ()),
-                 rsa_cfg=dict(kernel_size=3), pretrained=None)
+    net = RSANet(
+        18,
+        num_segments=4,
+        rsa_blocks=((), (), (1, ), ()),
+        rsa_cfg=dict(kernel_size=3),
+        pretrained=None)
     assert net.transform == 'rsa'
     assert isinstance(net.layer3[1].conv2.conv, FrameRSA)
 
@@ -84,8 +92,10 @@ def test_unknown_transform():
 
 
 def test_rsa_key_for_another_transform():
-    with pytest.raises(ValueError, match="unknown keys \\['latent_dim'\\] "
-                       "for transform='conv3d'"):
+    with pytest.raises(
+            ValueError,
+            match="unknown keys \\['latent_dim'\\] "
+            "for transform='conv3d'"):
         _net('conv3d', rsa_cfg=dict(kernel_size=3, latent_dim=4))
 
 

@@ -34,12 +34,16 @@ def _make(channels, dtype=torch.float64, seed=0, **kwargs):
 CASES = [
     # channels, options
     (16, dict(num_queries=2, latent_dim=3, kernel_size=(3, 5, 5))),
-    (16, dict(num_queries=1, corr_groups=1, kernel_size=(3, 3, 3),
-              stride=2, norm='none')),
-    (32, dict(num_queries=8, corr_groups=2, kernel_size=(5, 7, 7),
-              norm='bn')),
-    (16, dict(num_queries=2, latent_dim=5, corr_groups=8,
-              kernel_size=(1, 3, 5))),
+    (16,
+     dict(
+         num_queries=1,
+         corr_groups=1,
+         kernel_size=(3, 3, 3),
+         stride=2,
+         norm='none')),
+    (32, dict(num_queries=8, corr_groups=2, kernel_size=(5, 7, 7), norm='bn')),
+    (16,
+     dict(num_queries=2, latent_dim=5, corr_groups=8, kernel_size=(1, 3, 5))),
 ]
 
 
@@ -48,8 +52,11 @@ CASES = [
 @pytest.mark.parametrize('channels,options', CASES)
 def test_efficient_matches_reference_float64(kernel_type, context_type,
                                              channels, options):
-    layer = _make(channels, kernel_type=kernel_type,
-                  context_type=context_type, **options)
+    layer = _make(
+        channels,
+        kernel_type=kernel_type,
+        context_type=context_type,
+        **options)
     x = torch.randn(2, channels, 4, 6, 5, dtype=torch.float64)
     out = layer(x)
     ref = rsa_reference(layer, x)
@@ -62,9 +69,14 @@ def test_efficient_matches_reference_float64(kernel_type, context_type,
 @pytest.mark.parametrize('norm', ['l2', 'none', 'bn'])
 def test_efficient_matches_reference_float32(num_queries, corr_groups, norm):
     channels = 32
-    layer = _make(channels, dtype=torch.float32, num_queries=num_queries,
-                  corr_groups=corr_groups, norm=norm, latent_dim=6,
-                  kernel_size=(3, 5, 5))
+    layer = _make(
+        channels,
+        dtype=torch.float32,
+        num_queries=num_queries,
+        corr_groups=corr_groups,
+        norm=norm,
+        latent_dim=6,
+        kernel_size=(3, 5, 5))
     x = torch.randn(1, channels, 5, 7, 6)
     assert _rel_err(layer(x), rsa_reference(layer, x)) <= 1e-5
 
@@ -83,8 +95,8 @@ def test_default_paper_layer_matches_reference():
 # --------------------------------------------------------------------------
 def test_output_channel_order_is_value_major_query_minor():
     """Query l only reaches output channels c * L + l."""
-    layer = _make(8, num_queries=4, kernel_type='V', context_type='V',
-                  kernel_size=3)
+    layer = _make(
+        8, num_queries=4, kernel_type='V', context_type='V', kernel_size=3)
     x = torch.randn(1, 8, 3, 4, 4, dtype=torch.float64)
     base = layer(x)
     with torch.no_grad():  # zero the projection rows of query 1
@@ -98,10 +110,16 @@ def test_corr_groups_one_is_dot_product_correlation():
     """G = 1 projects the scalar q.k with H1: it equals G = Cq with the H1
     filters tied across channels, and, q.k being linear in q,
     kernel(-q) == -kernel(q): negating the query negates the output."""
-    grouped = _make(8, num_queries=1, corr_groups=1, kernel_type='R',
-                    context_type='V', kernel_size=3)
-    full = RSA(8, num_queries=1, kernel_type='R', context_type='V',
-               kernel_size=3).double()
+    grouped = _make(
+        8,
+        num_queries=1,
+        corr_groups=1,
+        kernel_type='R',
+        context_type='V',
+        kernel_size=3)
+    full = RSA(
+        8, num_queries=1, kernel_type='R', context_type='V',
+        kernel_size=3).double()
     state = grouped.state_dict()
     state['H1.weight'] = state['H1.weight'].repeat(8, 1, 1, 1, 1)
     full.load_state_dict(state)
@@ -125,8 +143,12 @@ def test_relational_kernel_reacts_to_time_reversal():
     correlations: with every other filter symmetric in time, the layer
     commutes with time reversal exactly while H1 is symmetric too (the
     relational kernel blind to the order), and not once H1 is not."""
-    layer = _make(16, num_queries=2, kernel_size=(3, 3, 3),
-                  kernel_type='VR', context_type='VR')
+    layer = _make(
+        16,
+        num_queries=2,
+        kernel_size=(3, 3, 3),
+        kernel_type='VR',
+        context_type='VR')
     with torch.no_grad():
         for conv in (layer.H2, layer.G):  # [O, 1, kt, kh, kw]
             conv.weight.copy_(conv.weight + conv.weight.flip(2))
@@ -143,26 +165,30 @@ def test_relational_kernel_reacts_to_time_reversal():
 # --------------------------------------------------------------------------
 # gradients, shapes, dtypes
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'),
-                                                      ('R', 'R'),
+@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'), ('R', 'R'),
                                                       ('V', 'V')])
 def test_gradcheck(kernel_type, context_type):
-    layer = _make(4, num_queries=2, latent_dim=3, kernel_size=(3, 3, 3),
-                  kernel_type=kernel_type, context_type=context_type)
+    layer = _make(
+        4,
+        num_queries=2,
+        latent_dim=3,
+        kernel_size=(3, 3, 3),
+        kernel_type=kernel_type,
+        context_type=context_type)
     x = torch.randn(1, 4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     params = tuple(layer.parameters())
 
     def func(inp, *weights):
-        return torch.func.functional_call(
-            layer, {name: w for (name, _), w in
-                    zip(layer.named_parameters(), weights)}, (inp, ))
+        return torch.func.functional_call(layer, {
+            name: w
+            for (name, _), w in zip(layer.named_parameters(), weights)
+        }, (inp, ))
 
-    assert torch.autograd.gradcheck(func, (x, ) + params, eps=1e-6,
-                                    atol=1e-5)
+    assert torch.autograd.gradcheck(func, (x, ) + params, eps=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize('stride,size,expected', [(1, 7, 7), (2, 7, 4),
-                                                   (2, 8, 4), (3, 9, 3)])
+                                                  (2, 8, 4), (3, 9, 3)])
 def test_output_shape(stride, size, expected):
     layer = RSA(16, 32, num_queries=4, kernel_size=(3, 5, 5), stride=stride)
     out = layer(torch.randn(2, 16, 3, size, size + 1))
@@ -183,10 +209,10 @@ def test_stride_matches_official_pooling(size):
     out_h, out_w = (size + 1) // 2, (size + 2) // 2
     assert out.shape == (2, 8, 2, out_h, out_w)
     for i, j in itertools.product(range(out_h), range(out_w)):
-        window = full[..., max(2 * i - 1, 0):2 * i + 2,
+        window = full[...,
+                      max(2 * i - 1, 0):2 * i + 2,
                       max(2 * j - 1, 0):2 * j + 2]
-        torch.testing.assert_close(out[..., i, j],
-                                   window.sum((-2, -1)) / 9)
+        torch.testing.assert_close(out[..., i, j], window.sum((-2, -1)) / 9)
 
 
 def test_l2_norm_keeps_zero_input_finite():
@@ -213,11 +239,11 @@ def test_l2_normalize_half_precision_matches_float64(dtype, scale):
     assert out.dtype == dtype
     expected = l2_normalize(x.double(), dim=2)
     # one rounding to the half type: 2**-11 (float16), 2**-8 (bfloat16)
-    assert _rel_err(out.double(), expected) <= (
-        2e-3 if dtype == torch.float16 else 1e-2)
+    assert _rel_err(out.double(),
+                    expected) <= (2e-3 if dtype == torch.float16 else 1e-2)
     norms = out.double().norm(dim=2)
-    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0,
-                               atol=1e-2)
+    torch.testing.assert_close(
+        norms, torch.ones_like(norms), rtol=0, atol=1e-2)
     zeros = l2_normalize(torch.zeros(1, 4, dtype=dtype), dim=1)
     assert zeros.dtype == dtype and torch.count_nonzero(zeros) == 0
 
@@ -227,8 +253,9 @@ def _float16_error(channels: int, num_queries: int, scale: float,
     """Relative error of ``layer.half()`` on ``device`` against the same
     layer in float64 (both fed the same float16-rounded input)."""
     layer = _make(channels, num_queries=num_queries, kernel_size=(3, 3, 3))
-    half = RSA(channels, num_queries=num_queries,
-               kernel_size=(3, 3, 3)).half().to(device)
+    half = RSA(
+        channels, num_queries=num_queries,
+        kernel_size=(3, 3, 3)).half().to(device)
     half.load_state_dict(layer.state_dict())
     torch.manual_seed(1)
     x = (torch.randn(2, channels, 3, 5, 5) * scale).half()
@@ -240,8 +267,8 @@ def _float16_error(channels: int, num_queries: int, scale: float,
 
 
 # Cq = 16: positions last (vectorised loops) on CPU; Cq = 32: batched bmm
-@pytest.mark.parametrize('channels,num_queries', [(32, 2), (64, 2)],
-                         ids=['Cq16', 'Cq32'])
+@pytest.mark.parametrize(
+    'channels,num_queries', [(32, 2), (64, 2)], ids=['Cq16', 'Cq32'])
 @pytest.mark.parametrize('scale', SCALES)
 def test_float16_layer_matches_float64(channels, num_queries, scale):
     """``RSA.half()``, as GPU AMP runs it, at input scales of 1, 100 and
@@ -261,8 +288,7 @@ def test_float16_layer_matches_float64_cuda(scale):
 # --------------------------------------------------------------------------
 # parameters
 # --------------------------------------------------------------------------
-def _expected_params(c_in, c_out, L, D, G, M, kernel_type, context_type,
-                     norm):
+def _expected_params(c_in, c_out, L, D, G, M, kernel_type, context_type, norm):
     cq = c_out // L
     key = cq if 'R' in kernel_type else 0
     proj_out = L * cq + key + cq
@@ -284,9 +310,15 @@ def _expected_params(c_in, c_out, L, D, G, M, kernel_type, context_type,
     (128, 4, 8, 1, (3, 7, 7), 'none'),
 ])
 def test_parameter_count(kernel_type, context_type, c, L, D, G, ks, norm):
-    layer = RSA(c, num_queries=L, latent_dim=D, corr_groups=G,
-                kernel_size=ks, kernel_type=kernel_type,
-                context_type=context_type, norm=norm)
+    layer = RSA(
+        c,
+        num_queries=L,
+        latent_dim=D,
+        corr_groups=G,
+        kernel_size=ks,
+        kernel_type=kernel_type,
+        context_type=context_type,
+        norm=norm)
     cq = c // L
     expected = _expected_params(c, c, L, D or cq, G or cq, math.prod(ks),
                                 kernel_type, context_type, norm)
@@ -323,23 +355,23 @@ def test_optional_parts_are_none():
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize('kwargs,match', [
     (dict(in_channels=30, num_queries=8), r'out_channels=30 .*num_queries=8'),
-    (dict(in_channels=32, out_channels=20, num_queries=8),
-     r'out_channels=20 .*num_queries=8'),
+    (dict(in_channels=32, out_channels=20,
+          num_queries=8), r'out_channels=20 .*num_queries=8'),
     (dict(in_channels=32, kernel_size=(4, 7, 7)), r'kernel_size.*odd'),
     (dict(in_channels=32, kernel_size=(0, 3, 3)), r'kernel_size.*odd'),
     (dict(in_channels=32, kernel_size=(-3, 3, 3)), r'kernel_size.*odd'),
     (dict(in_channels=32, kernel_size=(3, 3)), r'kernel_size.*3 ints'),
     (dict(in_channels=32, kernel_size=(1, 1, 1)), r'kernel_size=\(1, 1, 1\)'),
     (dict(in_channels=32, kernel_size=1), r'context of itself alone'),
-    (dict(in_channels=32, num_queries=2, corr_groups=3),
-     r"corr_groups=3 must divide.*Cq.*16"),
+    (dict(in_channels=32, num_queries=2,
+          corr_groups=3), r"corr_groups=3 must divide.*Cq.*16"),
     (dict(in_channels=32, corr_groups=0), r'corr_groups=0'),
-    (dict(in_channels=32, kernel_type='VplusR'),
-     r"kernel_type='VplusR'.*\('V', 'R', 'VR'\)"),
-    (dict(in_channels=32, context_type='X'),
-     r"context_type='X'.*\('V', 'R', 'VR'\)"),
-    (dict(in_channels=32, norm='layer'),
-     r"norm='layer'.*\('l2', 'none', 'bn'\)"),
+    (dict(in_channels=32,
+          kernel_type='VplusR'), r"kernel_type='VplusR'.*\('V', 'R', 'VR'\)"),
+    (dict(in_channels=32,
+          context_type='X'), r"context_type='X'.*\('V', 'R', 'VR'\)"),
+    (dict(in_channels=32,
+          norm='layer'), r"norm='layer'.*\('l2', 'none', 'bn'\)"),
     (dict(in_channels=32, latent_dim=0), r'latent_dim.*0'),
     (dict(in_channels=32, stride=0), r'stride.*0'),
     (dict(in_channels=0), r'in_channels.*0'),
@@ -351,8 +383,9 @@ def test_invalid_arguments(kwargs, match):
 
 def test_input_not_5d():
     layer = RSA(16, num_queries=2, kernel_size=3)
-    with pytest.raises(ValueError, match=r'5-D input \[N, C, T, H, W\].*'
-                       r'\(8, 16, 7, 7\)'):
+    with pytest.raises(
+            ValueError, match=r'5-D input \[N, C, T, H, W\].*'
+            r'\(8, 16, 7, 7\)'):
         layer(torch.randn(8, 16, 7, 7))
 
 
@@ -369,8 +402,14 @@ def test_build_from_registry():
     import mmrsa  # noqa: F401
     from mmaction.registry import MODELS
     layer = MODELS.build(
-        dict(type='RSA', in_channels=32, num_queries=4, latent_dim=4,
-             kernel_size=(3, 5, 5), kernel_type='R', context_type='VR'))
+        dict(
+            type='RSA',
+            in_channels=32,
+            num_queries=4,
+            latent_dim=4,
+            kernel_size=(3, 5, 5),
+            kernel_type='R',
+            context_type='VR'))
     assert isinstance(layer, RSA)
     assert layer.latent_dim == 4 and layer.kernel_type == 'R'
     out = layer(torch.randn(1, 32, 2, 5, 5))

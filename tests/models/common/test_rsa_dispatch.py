@@ -19,12 +19,11 @@ import warnings
 import pytest
 import torch
 
-from mmrsa.models.common import RSA, rsa_reference
+from mmrsa.models.common import RSA
 from mmrsa.models.common import rsa as rsa_module
-from mmrsa.models.common import rsa_triton
+from mmrsa.models.common import rsa_reference, rsa_triton
 from mmrsa.models.common.rsa import PATHS, force_path, select_path
-from mmrsa.models.common.rsa_ops import (channel_conv3d,
-                                         grouped_channel_conv3d)
+from mmrsa.models.common.rsa_ops import channel_conv3d, grouped_channel_conv3d
 
 TYPES = ('V', 'R', 'VR')
 TORCH_PATHS = ('cpu_loops', 'cpu_bmm', 'plain')
@@ -74,11 +73,8 @@ def _run(layer: RSA, x: torch.Tensor, path: str):
     for a fixed, non-uniform output gradient."""
     with force_path(path):
         out = layer(x)
-        grad = torch.linspace(-1,
-                              1,
-                              out.numel(),
-                              dtype=out.dtype,
-                              device=out.device)
+        grad = torch.linspace(
+            -1, 1, out.numel(), dtype=out.dtype, device=out.device)
         grads = torch.autograd.grad(out, (x, ) + tuple(layer.parameters()),
                                     grad.view_as(out))
     return out, grads
@@ -152,8 +148,8 @@ def test_tracing_and_compiling_get_plain_on_cuda(monkeypatch, triton_on_cuda):
     not read then."""
     x = _fake_cuda()
     assert select_path(x, (8, 8, 8), True, 'fused') == 'fused'
-    for name, module in (('is_tracing', torch.jit),
-                         ('is_compiling', torch.compiler)):
+    for name, module in (('is_tracing', torch.jit), ('is_compiling',
+                                                     torch.compiler)):
         with monkeypatch.context() as patch:
             patch.setattr(module, name, lambda: True)
             assert select_path(x, (8, 8, 8), True, 'fused') == 'plain'
@@ -234,8 +230,8 @@ def test_force_path_rejects_what_cannot_run(monkeypatch):
     with force_path('cpu_loops'), pytest.raises(ValueError, match='CPU only'):
         select_path(meta, (8, 8, 8), True)
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: True)
-    with force_path('fused'), pytest.raises(ValueError,
-                                            match='relational kernel'):
+    with force_path('fused'), pytest.raises(
+            ValueError, match='relational kernel'):
         select_path(torch.zeros(1), (8, 8, 8), False)
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
     with force_path('fused'), pytest.raises(ValueError, match='Triton'):
@@ -264,13 +260,14 @@ def test_fused_available(monkeypatch):
 @pytest.mark.parametrize('kernel_type,context_type',
                          list(itertools.product(TYPES, TYPES)))
 def test_paths_match_reference_and_each_other(kernel_type, context_type):
-    layer = _make(16,
-                  num_queries=2,
-                  latent_dim=3,
-                  corr_groups=4,
-                  kernel_size=(3, 3, 5),
-                  kernel_type=kernel_type,
-                  context_type=context_type)
+    layer = _make(
+        16,
+        num_queries=2,
+        latent_dim=3,
+        corr_groups=4,
+        kernel_size=(3, 3, 5),
+        kernel_type=kernel_type,
+        context_type=context_type)
     x = torch.randn(2, 16, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     expected = rsa_reference(layer, x)
     results = {path: _run(layer, x, path) for path in TORCH_PATHS}
@@ -328,28 +325,24 @@ def test_plain_path_uses_no_cpu_primitive(monkeypatch):
 @pytest.mark.parametrize('n,c,banks', [(2, 4, 4), (1, 6, 1), (2, 6, 3)])
 def test_grouped_channel_conv3d_matches_channel_conv3d(n, c, banks):
     x = torch.randn(n, c, 4, 6, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(banks,
-                         3,
-                         3,
-                         5,
-                         3,
-                         dtype=torch.float64,
-                         requires_grad=True)
+    weight = torch.randn(
+        banks, 3, 3, 5, 3, dtype=torch.float64, requires_grad=True)
     out = grouped_channel_conv3d(x, weight, (1, 2, 1))
     assert out.shape == (n, 4, 6, 5, c, 3)
     # [N, C, O, T, H, W] -> [N, T, H, W, C, O]
     expected = channel_conv3d(x, weight, (1, 2, 1)).permute(0, 3, 4, 5, 1, 2)
     assert _rel_err(out, expected) <= 1e-12
     grad = torch.randn_like(out)
-    for g, e in zip(torch.autograd.grad(out, (x, weight), grad),
-                    torch.autograd.grad(expected, (x, weight), grad)):
+    for g, e in zip(
+            torch.autograd.grad(out, (x, weight), grad),
+            torch.autograd.grad(expected, (x, weight), grad)):
         assert _rel_err(g, e) <= 1e-12
 
 
 def test_grouped_channel_conv3d_rejects_bad_shapes():
     with pytest.raises(ValueError, match='banks dividing C'):
-        grouped_channel_conv3d(torch.zeros(1, 6, 2, 3, 3),
-                               torch.zeros(4, 2, 1, 3, 3), (0, 1, 1))
+        grouped_channel_conv3d(
+            torch.zeros(1, 6, 2, 3, 3), torch.zeros(4, 2, 1, 3, 3), (0, 1, 1))
 
 
 # --------------------------------------------------------------------- #
@@ -391,8 +384,9 @@ def test_fused_products_match_bmm(interpreter, sizes):
     assert out.shape == expected.shape and out.dtype == torch.float32
     assert _rel_err(out, expected) <= 1e-6
     grad = torch.randn(out.shape)
-    for got, want in zip(torch.autograd.grad(out, leaves, grad),
-                         torch.autograd.grad(expected, exact, grad.double())):
+    for got, want in zip(
+            torch.autograd.grad(out, leaves, grad),
+            torch.autograd.grad(expected, exact, grad.double())):
         assert got.shape == want.shape
         assert _rel_err(got, want) <= 1e-6
 
@@ -411,8 +405,9 @@ def test_fused_products_float16(interpreter, sizes):
     assert out.dtype == torch.float16
     assert _rel_err(out, expected) <= 2e-3
     grad = torch.randn(out.shape).half()
-    for got, want in zip(torch.autograd.grad(out, leaves, grad),
-                         torch.autograd.grad(expected, exact, grad.double())):
+    for got, want in zip(
+            torch.autograd.grad(out, leaves, grad),
+            torch.autograd.grad(expected, exact, grad.double())):
         assert got.dtype == torch.float16
         assert _rel_err(got, want) <= 2e-3
 
@@ -430,12 +425,13 @@ def test_fused_products_check_shapes(interpreter):
 def test_fused_path_matches_plain(interpreter, kernel_type, context_type):
     """The layer through the fused kernel, against its bmm path, output
     and every gradient (float32; 'R' context: g without I, strided)."""
-    layer = _make(32,
-                  dtype=torch.float32,
-                  num_queries=4,
-                  kernel_size=(3, 3, 3),
-                  kernel_type=kernel_type,
-                  context_type=context_type)
+    layer = _make(
+        32,
+        dtype=torch.float32,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        kernel_type=kernel_type,
+        context_type=context_type)
     x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
     out, grads = _run(layer, x, 'fused')
     expected, expected_grads = _run(layer, x, 'plain')
@@ -491,8 +487,8 @@ def _spy_paths(monkeypatch) -> list:
 def test_opt_in_runs_the_fused_kernel(interpreter, monkeypatch):
     """``path='fused'`` and ``MMRSA_RSA_PATH=fused`` reach the kernel; the
     default does not."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3))
+    layer = _make(
+        32, dtype=torch.float32, num_queries=4, kernel_size=(3, 3, 3))
     x = torch.randn(1, 32, 2, 4, 4, requires_grad=True)
     chosen = _spy_paths(monkeypatch)
     expected, expected_grads = _run(layer, x, 'plain')
@@ -511,8 +507,12 @@ def test_opt_in_runs_the_fused_kernel(interpreter, monkeypatch):
 def test_tracing_gets_the_automatic_path(interpreter, monkeypatch):
     """A layer that asks for fused (where the kernel can run, here the
     interpreter) is traced through the automatic path."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3), path='fused')
+    layer = _make(
+        32,
+        dtype=torch.float32,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        path='fused')
     x = torch.randn(1, 32, 2, 4, 4)
     chosen = _spy_paths(monkeypatch)
     with torch.no_grad(), warnings.catch_warnings():
@@ -528,12 +528,16 @@ def test_failed_kernel_falls_back_to_plain_once(interpreter, monkeypatch):
     """A kernel that fails to compile or launch: one warning, and the
     output and gradients of the plain path, bit for bit; the layers stop
     asking for the kernel."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3), path='fused')
+    layer = _make(
+        32,
+        dtype=torch.float32,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        path='fused')
     x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
     expected, expected_grads = _run(layer, x, 'plain')
-    monkeypatch.setattr(rsa_triton, '_kernels',
-                        lambda interpret: (_BrokenKernel(), _BrokenKernel()))
+    monkeypatch.setattr(rsa_triton, '_kernels', lambda interpret:
+                        (_BrokenKernel(), _BrokenKernel()))
     with pytest.warns(RuntimeWarning, match='PTX compilation failed') as rec:
         out, grads = _run(layer, x, None)
     assert len(rec) == 1
@@ -552,13 +556,17 @@ def test_failed_kernel_falls_back_to_plain_once(interpreter, monkeypatch):
 def test_failed_backward_kernel_falls_back(interpreter, monkeypatch):
     """The forward kernel ran, the backward one fails: the gradients come
     from bmm, with one warning."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3), path='fused')
+    layer = _make(
+        32,
+        dtype=torch.float32,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        path='fused')
     x = torch.randn(2, 32, 3, 5, 4, requires_grad=True)
     expected, expected_grads = _run(layer, x, 'plain')
     forward_kernel = rsa_triton._kernels(True)[0]
-    monkeypatch.setattr(rsa_triton, '_kernels',
-                        lambda interpret: (forward_kernel, _BrokenKernel()))
+    monkeypatch.setattr(rsa_triton, '_kernels', lambda interpret:
+                        (forward_kernel, _BrokenKernel()))
     with pytest.warns(RuntimeWarning, match='fused Triton kernel failed'):
         out, grads = _run(layer, x, None)
     assert _rel_err(out, expected) <= 1e-5
@@ -570,11 +578,11 @@ def test_failed_backward_kernel_falls_back(interpreter, monkeypatch):
 def test_forced_fused_never_falls_back(interpreter, monkeypatch):
     """Tests and benchmarks force a path to measure it: its failure must
     show."""
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3))
+    layer = _make(
+        32, dtype=torch.float32, num_queries=4, kernel_size=(3, 3, 3))
     x = torch.randn(1, 32, 2, 4, 4)
-    monkeypatch.setattr(rsa_triton, '_kernels',
-                        lambda interpret: (_BrokenKernel(), _BrokenKernel()))
+    monkeypatch.setattr(rsa_triton, '_kernels', lambda interpret:
+                        (_BrokenKernel(), _BrokenKernel()))
     with force_path('fused'), pytest.raises(RuntimeError, match='PTX'):
         layer(x)
     assert rsa_triton.fused_failure() is None
@@ -591,10 +599,14 @@ def test_out_of_memory_is_not_a_kernel_failure(interpreter, monkeypatch):
 
             return launch
 
-    layer = _make(32, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3), path='fused')
-    monkeypatch.setattr(rsa_triton, '_kernels',
-                        lambda interpret: (OutOfMemory(), OutOfMemory()))
+    layer = _make(
+        32,
+        dtype=torch.float32,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        path='fused')
+    monkeypatch.setattr(rsa_triton, '_kernels', lambda interpret:
+                        (OutOfMemory(), OutOfMemory()))
     with pytest.raises(torch.cuda.OutOfMemoryError):
         layer(torch.randn(1, 32, 2, 4, 4))
     assert rsa_triton.fused_failure() is None

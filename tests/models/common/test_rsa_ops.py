@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrsa.models.common import RSA, rsa_reference
+from mmrsa.models.common import RSA
 from mmrsa.models.common import rsa as rsa_module
-from mmrsa.models.common.rsa_ops import (MAX_LOOP_CONTRACTION,
-                                         channel_conv3d, contiguous_grad,
-                                         per_position_matmul,
+from mmrsa.models.common import rsa_reference
+from mmrsa.models.common.rsa_ops import (MAX_LOOP_CONTRACTION, channel_conv3d,
+                                         contiguous_grad, per_position_matmul,
                                          use_position_loops)
 
 
@@ -26,8 +26,10 @@ def _plain_channel_conv(x, weight, padding):
     banks, o = weight.shape[:2]
     per_channel = weight.repeat_interleave(c // banks, dim=0)  # [C, O, k..]
     out = F.conv3d(
-        x, per_channel.reshape(c * o, 1, *weight.shape[2:]),
-        padding=padding, groups=c)
+        x,
+        per_channel.reshape(c * o, 1, *weight.shape[2:]),
+        padding=padding,
+        groups=c)
     return out.view(n, c, o, *out.shape[2:])
 
 
@@ -38,8 +40,8 @@ def test_channel_conv3d_matches_grouped_conv(channels_last, n, c, banks):
     torch.manual_seed(0)
     kernel, padding = (3, 5, 3), (1, 2, 1)
     x = torch.randn(n, c, 4, 6, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(banks, 3, *kernel, dtype=torch.float64,
-                         requires_grad=True)
+    weight = torch.randn(
+        banks, 3, *kernel, dtype=torch.float64, requires_grad=True)
     out = channel_conv3d(x, weight, padding, channels_last=channels_last)
     expected = _plain_channel_conv(x, weight, padding)
     if channels_last:  # [C, N, T, H, W, O] -> [N, C, O, T, H, W]
@@ -59,8 +61,8 @@ def test_channel_conv3d_matches_grouped_conv(channels_last, n, c, banks):
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_channel_conv3d_gradcheck(channels_last):
     x = torch.randn(2, 4, 3, 4, 3, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 2, 3, 3, 3, dtype=torch.float64,
-                         requires_grad=True)
+    weight = torch.randn(
+        2, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda a, b: channel_conv3d(a, b, (1, 1, 1), channels_last),
         (x, weight))
@@ -84,11 +86,11 @@ def test_channel_conv3d_float32_and_single_input():
 
 def test_channel_conv3d_bad_shapes():
     with pytest.raises(ValueError, match='banks dividing C'):
-        channel_conv3d(torch.randn(1, 6, 2, 3, 3), torch.randn(4, 2, 1, 3, 3),
-                       (0, 1, 1))
+        channel_conv3d(
+            torch.randn(1, 6, 2, 3, 3), torch.randn(4, 2, 1, 3, 3), (0, 1, 1))
     with pytest.raises(ValueError, match=r'x \[N, C, T, H, W\]'):
-        channel_conv3d(torch.randn(6, 2, 3, 3), torch.randn(1, 2, 1, 3, 3),
-                       (0, 1, 1))
+        channel_conv3d(
+            torch.randn(6, 2, 3, 3), torch.randn(1, 2, 1, 3, 3), (0, 1, 1))
 
 
 # --------------------------------------------------------------------------
@@ -105,8 +107,9 @@ def test_per_position_matmul_matches_matmul(m, k, n):
     assert out.shape == (2, m, n, 7)
     assert _rel_err(out, expected) <= 1e-12
     grad = torch.randn_like(expected)
-    for g, e in zip(torch.autograd.grad(out, (a, b), grad),
-                    torch.autograd.grad(expected, (a, b), grad)):
+    for g, e in zip(
+            torch.autograd.grad(out, (a, b), grad),
+            torch.autograd.grad(expected, (a, b), grad)):
         assert _rel_err(g, e) <= 1e-12
 
 
@@ -118,8 +121,8 @@ def test_per_position_matmul_strided_inputs_and_gradcheck():
     expected = torch.einsum('nkip,njkp->nijp', a, b)
     assert _rel_err(out, expected) <= 1e-12
     assert torch.autograd.gradcheck(
-        lambda x, y: per_position_matmul(x.transpose(1, 2), y.transpose(
-            1, 2)), (a, b))
+        lambda x, y: per_position_matmul(x.transpose(1, 2), y.transpose(1, 2)),
+        (a, b))
 
 
 def test_per_position_matmul_half_precision_sums_in_float32():
@@ -170,8 +173,7 @@ TYPES = ('V', 'R', 'VR')
 def layout(request, monkeypatch):
     """Force the layer through one of its two code paths."""
     loops = request.param == 'positions_last'
-    monkeypatch.setattr(rsa_module, 'use_position_loops',
-                        lambda *args: loops)
+    monkeypatch.setattr(rsa_module, 'use_position_loops', lambda *args: loops)
     return request.param
 
 
@@ -189,27 +191,37 @@ def _make(channels, seed=0, dtype=torch.float64, **kwargs):
                          list(itertools.product(TYPES, TYPES)))
 @pytest.mark.parametrize('batch', [1, 2])
 def test_layouts_match_reference(layout, kernel_type, context_type, batch):
-    layer = _make(16, num_queries=2, latent_dim=3, corr_groups=4,
-                  kernel_size=(3, 3, 5), kernel_type=kernel_type,
-                  context_type=context_type)
-    x = torch.randn(batch, 16, 3, 5, 4, dtype=torch.float64,
-                    requires_grad=True)
+    layer = _make(
+        16,
+        num_queries=2,
+        latent_dim=3,
+        corr_groups=4,
+        kernel_size=(3, 3, 5),
+        kernel_type=kernel_type,
+        context_type=context_type)
+    x = torch.randn(
+        batch, 16, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     out = layer(x)
     expected = rsa_reference(layer, x)
     assert _rel_err(out, expected) <= 1e-10
     grad = torch.randn_like(out)
     inputs = (x, ) + tuple(layer.parameters())
-    for g, e in zip(torch.autograd.grad(out, inputs, grad),
-                    torch.autograd.grad(expected, inputs, grad)):
+    for g, e in zip(
+            torch.autograd.grad(out, inputs, grad),
+            torch.autograd.grad(expected, inputs, grad)):
         assert _rel_err(g, e) <= 1e-10
 
 
-@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'),
-                                                      ('R', 'R'),
+@pytest.mark.parametrize('kernel_type,context_type', [('VR', 'VR'), ('R', 'R'),
                                                       ('V', 'V')])
 def test_layouts_gradcheck(layout, kernel_type, context_type):
-    layer = _make(4, num_queries=2, latent_dim=3, kernel_size=(3, 3, 3),
-                  kernel_type=kernel_type, context_type=context_type)
+    layer = _make(
+        4,
+        num_queries=2,
+        latent_dim=3,
+        kernel_size=(3, 3, 3),
+        kernel_type=kernel_type,
+        context_type=context_type)
     x = torch.randn(2, 4, 3, 3, 2, dtype=torch.float64, requires_grad=True)
     names = [name for name, _ in layer.named_parameters()]
 
@@ -237,9 +249,10 @@ def _paper_macs(channels, num_pos, num_queries=8, kernel=5 * 7 * 7):
     contractions."""
     cq = channels // num_queries
     dim = cq
-    per_pos = (channels * (num_queries * cq + 2 * cq) + cq * dim * kernel +
-               cq * (dim + cq) * kernel + num_queries * cq * dim +
-               cq * cq * dim + num_queries * dim * cq)
+    per_pos = (
+        channels * (num_queries * cq + 2 * cq) + cq * dim * kernel + cq *
+        (dim + cq) * kernel + num_queries * cq * dim + cq * cq * dim +
+        num_queries * dim * cq)
     return per_pos * num_pos
 
 

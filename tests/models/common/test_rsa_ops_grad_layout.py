@@ -18,10 +18,12 @@ def test_channel_conv_weight_grads_have_the_parameter_strides(channels_last):
     g = torch.nn.Parameter(torch.randn(4, 1, 3, 3, 3))
     h1 = torch.nn.Parameter(torch.randn(4 * 6, 1, 3, 3, 3))
     x = torch.randn(2, 4, 3, 5, 5)
-    value = channel_conv3d(x, torch.cat([h2, g]).transpose(0, 1), (1, 1, 1),
-                           channels_last=channels_last)
-    key = channel_conv3d(x, h1.view(4, 6, 3, 3, 3), (1, 1, 1),
-                         channels_last=channels_last)
+    value = channel_conv3d(
+        x,
+        torch.cat([h2, g]).transpose(0, 1), (1, 1, 1),
+        channels_last=channels_last)
+    key = channel_conv3d(
+        x, h1.view(4, 6, 3, 3, 3), (1, 1, 1), channels_last=channels_last)
     (value.square().sum() + key.square().sum()).backward()
     for param in (h2, g, h1):
         assert param.grad.stride() == param.stride()

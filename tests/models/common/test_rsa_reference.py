@@ -14,8 +14,9 @@ import math
 import pytest
 import torch
 
-from mmrsa.models.common import RSA, RSAReference, rsa_reference
+from mmrsa.models.common import RSA, RSAReference
 from mmrsa.models.common import rsa as rsa_module
+from mmrsa.models.common import rsa_reference
 
 L2_EPS = 1e-6  # official ``L2norm``: x / (sum(x ** 2) + 1e-6) ** 0.5
 
@@ -32,12 +33,10 @@ def _make(channels, seed=0, **kwargs) -> RSA:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in layer.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen,
-                                     dtype=p.dtype))
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
         if layer.norm_layer is not None:
             bn = layer.norm_layer
-            bn.running_mean.copy_(
-                torch.randn(bn.num_features, generator=gen))
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=gen))
             bn.running_var.copy_(
                 torch.rand(bn.num_features, generator=gen) + 0.5)
     return layer
@@ -59,12 +58,13 @@ def _naive_embedding(layer: RSA, x: torch.Tensor):
     n_out = nq * cq + ck + cq
     weight = layer.projection.weight.reshape(n_out, c_in).tolist()
     xs = x.tolist()
-    positions = list(itertools.product(range(nb), range(nt), range(nh),
-                                       range(nw)))
+    positions = list(
+        itertools.product(range(nb), range(nt), range(nh), range(nw)))
     # proj[o][(b, t, h, w)]
     proj = [{
-        pos: sum(weight[o][c] * xs[pos[0]][c][pos[1]][pos[2]][pos[3]]
-                 for c in range(c_in))
+        pos:
+        sum(weight[o][c] * xs[pos[0]][c][pos[1]][pos[2]][pos[3]]
+            for c in range(c_in))
         for pos in positions
     } for o in range(n_out)]
 
@@ -130,8 +130,8 @@ def _naive_rsa(layer: RSA, x: torch.Tensor) -> torch.Tensor:
 
     full = [[[[[0.0] * nw for _ in range(nh)] for _ in range(nt)]
              for _ in range(cq * nq)] for _ in range(nb)]
-    for b, t, h, w in itertools.product(range(nb), range(nt), range(nh),
-                                        range(nw)):
+    for b, t, h, w in itertools.product(
+            range(nb), range(nt), range(nh), range(nw)):
         values, keys = [], []
         for (dt, dh, dw) in offsets:
             pos = (b, t + dt - pt, h + dh - ph, w + dw - pw)
@@ -150,8 +150,10 @@ def _naive_rsa(layer: RSA, x: torch.Tensor) -> torch.Tensor:
                         values[m][c2] if ident is None else sum(
                             values[m][c] * ident[c][c2] for c in range(cq)))
         if 'R' in layer.context_type:
-            gram = [[sum(a * b_ for a, b_ in zip(values[i], values[j]))
-                     for j in range(m_size)] for i in range(m_size)]
+            gram = [[
+                sum(a * b_ for a, b_ in zip(values[i], values[j]))
+                for j in range(m_size)
+            ] for i in range(m_size)]
             for m in range(m_size):
                 for c2 in range(cq):
                     context[m][c2] += sum(gram[m][j] * g_w[c2][j]
@@ -161,9 +163,9 @@ def _naive_rsa(layer: RSA, x: torch.Tensor) -> torch.Tensor:
             kernel = [0.0] * m_size
             if 'V' in layer.kernel_type:  # q P^T, P = H2 P1^T
                 for m in range(m_size):
-                    kernel[m] += sum(
-                        q[c] * sum(h2[d][m] * p1[c][d] for d in range(dim))
-                        for c in range(cq))
+                    kernel[m] += sum(q[c] * sum(h2[d][m] * p1[c][d]
+                                                for d in range(dim))
+                                     for c in range(cq))
             if 'R' in layer.kernel_type:
                 latent = [0.0] * dim
                 for m in range(m_size):
@@ -173,8 +175,7 @@ def _naive_rsa(layer: RSA, x: torch.Tensor) -> torch.Tensor:
                         for d in range(dim):
                             latent[d] += corr * h1[g * dim + d][m]
                 for m in range(m_size):
-                    kernel[m] += sum(latent[d] * h2[d][m]
-                                     for d in range(dim))
+                    kernel[m] += sum(latent[d] * h2[d][m] for d in range(dim))
             for c2 in range(cq):
                 full[b][c2 * nq + l_idx][t][h][w] = sum(
                     kernel[m] * context[m][c2] for m in range(m_size))
@@ -186,11 +187,12 @@ def _naive_rsa(layer: RSA, x: torch.Tensor) -> torch.Tensor:
     # the 3x3 window centred at (i*s, j*s), zero padding counted
     out_h, out_w = -(-nh // s), -(-nw // s)
     pooled = [[[[[
-        sum(full[b][c][t][i * s + di][j * s + dj]
-            for di in (-1, 0, 1) for dj in (-1, 0, 1)
+        sum(full[b][c][t][i * s + di][j * s + dj] for di in (-1, 0, 1)
+            for dj in (-1, 0, 1)
             if 0 <= i * s + di < nh and 0 <= j * s + dj < nw) / 9
-        for j in range(out_w)] for i in range(out_h)] for t in range(nt)]
-        for c in range(cq * nq)] for b in range(nb)]
+        for j in range(out_w)
+    ] for i in range(out_h)] for t in range(nt)] for c in range(cq * nq)]
+              for b in range(nb)]
     return torch.tensor(pooled, dtype=x.dtype)
 
 
@@ -207,7 +209,6 @@ NAIVE_CASES = {
     'V-V-none': ('V', 'V', 'none', (1, 3, 3), 1, 2, None),
 }
 
-
 #: The layer's implementations of Eq. 12 that run on a CPU: positions last
 #: with vectorised loops, positions first with bmm, and the plain grouped
 #: convolutions of other devices.
@@ -218,10 +219,16 @@ CPU_PATHS = ('cpu_loops', 'cpu_bmm', 'plain')
 def test_layer_and_reference_match_naive_per_position_evaluation(case):
     kernel_type, context_type, norm, kernel_size, stride, batch, groups = (
         NAIVE_CASES[case])
-    layer = _make(8, num_queries=2, latent_dim=3, corr_groups=groups,
-                  kernel_size=kernel_size, stride=stride,
-                  kernel_type=kernel_type, context_type=context_type,
-                  norm=norm.split('_')[0])
+    layer = _make(
+        8,
+        num_queries=2,
+        latent_dim=3,
+        corr_groups=groups,
+        kernel_size=kernel_size,
+        stride=stride,
+        kernel_type=kernel_type,
+        context_type=context_type,
+        norm=norm.split('_')[0])
     layer.train(norm != 'bn_eval')
     torch.manual_seed(1)
     # H = 5, W = 4: a strided output of ceil(5 / 2) x ceil(4 / 2)
@@ -270,8 +277,8 @@ def test_reference_does_not_use_the_layers_embedding_or_stride(monkeypatch):
     monkeypatch.setattr(rsa_module, 'l2_normalize', broken)
     monkeypatch.setattr(layer.norm_layer, 'forward', broken)
     with torch.no_grad():
-        torch.testing.assert_close(rsa_reference(layer, x), expected,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            rsa_reference(layer, x), expected, rtol=0, atol=0)
         with pytest.raises(AssertionError, match='called the layer'):
             layer(x)
 
@@ -297,8 +304,8 @@ def test_reference_module_loads_a_layer_checkpoint():
     """``RSAReference`` has the layer's parameters: a state dict moves
     between the two strictly and gives the same output."""
     layer = _make(16, num_queries=2, kernel_size=(3, 3, 3), norm='bn').eval()
-    reference = RSAReference(16, num_queries=2, kernel_size=(3, 3, 3),
-                             norm='bn').double().eval()
+    reference = RSAReference(
+        16, num_queries=2, kernel_size=(3, 3, 3), norm='bn').double().eval()
     reference.load_state_dict(layer.state_dict(), strict=True)
     x = torch.randn(1, 16, 3, 4, 4, dtype=torch.float64)
     with torch.no_grad():
@@ -327,17 +334,22 @@ def _reference_module():
 
 @pytest.mark.parametrize(
     'kernel_type,context_type,groups',
-    [(k, c, None) for k, c in itertools.product(('V', 'R', 'VR'),
-                                                ('V', 'R', 'VR'))] +
+    [(k, c, None)
+     for k, c in itertools.product(('V', 'R', 'VR'), ('V', 'R', 'VR'))] +
     [('VR', 'VR', 2), ('R', 'V', 1)])
 def test_reference_kernels_rebuild_the_output(kernel_type, context_type,
                                               groups):
     """``kV + kR`` of every position applied to its context ``XV + XR``
     (built here from the layer's embedding) is the layer's output there."""
     reference = _reference_module()
-    layer = _make(8, num_queries=2, latent_dim=3, corr_groups=groups,
-                  kernel_size=(3, 3, 3), kernel_type=kernel_type,
-                  context_type=context_type).eval()
+    layer = _make(
+        8,
+        num_queries=2,
+        latent_dim=3,
+        corr_groups=groups,
+        kernel_size=(3, 3, 3),
+        kernel_type=kernel_type,
+        context_type=context_type).eval()
     x = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
     nq, cq, m = 2, 4, 27
     with torch.no_grad():
@@ -351,14 +363,14 @@ def test_reference_kernels_rebuild_the_output(kernel_type, context_type,
     values = reference.unfold_context(v, layer.kernel_size, layer.padding)
     context = 0
     if 'V' in context_type:
-        context = context + (values @ layer.I
-                             if layer.I is not None else values)
+        context = context + (
+            values @ layer.I if layer.I is not None else values)
     if 'R' in context_type:
         g = layer.G.weight.reshape(cq, m).t()  # [M, Cq]
         context = context + values @ values.transpose(-1, -2) @ g
     expected = out.permute(0, 2, 3, 4, 1).reshape(2, -1, cq, nq)
-    torch.testing.assert_close((kernel @ context).transpose(-1, -2),
-                               expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        (kernel @ context).transpose(-1, -2), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_reference_kernels_at_chosen_positions():
@@ -372,8 +384,8 @@ def test_reference_kernels_at_chosen_positions():
     rows = [(t * 4 + h) * 5 + w for t, h, w in positions]
     for name in ('basic', 'relational'):
         assert chosen[name].shape == (2, 4, 2, 27)  # [N, P, L, M]
-        torch.testing.assert_close(chosen[name], every[name][:, rows],
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            chosen[name], every[name][:, rows], rtol=0, atol=0)
     for bad in ((3, 0, 0), (0, 4, 0), (0, 0, -1)):
         with pytest.raises(ValueError, match='outside the 3x4x5'):
             reference.reference_kernels(layer, x, [bad])
@@ -387,19 +399,24 @@ def test_reference_reads_plain_weights_and_works_in_chunks(monkeypatch):
     """:class:`RSAWeights` give what the layer gives, and the chunks of
     positions (a few rows of one frame each) change nothing."""
     reference = _reference_module()
-    layer = _make(8, num_queries=2, latent_dim=3, corr_groups=2,
-                  kernel_size=(3, 3, 3), stride=2).eval()
+    layer = _make(
+        8,
+        num_queries=2,
+        latent_dim=3,
+        corr_groups=2,
+        kernel_size=(3, 3, 3),
+        stride=2).eval()
     x = torch.randn(2, 8, 3, 5, 4, dtype=torch.float64)
     with torch.no_grad():
         whole = rsa_reference(layer, x)
         kernels = reference.reference_kernels(layer, x)
         weights = reference.weights_of(layer)
-        torch.testing.assert_close(rsa_reference(weights, x), whole,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            rsa_reference(weights, x), whole, rtol=0, atol=0)
         monkeypatch.setattr(reference, 'CHUNK_ELEMENTS', 1)  # one row each
         assert len(list(reference._chunks(weights, x.shape))) == 3 * 5
-        torch.testing.assert_close(rsa_reference(layer, x), whole,
-                                   rtol=0, atol=1e-14)
+        torch.testing.assert_close(
+            rsa_reference(layer, x), whole, rtol=0, atol=1e-14)
         chunked = reference.reference_kernels(layer, x)
     for name, kernel in kernels.items():
         torch.testing.assert_close(chunked[name], kernel, rtol=0, atol=0)

@@ -37,15 +37,18 @@ def test_fuses_prints_and_writes(tmp_path):
     out = tmp_path / 'en.pkl'
     result = run(a, b, '--weights', '1', '3', '--out', str(out))
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split()[-3]
-            for line in result.stdout.splitlines()[1:4]}
+    rows = {
+        line.split()[0]: line.split()[-3]
+        for line in result.stdout.splitlines()[1:4]
+    }
     assert rows == {a: '50.00', b: '100.00', 'ensemble': '100.00'}
     assert f'fused scores written to {out}' in result.stdout
     with open(out, 'rb') as f:
         fused = pickle.load(f)
     np.testing.assert_allclose(
         np.stack([f['pred_score'].numpy() for f in fused]),
-        [[.625, .375], [.225, .775]], rtol=1e-6)
+        [[.625, .375], [.225, .775]],
+        rtol=1e-6)
 
     result = run(a, '--softmax', 'never')
     assert result.returncode == 1

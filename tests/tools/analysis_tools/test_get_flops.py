@@ -11,11 +11,12 @@ SMALL = 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py'
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *args, '--threads', '1'],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, str(TOOL), *args, '--threads', '1'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600)
 
 
 def test_config_counts_one_clip_of_its_test_input():

@@ -58,12 +58,13 @@ print(json.dumps(dict(
 
 def run(*args: str, code: str = None) -> subprocess.CompletedProcess:
     command = [sys.executable] + (['-c', code] if code else [str(TOOL)])
-    return subprocess.run(command + list(args),
-                          cwd=REPO_ROOT,
-                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=''),
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+    return subprocess.run(
+        command + list(args),
+        cwd=REPO_ROOT,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=''),
+        capture_output=True,
+        text=True,
+        timeout=600)
 
 
 def test_refuses_without_cuda(tmp_path):
@@ -99,8 +100,8 @@ def test_pure_parts_without_the_openmmlab_stack():
         for stage, blocks in enumerate(PAPER_RSA_BLOCKS) for block in blocks
     ]
     assert [row['name'] for row in got['table']] == names
-    assert [[c, s] for c, s, _ in got['shapes']] == [list(shape)
-                                                     for shape in STAGE_SHAPES]
+    assert [[c, s] for c, s, _ in got['shapes']
+            ] == [list(shape) for shape in STAGE_SHAPES]
     assert [len(n) for _, _, n in got['shapes']] == [1, 2, 3, 1]
     # the sections ran on the CPU: plain float32 against float64
     literal, plain = got['accuracy']
@@ -115,5 +116,6 @@ def test_pure_parts_without_the_openmmlab_stack():
                                         'plain ')
     # the model part says why it did not run
     assert 'skipped' in got['model']
-    assert any(line.startswith('skipped: MMAction2 is not importable here')
-               for line in got['lines'])
+    assert any(
+        line.startswith('skipped: MMAction2 is not importable here')
+        for line in got['lines'])

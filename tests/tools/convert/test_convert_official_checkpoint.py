@@ -16,10 +16,10 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from run_helpers import serve_folder
 
 import mmrsa  # noqa: F401
 from mmaction.registry import MODELS
-from run_helpers import serve_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOOL = REPO_ROOT / 'tools' / 'convert' / 'convert_official_checkpoint.py'
@@ -111,24 +111,38 @@ def test_url_to_mmrsa_checkpoint(model_state, served, tmp_path):
     run_dir = root / 'net_runs' / 'RSA_R50_SSV1_16frames'
     run_dir.mkdir(parents=True)
     torch.save(
-        dict(epoch=50, arch='ResNet', best_prec1=51.9,
-             state_dict=official_from(model_state)),
+        dict(
+            epoch=50,
+            arch='ResNet',
+            best_prec1=51.9,
+            state_dict=official_from(model_state)),
         run_dir / 'resnet_rgb_model_best.pth.tar',
         _use_new_zipfile_serialization=False)
     url = (f'{base}/net_runs/RSA_R50_SSV1_16frames/'
            'resnet_rgb_model_best.pth.tar')
-    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home'),
-               NO_PROXY='127.0.0.1,localhost', no_proxy='127.0.0.1,localhost')
+    env = dict(
+        os.environ,
+        TORCH_HOME=str(tmp_path / 'torch_home'),
+        NO_PROXY='127.0.0.1,localhost',
+        no_proxy='127.0.0.1,localhost')
     dst = tmp_path / 'rsanet.pth'
-    result = run(url, str(dst), '--config', str(MAIN), '--verify',
-                 '--verify-size', '32', env=env)
+    result = run(
+        url,
+        str(dst),
+        '--config',
+        str(MAIN),
+        '--verify',
+        '--verify-size',
+        '32',
+        env=env)
     assert result.returncode == 0, result.stderr
     assert 'verify: max |logit difference|' in result.stdout
     assert 'with no missing or unexpected keys' in result.stdout
     # the download's progress bar (torch.hub's, with or without tqdm)
     assert re.search(r'100(\.0)?%', result.stderr)
-    cached = (tmp_path / 'torch_home' / 'hub' / 'checkpoints' /
-              'RSA_R50_SSV1_16frames' / 'resnet_rgb_model_best.pth.tar')
+    cached = (
+        tmp_path / 'torch_home' / 'hub' / 'checkpoints' /
+        'RSA_R50_SSV1_16frames' / 'resnet_rgb_model_best.pth.tar')
     assert cached.is_file()
     converted = torch.load(dst, weights_only=True)
     assert converted['meta']['source_url'] == url

@@ -86,8 +86,8 @@ def test_bad_arguments():
                   1, 2, 3)
     assert result.returncode == 2
     assert '--shape takes N T C H W' in result.stderr
-    result = _run(EXPORT, DEMO_CONFIG, 'w.pth', '--out', 'x.onnx',
-                  '--legacy', '--dynamo')
+    result = _run(EXPORT, DEMO_CONFIG, 'w.pth', '--out', 'x.onnx', '--legacy',
+                  '--dynamo')
     assert result.returncode == 2
     assert 'not allowed with' in result.stderr
 

@@ -22,8 +22,18 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_publishes_and_prints_name_and_sha256(tmp_path):
     src = tmp_path / 'epoch_3.pth'
-    torch.save({'meta': {'epoch': 3}, 'optimizer': {'state': {}},
-                'state_dict': {'fc.weight': torch.ones(2, 2)}}, src)
+    torch.save(
+        {
+            'meta': {
+                'epoch': 3
+            },
+            'optimizer': {
+                'state': {}
+            },
+            'state_dict': {
+                'fc.weight': torch.ones(2, 2)
+            }
+        }, src)
     result = run(str(src), str(tmp_path / 'zoo' / 'model'))
     assert result.returncode == 0, result.stderr
     (published, ) = (tmp_path / 'zoo').iterdir()
@@ -43,8 +53,16 @@ def test_other_objects_need_trust_pickle(tmp_path):
     """A benign object a safe load does not know is refused, and admitted
     with --trust-pickle (and dropped from the published metadata)."""
     src = tmp_path / 'epoch_3.pth'
-    torch.save({'meta': {'ratio': Fraction(1, 3), 'epoch': 3},
-                'state_dict': {'fc.weight': torch.ones(2, 2)}}, src)
+    torch.save(
+        {
+            'meta': {
+                'ratio': Fraction(1, 3),
+                'epoch': 3
+            },
+            'state_dict': {
+                'fc.weight': torch.ones(2, 2)
+            }
+        }, src)
     result = run(str(src), str(tmp_path / 'out'))
     assert result.returncode == 1
     assert 'fractions.Fraction' in result.stderr

@@ -26,17 +26,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_video_file_layer_and_queries(tmp_path):
     frames = render_clip(
         SYNTHMOTION_CLASSES.index('Moving something up'),
-        np.random.default_rng(5), size=64, num_frames=16)
+        np.random.default_rng(5),
+        size=64,
+        num_frames=16)
     video = tmp_path / 'up.mp4'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 8,
-                             (64, 64))
+    writer = cv2.VideoWriter(
+        str(video), cv2.VideoWriter_fourcc(*'mp4v'), 8, (64, 64))
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / 'out'
-    result = run(str(CONFIG), 'none', str(video), '--out', str(out),
-                 '--layer', 'layer1.1', '--query', '2', '1', '3',
-                 '--queries', '0', '7')
+    result = run(
+        str(CONFIG), 'none', str(video), '--out', str(out), '--layer',
+        'layer1.1', '--query', '2', '1', '3', '--queries', '0', '7')
     assert result.returncode == 0, result.stderr
     assert 'layer layer1.1, query (t, h, w) = (2, 1, 3), queries [0, 7]' \
         in result.stdout
@@ -45,8 +47,9 @@ def test_video_file_layer_and_queries(tmp_path):
     assert tuple(arrays['position']) == (2, 1, 3)
     assert arrays['relational'].shape == (8, 5, 3, 3)  # 8x8 map of layer1
 
-    result = run(str(CONFIG), 'none', str(tmp_path / 'nothing'), '--out',
-                 str(tmp_path / 'out2'))
+    result = run(
+        str(CONFIG), 'none', str(tmp_path / 'nothing'), '--out',
+        str(tmp_path / 'out2'))
     assert result.returncode == 1
     assert 'error: ' in result.stderr and 'no such file' in result.stderr
 
@@ -54,7 +57,9 @@ def test_video_file_layer_and_queries(tmp_path):
 def _frames_folder(path: Path) -> Path:
     frames = render_clip(
         SYNTHMOTION_CLASSES.index('Moving something up'),
-        np.random.default_rng(5), size=64, num_frames=8)
+        np.random.default_rng(5),
+        size=64,
+        num_frames=8)
     path.mkdir()
     for i, frame in enumerate(frames):
         cv2.imwrite(str(path / f'img_{i + 1:05}.jpg'), frame[..., ::-1])
@@ -76,11 +81,10 @@ def test_earlier_pictures_are_kept_unless_force(tmp_path):
     assert 'pass --force' in result.stderr
     assert earlier.read_bytes() == b'the picture of an earlier run'
     assert notes.read_bytes() == b'my notes'
-    assert sorted(p.name for p in out.iterdir()) == ['figure.png',
-                                                      'notes.txt']
+    assert sorted(p.name for p in out.iterdir()) == ['figure.png', 'notes.txt']
 
-    result = run(str(CONFIG), 'none', str(frames), '--out', str(out),
-                 '--force')
+    result = run(
+        str(CONFIG), 'none', str(frames), '--out', str(out), '--force')
     assert result.returncode == 0, result.stderr
     assert earlier.read_bytes()[:4] == b'\x89PNG'
     assert notes.read_bytes() == b'my notes'
@@ -126,14 +130,16 @@ def test_trust_pickle_admits_a_checkpoint_you_trust(tmp_path):
     torch.save(
         dict(meta=dict(score=Fraction(1, 3)), state_dict=model.state_dict()),
         checkpoint)
-    result = run(str(CONFIG), str(checkpoint), str(frames), '--out',
-                 str(tmp_path / 'refused'))
+    result = run(
+        str(CONFIG), str(checkpoint), str(frames), '--out',
+        str(tmp_path / 'refused'))
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr, result.stderr
     assert 'fractions.Fraction' in result.stderr
     assert '--trust-pickle' in result.stderr
     assert not (tmp_path / 'refused').exists()
-    result = run(str(CONFIG), str(checkpoint), str(frames), '--out',
-                 str(tmp_path / 'trusted'), '--trust-pickle')
+    result = run(
+        str(CONFIG), str(checkpoint), str(frames), '--out',
+        str(tmp_path / 'trusted'), '--trust-pickle')
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'trusted' / 'kernels.npz').is_file()

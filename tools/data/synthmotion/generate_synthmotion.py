@@ -58,8 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         'its meta.json names are replaced (without it, an existing set is '
         'never overwritten; a file the generator did not write is never '
         'overwritten or deleted, even with --force)')
-    parser.add_argument(
-        '--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser.parse_args(argv)
 
 

@@ -24,5 +24,4 @@ runner_type = 'ResumableRunner'
 
 # checkpoints written atomically; old ones removed after the new one
 default_hooks = dict(
-    checkpoint=dict(
-        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))

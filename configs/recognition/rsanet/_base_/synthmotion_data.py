@@ -28,8 +28,11 @@ filename_tmpl = '{:05}.jpg'
 no_flip_labels = (0, 1, 6, 7)
 
 train_pipeline = [
-    dict(type='SampleFrames', clip_len=1, frame_interval=1,
-         num_clips=num_frames),
+    dict(
+        type='SampleFrames',
+        clip_len=1,
+        frame_interval=1,
+        num_clips=num_frames),
     dict(type='RawFrameDecode'),
     dict(type='Resize', scale=(-1, 36)),
     dict(
@@ -39,8 +42,7 @@ train_pipeline = [
         random_crop=False,
         max_wh_scale_gap=1),
     dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='LabelAwareFlip', flip_ratio=0.5,
-         no_flip_labels=no_flip_labels),
+    dict(type='LabelAwareFlip', flip_ratio=0.5, no_flip_labels=no_flip_labels),
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs')
 ]

@@ -1,5 +1,4 @@
 # Table 4a: kernel VR, context V; one RSA layer in stage 4.
 _base_ = ['rsanet_r50_8x1_ssv1_1layer.py']
 
-model = dict(
-    backbone=dict(rsa_cfg=dict(kernel_type='VR', context_type='V')))
+model = dict(backbone=dict(rsa_cfg=dict(kernel_type='VR', context_type='V')))

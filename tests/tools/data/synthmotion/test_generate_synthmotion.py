@@ -15,11 +15,12 @@ TOOL = REPO_ROOT / 'tools' / 'data' / 'synthmotion' / \
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *args, '--quiet'],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(TOOL), *args, '--quiet'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300)
 
 
 def test_writes_videos(tmp_path):
@@ -77,9 +78,8 @@ def test_force_replaces_only_what_the_generator_wrote(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (mine / '00001.jpg').read_bytes() == b'my frame'
     assert (out / 'notes.txt').read_bytes() == b'my notes'
-    assert sorted(p.name for p in (out / 'rawframes').iterdir()) == [
-        'my_real_video'
-    ]
+    assert sorted(p.name
+                  for p in (out / 'rawframes').iterdir()) == ['my_real_video']
     assert not (out / 'synthmotion_train_list_rawframes.txt').exists()
     assert sorted(p.name for p in (out / 'videos').iterdir()) == [
         'train_00000.mp4', 'train_00001.mp4', 'val_00000.mp4'
@@ -107,10 +107,7 @@ def test_foreign_files_are_refused_even_with_force(tmp_path):
     other = tmp_path / 'other'
     assert run('--out', str(other), '--num-train', '1', '--num-val',
                '0').returncode == 0
-    before = {
-        p: p.read_bytes()
-        for p in other.rglob('*') if p.is_file()
-    }
+    before = {p: p.read_bytes() for p in other.rglob('*') if p.is_file()}
     clip = other / 'rawframes' / 'train_00001'
     clip.mkdir()
     (clip / '00001.jpg').write_bytes(b'my frame')
