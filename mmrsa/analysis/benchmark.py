@@ -47,9 +47,9 @@ __all__ = [
     'BASELINE_BACKBONES', 'SCALING_KERNELS', 'SCALING_SHAPE',
     'POSITIONS_KERNEL', 'missing_stack', 'time_alternating', 'Bench',
     'layer_paths', 'iter_layer_section', 'layer_section', 'forced',
-    'layer_forward', 'layer_train_step', 'build_recognizers',
-    'model_section', 'scaling_kernel_rows', 'scaling_position_rows',
-    'scaling_section', 'saved_bytes'
+    'layer_forward', 'layer_train_step', 'build_recognizers', 'model_section',
+    'scaling_kernel_rows', 'scaling_position_rows', 'scaling_section',
+    'saved_bytes'
 ]
 
 #: What the model and scaling sections need beyond torch (import names of
@@ -160,19 +160,19 @@ def layer_paths(device: Any,
         return list(paths)
     from mmrsa.models.common.rsa_triton import fused_available
     device = torch.device(device)
-    return ['fused'] if fused_available(device) and (
-        device.type == 'cuda') else []
+    return ['fused'
+            ] if fused_available(device) and (device.type == 'cuda') else []
 
 
-def iter_layer_section(bench: Bench,
-                       shapes: Sequence[Tuple[int, int]] = STAGE_SHAPES,
-                       *,
-                       frames: int = 8,
-                       batches: Sequence[int] = (1, ),
-                       reference: bool = False,
-                       compare: Optional[type] = None,
-                       paths: Optional[Sequence[str]] = None
-                       ) -> Iterator[Dict[str, Any]]:
+def iter_layer_section(
+        bench: Bench,
+        shapes: Sequence[Tuple[int, int]] = STAGE_SHAPES,
+        *,
+        frames: int = 8,
+        batches: Sequence[int] = (1, ),
+        reference: bool = False,
+        compare: Optional[type] = None,
+        paths: Optional[Sequence[str]] = None) -> Iterator[Dict[str, Any]]:
     """RSA against the 1x3x3 convolution (forward + backward of one layer)
     per batch size and shape, one result as soon as it is measured.
 
@@ -205,12 +205,23 @@ def iter_layer_section(bench: Bench,
         for channels, size in shapes:
             torch.manual_seed(0)
             # [N, C, T, H, W]
-            x = torch.randn(batch, channels, frames, size, size,
-                            device=device, requires_grad=True)
+            x = torch.randn(
+                batch,
+                channels,
+                frames,
+                size,
+                size,
+                device=device,
+                requires_grad=True)
             models = {
-                'conv': nn.Conv3d(channels, channels, (1, 3, 3),
-                                  padding=(0, 1, 1), bias=False),
-                'rsa': RSA(channels),
+                'conv':
+                nn.Conv3d(
+                    channels,
+                    channels, (1, 3, 3),
+                    padding=(0, 1, 1),
+                    bias=False),
+                'rsa':
+                RSA(channels),
             }
             if reference:
                 models['ref'] = RSAReference(channels)
@@ -219,40 +230,57 @@ def iter_layer_section(bench: Bench,
                 models['rev'] = compare(channels)
                 models['rev'].load_state_dict(models['rsa'].state_dict())
             models = {k: m.to(device) for k, m in models.items()}
-            steps = {k: layer_train_step(bench, m, x)
-                     for k, m in models.items()}
-            forwards = {k: layer_forward(bench, m, x)
-                        for k, m in models.items()}
+            steps = {
+                k: layer_train_step(bench, m, x)
+                for k, m in models.items()
+            }
+            forwards = {
+                k: layer_forward(bench, m, x)
+                for k, m in models.items()
+            }
             for path in paths:  # the same layer, forced through `path`
                 steps[path] = forced(steps['rsa'], path, force_path)
                 forwards[path] = forced(forwards['rsa'], path, force_path)
             times = bench.time(steps)
-            mem = {k: saved_bytes(forward) / 2**20
-                   for k, forward in forwards.items()}
+            mem = {
+                k: saved_bytes(forward) / 2**20
+                for k, forward in forwards.items()
+            }
             rsa = models['rsa']
             auto_path = select_path(
                 x, (rsa.num_queries, rsa.query_channels, rsa.latent_dim),
                 rsa.use_relational_kernel and rsa.use_relational_context)
             peak = bench.cuda_peak_mb(steps['rsa']) if bench.cuda else None
-            yield dict(batch=batch, channels=channels, size=size,
-                       frames=frames, ms=times, saved_mb=mem, peak_mb=peak,
-                       path=auto_path)
+            yield dict(
+                batch=batch,
+                channels=channels,
+                size=size,
+                frames=frames,
+                ms=times,
+                saved_mb=mem,
+                peak_mb=peak,
+                path=auto_path)
 
 
-def layer_section(bench: Bench,
-                  shapes: Sequence[Tuple[int, int]] = STAGE_SHAPES,
-                  *,
-                  frames: int = 8,
-                  batches: Sequence[int] = (1, ),
-                  reference: bool = False,
-                  compare: Optional[type] = None,
-                  paths: Optional[Sequence[str]] = None
-                  ) -> List[Dict[str, Any]]:
+def layer_section(
+        bench: Bench,
+        shapes: Sequence[Tuple[int, int]] = STAGE_SHAPES,
+        *,
+        frames: int = 8,
+        batches: Sequence[int] = (1, ),
+        reference: bool = False,
+        compare: Optional[type] = None,
+        paths: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """All results of :func:`iter_layer_section` (same arguments)."""
     return list(
-        iter_layer_section(bench, shapes, frames=frames, batches=batches,
-                           reference=reference, compare=compare,
-                           paths=paths))
+        iter_layer_section(
+            bench,
+            shapes,
+            frames=frames,
+            batches=batches,
+            reference=reference,
+            compare=compare,
+            paths=paths))
 
 
 def forced(fn: Callable[[], Any], path: str,
@@ -336,10 +364,8 @@ def build_recognizers() -> Tuple[Dict[str, nn.Module], int, int]:
                 eval_mode=False)
     finally:
         logging.disable(logging.NOTSET)
-    models['RSANet-R50 cp'].load_state_dict(
-        models['RSANet-R50'].state_dict())
-    return (models, rsanet.backbone.num_segments,
-            rsanet.cls_head.num_classes)
+    models['RSANet-R50 cp'].load_state_dict(models['RSANet-R50'].state_dict())
+    return (models, rsanet.backbone.num_segments, rsanet.cls_head.num_classes)
 
 
 def model_section(bench: Bench,
@@ -377,8 +403,7 @@ def model_section(bench: Bench,
     for batch in batches:
         torch.manual_seed(0)
         # [N, T, 3, H, W]
-        inputs = torch.randn(batch, num_frames, 3, size, size,
-                             device=device)
+        inputs = torch.randn(batch, num_frames, 3, size, size, device=device)
         samples = [
             ActionDataSample().set_gt_label(i % num_classes)
             for i in range(batch)
@@ -417,8 +442,10 @@ def model_section(bench: Bench,
             k: saved_bytes(loss_of(m), exclude=m.parameters()) / 2**20
             for k, m in models.items()
         }
-        peak = ({k: bench.cuda_peak_mb(train_step(m))
-                 for k, m in models.items()} if cuda else {})
+        peak = ({
+            k: bench.cuda_peak_mb(train_step(m))
+            for k, m in models.items()
+        } if cuda else {})
         for model in models.values():
             model.eval()
         infer_ms: Dict[str, Optional[float]] = dict(
@@ -429,20 +456,24 @@ def model_section(bench: Bench,
         infer_ms['RSANet-R50 cp'] = None
         for name in models:
             results.append(
-                dict(model=name, batch=batch, frames=num_frames,
-                     num_classes=num_classes, train_ms=train[name],
-                     infer_ms=infer_ms[name], saved_mb=saved[name],
-                     peak_mb=peak.get(name)))
+                dict(
+                    model=name,
+                    batch=batch,
+                    frames=num_frames,
+                    num_classes=num_classes,
+                    train_ms=train[name],
+                    infer_ms=infer_ms[name],
+                    saved_mb=saved[name],
+                    peak_mb=peak.get(name)))
     return results
 
 
 # ---------------------------------------------------------------------- #
 # scaling section
 # ---------------------------------------------------------------------- #
-def _measure_layers(bench: Bench, layers: Dict[Any, nn.Module],
-                    inputs: Dict[Any, torch.Tensor]
-                    ) -> Tuple[Dict[Any, int], Dict[Any, float],
-                               Dict[Any, float]]:
+def _measure_layers(
+    bench: Bench, layers: Dict[Any, nn.Module], inputs: Dict[Any, torch.Tensor]
+) -> Tuple[Dict[Any, int], Dict[Any, float], Dict[Any, float]]:
     """Forward FLOPs, median forward + backward ms and MiB saved for
     backward of each layer on its input."""
     from mmrsa.models.utils import count_flops
@@ -465,17 +496,24 @@ def _clip(bench: Bench, batch: int, channels: int, frames: int,
           spatial: int) -> torch.Tensor:
     """A seeded ``[N, C, T, S, S]`` input that requires grad."""
     torch.manual_seed(0)
-    return torch.randn(batch, channels, frames, spatial, spatial,
-                       device=bench.device, requires_grad=True)
+    return torch.randn(
+        batch,
+        channels,
+        frames,
+        spatial,
+        spatial,
+        device=bench.device,
+        requires_grad=True)
 
 
-def scaling_kernel_rows(bench: Bench,
-                        shape: Tuple[int, int] = SCALING_SHAPE,
-                        *,
-                        frames: int = 8,
-                        batch: int = 1,
-                        kernels: Sequence[Tuple[int, int, int]] = (
-                            SCALING_KERNELS)) -> List[Dict[str, Any]]:
+def scaling_kernel_rows(
+    bench: Bench,
+    shape: Tuple[int, int] = SCALING_SHAPE,
+    *,
+    frames: int = 8,
+    batch: int = 1,
+    kernels: Sequence[Tuple[int, int, int]] = (SCALING_KERNELS)
+) -> List[Dict[str, Any]]:
     """One RSA layer of ``shape`` (channels, size) per context size M.
 
     Returns:
@@ -492,18 +530,22 @@ def scaling_kernel_rows(bench: Bench,
         layers[kernel] = RSA(channels, kernel_size=kernel).to(bench.device)
     flops, times, mem = _measure_layers(bench, layers, {k: x for k in layers})
     return [
-        dict(kernel=kernel, flops=flops[kernel], ms=times[kernel],
-             saved_mb=mem[kernel]) for kernel in kernels
+        dict(
+            kernel=kernel,
+            flops=flops[kernel],
+            ms=times[kernel],
+            saved_mb=mem[kernel]) for kernel in kernels
     ]
 
 
-def scaling_position_rows(bench: Bench,
-                          shape: Tuple[int, int] = SCALING_SHAPE,
-                          *,
-                          frames: int = 8,
-                          batch: int = 1,
-                          kernel: Tuple[int, int, int] = POSITIONS_KERNEL
-                          ) -> List[Dict[str, Any]]:
+def scaling_position_rows(
+        bench: Bench,
+        shape: Tuple[int, int] = SCALING_SHAPE,
+        *,
+        frames: int = 8,
+        batch: int = 1,
+        kernel: Tuple[int, int,
+                      int] = POSITIONS_KERNEL) -> List[Dict[str, Any]]:
     """One RSA layer with ``shape[0]`` channels at half, once and twice the
     spatial size ``shape[1]``.
 
@@ -521,8 +563,12 @@ def scaling_position_rows(bench: Bench,
         layers[s] = RSA(channels, kernel_size=kernel).to(bench.device)
     flops, times, mem = _measure_layers(bench, layers, inputs)
     return [
-        dict(size=s, positions=frames * s * s, flops=flops[s], ms=times[s],
-             saved_mb=mem[s]) for s in sizes
+        dict(
+            size=s,
+            positions=frames * s * s,
+            flops=flops[s],
+            ms=times[s],
+            saved_mb=mem[s]) for s in sizes
     ]
 
 

@@ -48,29 +48,31 @@ class CompareModel(NamedTuple):
 
 #: Every model the comparison knows, in the order of the table.
 COMPARE_MODELS: 'OrderedDict[str, CompareModel]' = OrderedDict([
-    ('tsn', CompareModel('2D conv (TSN-R18)',
-                         f'{_CFG}/baselines/tsn_r18_8x1_synthmotion.py',
-                         '2D convolution')),
-    ('conv3d', CompareModel('3D conv', f'{_TR}conv3d.py',
-                            '3D convolution')),
-    ('conv2plus1d', CompareModel('(2+1)D conv', f'{_TR}conv2plus1d.py',
-                                 '(2+1)D convolution')),
+    ('tsn',
+     CompareModel('2D conv (TSN-R18)',
+                  f'{_CFG}/baselines/tsn_r18_8x1_synthmotion.py',
+                  '2D convolution')),
+    ('conv3d', CompareModel('3D conv', f'{_TR}conv3d.py', '3D convolution')),
+    ('conv2plus1d',
+     CompareModel('(2+1)D conv', f'{_TR}conv2plus1d.py',
+                  '(2+1)D convolution')),
     ('sa', CompareModel('SA σ(qK+qP)', f'{_TR}sa.py', 'self-attention')),
-    ('sa-content', CompareModel('SA σ(qK)', f'{_TR}sa-content.py',
-                                'SA variant σ(qK^T)')),
-    ('sa-position', CompareModel('SA σ(qP)', f'{_TR}sa-position.py',
-                                 'SA variant σ(qP^T)')),
-    ('involution', CompareModel('qP (involution)', f'{_TR}involution.py',
-                                'SA variant qP^T')),
-    ('rsa', CompareModel('RSA, 1 layer', f'{_TR}rsa.py',
-                         'RSA kV+kR, XV+XR')),
-    ('rsanet', CompareModel('RSANet-R18 (4 layers)',
-                            f'{_CFG}/rsanet_r18_8x1_synthmotion.py')),
-    ('tsm', CompareModel('TSM-R18',
-                         f'{_CFG}/baselines/tsm_r18_8x1_synthmotion.py')),
-    ('timesformer', CompareModel(
-        'TimeSformer (small)',
-        f'{_CFG}/baselines/timesformer_divst_8x1_synthmotion.py')),
+    ('sa-content',
+     CompareModel('SA σ(qK)', f'{_TR}sa-content.py', 'SA variant σ(qK^T)')),
+    ('sa-position',
+     CompareModel('SA σ(qP)', f'{_TR}sa-position.py', 'SA variant σ(qP^T)')),
+    ('involution',
+     CompareModel('qP (involution)', f'{_TR}involution.py',
+                  'SA variant qP^T')),
+    ('rsa', CompareModel('RSA, 1 layer', f'{_TR}rsa.py', 'RSA kV+kR, XV+XR')),
+    ('rsanet',
+     CompareModel('RSANet-R18 (4 layers)',
+                  f'{_CFG}/rsanet_r18_8x1_synthmotion.py')),
+    ('tsm',
+     CompareModel('TSM-R18', f'{_CFG}/baselines/tsm_r18_8x1_synthmotion.py')),
+    ('timesformer',
+     CompareModel('TimeSformer (small)',
+                  f'{_CFG}/baselines/timesformer_divst_8x1_synthmotion.py')),
 ])
 
 DEFAULT_MODELS = tuple(COMPARE_MODELS)
@@ -225,16 +227,16 @@ def _save_results(path: str, results: Dict) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
-                   seeds: Sequence[int] = (0, ),
-                   *,
-                   data_root: str = 'data/synthmotion',
-                   work_dir: str = 'work_dirs/compare_transforms',
-                   max_epochs: Optional[int] = None,
-                   cfg_options: Optional[Dict] = None,
-                   train: bool = True,
-                   progress: Optional[Callable[[str], None]] = None
-                   ) -> List[Dict]:
+def run_comparison(
+        models: Sequence[str] = DEFAULT_MODELS,
+        seeds: Sequence[int] = (0, ),
+        *,
+        data_root: str = 'data/synthmotion',
+        work_dir: str = 'work_dirs/compare_transforms',
+        max_epochs: Optional[int] = None,
+        cfg_options: Optional[Dict] = None,
+        train: bool = True,
+        progress: Optional[Callable[[str], None]] = None) -> List[Dict]:
     """Run every model with every seed (seed-major: all models with the
     first seed, then with the next), skipping the runs already in
     ``<work_dir>/results.json`` with the same epochs and data.
@@ -319,11 +321,11 @@ def run_comparison(models: Sequence[str] = DEFAULT_MODELS,
             results['runs'][key] = row
             _save_results(path, results)
             if progress:
-                progress(f'{key}: ' + (
-                    row['error'] if 'error' in row else
-                    f'top-1 {100 * row["top1"]:.1f} %, direction '
-                    f'{100 * row["direction"]:.1f} %, '
-                    f'{row["train_s"] / 60:.1f} min'))
+                progress(f'{key}: ' +
+                         (row['error'] if 'error' in row else
+                          f'top-1 {100 * row["top1"]:.1f} %, direction '
+                          f'{100 * row["direction"]:.1f} %, '
+                          f'{row["train_s"] / 60:.1f} min'))
             rows.append(row)
     return rows
 
@@ -349,12 +351,11 @@ def summarise(rows: Sequence[Dict]) -> List[Dict]:
             for key in ('top1', 'direction', 'top1_pairs'):
                 values = np.array([r[key] for r in ok], dtype=float)
                 item[key] = float(values.mean())
-                item[f'{key}_std'] = float(
-                    values.std(ddof=1)) if len(values) > 1 else 0.
+                item[f'{key}_std'] = float(values.std(
+                    ddof=1)) if len(values) > 1 else 0.
                 item[f'{key}_min'] = float(values.min())
                 item[f'{key}_max'] = float(values.max())
-            for key in ('params', 'flops', 'train_s', 'train_cpu_s',
-                        'epochs'):
+            for key in ('params', 'flops', 'train_s', 'train_cpu_s', 'epochs'):
                 item[key] = float(np.mean([r[key] for r in ok]))
         summary.append(item)
     return summary
@@ -403,11 +404,17 @@ def plot_summary(
         mean = np.array([100 * s[key] for s in done])
         low = mean - np.array([100 * s[f'{key}_min'] for s in done])
         high = np.array([100 * s[f'{key}_max'] for s in done]) - mean
-        ax.bar(x + offset, mean, width, yerr=[low, high], capsize=3,
-               label=name)
+        ax.bar(
+            x + offset, mean, width, yerr=[low, high], capsize=3, label=name)
     ax.axhline(50, color='grey', lw=0.8, ls='--')
-    ax.text(len(done) - 0.5, 51, 'direction chance', ha='right',
-            va='bottom', fontsize=7, color='grey')
+    ax.text(
+        len(done) - 0.5,
+        51,
+        'direction chance',
+        ha='right',
+        va='bottom',
+        fontsize=7,
+        color='grey')
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha='right', fontsize=8)
     ax.set_ylabel('accuracy (%)')

@@ -64,16 +64,21 @@ _INVOLUTION_NOTE = (
 #: (title, rows) of every paper table that has a config in this repository.
 PAPER_TABLES: Tuple[Tuple[str, Tuple[PaperRow, ...]], ...] = (
     ('Main Table 2: feature transforms, one layer in res4 (8 frames)', (
-        PaperRow('2D convolution (TSN)', _abl('0layers'), 32.5, 24.3,
-                 note=_2D_NOTE),
+        PaperRow(
+            '2D convolution (TSN)', _abl('0layers'), 32.5, 24.3,
+            note=_2D_NOTE),
         PaperRow('3D convolution 5x7x7', _tr('conv3d'), 57.0, 39.3),
-        PaperRow('(2+1)D convolution 1x7x7, 5x1x1', _tr('conv2plus1d'),
-                 37.3, 26.8),
+        PaperRow('(2+1)D convolution 1x7x7, 5x1x1', _tr('conv2plus1d'), 37.3,
+                 26.8),
         PaperRow('self-attention σ(qK^T + qP^T)', _tr('sa'), 32.2, 23.4),
         PaperRow('SA variant σ(qK^T)', _tr('sa-content'), 32.1, 23.4),
         PaperRow('SA variant σ(qP^T)', _tr('sa-position'), 32.1, 23.4),
-        PaperRow('SA variant qP^T (involution)', _tr('involution'), 32.1,
-                 23.4, note=_INVOLUTION_NOTE),
+        PaperRow(
+            'SA variant qP^T (involution)',
+            _tr('involution'),
+            32.1,
+            23.4,
+            note=_INVOLUTION_NOTE),
         PaperRow('RSA kV+kR, XV', _abl('1layer_kVR-xV'), 32.6, 23.6),
         PaperRow('RSA kV+kR, XV+XR', _abl('1layer'), 33.2, 23.6),
     )),
@@ -152,13 +157,15 @@ def paper_table_rows(
         for row in table_rows:
             start = time.time()
             cfg = load_config(row.config)
-            params, flops = counter.count(cfg, (config_frames(cfg), 3, 224,
-                                                224), row.swap)
+            params, flops = counter.count(cfg,
+                                          (config_frames(cfg), 3, 224, 224),
+                                          row.swap)
             if progress is not None:
                 progress(f'  counted {title.split(":")[0]} / {row.label} '
                          f'({time.time() - start:.1f} s)')
-            ok = (abs(params - row.params * 1e6) <= PARAMS_TOL
-                  and abs(flops - row.flops * 1e9) <= FLOPS_TOL)
+            ok = (
+                abs(params - row.params * 1e6) <= PARAMS_TOL
+                and abs(flops - row.flops * 1e9) <= FLOPS_TOL)
             rows.append(
                 dict(
                     table=title,

@@ -276,10 +276,11 @@ def onnx_session(path: str,
         path, options, providers=['CPUExecutionProvider'])
 
 
-def check_onnx(path: str,
-               module: ClipClassifier,
-               shape: Sequence[int],
-               batches: Sequence[int] = (1, 3)) -> Dict[int, float]:
+def check_onnx(
+    path: str,
+    module: ClipClassifier,
+    shape: Sequence[int],
+    batches: Sequence[int] = (1, 3)) -> Dict[int, float]:
     """Max absolute difference between onnxruntime and eager PyTorch.
 
     Args:
@@ -297,8 +298,8 @@ def check_onnx(path: str,
     generator = torch.Generator().manual_seed(1)
     diffs = {}
     for batch in batches:
-        clip = torch.randn((batch * unit, ) + tuple(shape[1:]),
-                           generator=generator)
+        clip = torch.randn(
+            (batch * unit, ) + tuple(shape[1:]), generator=generator)
         with torch.no_grad():
             expected = module(clip).numpy()
         (got, ) = session.run([OUTPUT_NAME], {INPUT_NAME: clip.numpy()})
@@ -346,9 +347,9 @@ def profile_onnx(path: str,
             session.run([OUTPUT_NAME], feed)
         with open(session.end_profiling()) as f:
             events = json.load(f)
-    starts = sorted(event['ts'] for event in events
-                    if event.get('cat') == 'Session'
-                    and event['name'] == 'model_run')
+    starts = sorted(
+        event['ts'] for event in events
+        if event.get('cat') == 'Session' and event['name'] == 'model_run')
     if len(starts) < 2:
         raise RuntimeError('onnxruntime recorded no profiled model run.')
     totals: Dict[str, float] = {}
@@ -447,8 +448,8 @@ def benchmark_onnx(configs: Sequence[str],
                 path=path,
                 shape=clip_shape,
                 export_s=export_s,
-                max_abs_diff=check_onnx(path, module, clip_shape,
-                                        batches=(clip_shape[0], ))))
+                max_abs_diff=check_onnx(
+                    path, module, clip_shape, batches=(clip_shape[0], ))))
         # no spinning threads: the models run in turn
         session = onnx_session(path, threads, spinning=False)
         feed = {INPUT_NAME: _random_clip(clip_shape)}

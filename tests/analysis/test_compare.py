@@ -2,12 +2,12 @@
 """mmrsa.analysis.compare and tools/analysis_tools/compare_transforms.py:
 the Table 2 comparison on SynthMotion. By default a tiny run (2 models,
 1 epoch, 8 + 4 clips); ``-m slow`` runs the full comparison."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
+from run_helpers import import_tool
 
 from mmrsa.analysis import compare
 from mmrsa.apis.model import load_config
@@ -17,17 +17,14 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'compare_transforms.py')
 
 #: batches of 4 and no data-loading processes
-SMALL_LOADERS = [f'{split}_dataloader.{key}'
-                 for split in ('train', 'val', 'test')
-                 for key in ('batch_size=4', 'num_workers=0',
-                             'persistent_workers=False')]
+SMALL_LOADERS = [
+    f'{split}_dataloader.{key}' for split in ('train', 'val', 'test')
+    for key in ('batch_size=4', 'num_workers=0', 'persistent_workers=False')
+]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('compare_transforms', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool('tools/analysis_tools/compare_transforms.py')
 
 
 @pytest.mark.parametrize('model', list(compare.COMPARE_MODELS))
@@ -44,8 +41,8 @@ def test_every_model_has_its_config(model):
 def test_transform_configs_put_one_layer_in_res2():
     for model in ('conv3d', 'conv2plus1d', 'sa', 'sa-content', 'sa-position',
                   'involution', 'rsa'):
-        backbone = load_config(compare.COMPARE_MODELS[model].config).model[
-            'backbone']
+        backbone = load_config(
+            compare.COMPARE_MODELS[model].config).model['backbone']
         assert backbone.rsa_blocks == ((1, ), (), (), ())
         assert backbone.get('transform', 'rsa') == model
         assert tuple(backbone.rsa_cfg.kernel_size) == (5, 3, 3)
@@ -71,8 +68,10 @@ def test_report_only_refuses_other_settings(tmp_path):
         str(tmp_path / 'results.json'),
         dict(settings=dict(data_root='/elsewhere', max_epochs=8), runs={}))
     with pytest.raises(ValueError, match='made with other settings'):
-        compare.run_comparison(['tsn'], work_dir=str(tmp_path),
-                               data_root='/here', train=False)
+        compare.run_comparison(['tsn'],
+                               work_dir=str(tmp_path),
+                               data_root='/here',
+                               train=False)
 
 
 def test_unknown_model_and_no_seed(tmp_path):
@@ -84,9 +83,18 @@ def test_unknown_model_and_no_seed(tmp_path):
 
 def test_summary_mean_spread_and_failures():
     rows = [
-        dict(model='a', label='A', seed=s, top1=t, direction=d,
-             top1_pairs=t, params=10, flops=20, train_s=60, train_cpu_s=30,
-             epochs=1) for s, t, d in ((0, .5, .6), (1, .7, .8))
+        dict(
+            model='a',
+            label='A',
+            seed=s,
+            top1=t,
+            direction=d,
+            top1_pairs=t,
+            params=10,
+            flops=20,
+            train_s=60,
+            train_cpu_s=30,
+            epochs=1) for s, t, d in ((0, .5, .6), (1, .7, .8))
     ] + [dict(model='b', label='B', seed=0, error='RuntimeError: x')]
     summary = compare.summarise(rows)
     a, b = summary
@@ -106,9 +114,10 @@ def test_tiny_comparison(tmp_path, capsys):
     generate_synthmotion(data, num_train=8, num_val=4)
     work = str(tmp_path / 'work')
     out = str(tmp_path / 'bars.png')
-    argv = ['--models', 'tsn', 'involution', '--max-epochs', '1',
-            '--data-root', data, '--work-dir', work, '--out', out,
-            '--cfg-options'] + SMALL_LOADERS
+    argv = [
+        '--models', 'tsn', 'involution', '--max-epochs', '1', '--data-root',
+        data, '--work-dir', work, '--out', out, '--cfg-options'
+    ] + SMALL_LOADERS
     assert _tool().main(argv) == 0
     printed = capsys.readouterr().out
     assert '| 2D conv (TSN-R18) |' in printed
@@ -128,9 +137,10 @@ def test_tiny_comparison(tmp_path, capsys):
     assert _tool().main(argv) == 0
     assert 'tsn/seed0: done before' in capsys.readouterr().out
     # --report-only trains nothing and leaves out what did not run
-    report = ['--models', 'tsn', 'sa', '--max-epochs', '1', '--data-root',
-              data, '--work-dir', work, '--out', out, '--report-only',
-              '--cfg-options'] + SMALL_LOADERS
+    report = [
+        '--models', 'tsn', 'sa', '--max-epochs', '1', '--data-root', data,
+        '--work-dir', work, '--out', out, '--report-only', '--cfg-options'
+    ] + SMALL_LOADERS
     assert _tool().main(report) == 0
     printed = capsys.readouterr().out
     assert 'sa/seed0: not run yet, left out' in printed

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrsa.analysis import ComplexityCounter, config_complexity, load_config
-from mmrsa.analysis import paper_tables
+from mmrsa.analysis import (ComplexityCounter, config_complexity, load_config,
+                            paper_tables)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = 'configs/recognition/rsanet/rsanet_r18_8x1_synthmotion.py'
@@ -54,9 +54,8 @@ def test_3d_convolution_row_of_table_2(counter):
     assert abs(params / 1e6 - row.params) <= 0.1
 
 
-@pytest.mark.parametrize('label', [
-    'self-attention σ(qK^T + qP^T)', 'SA variant qP^T (involution)'
-])
+@pytest.mark.parametrize(
+    'label', ['self-attention σ(qK^T + qP^T)', 'SA variant qP^T (involution)'])
 def test_attention_rows_of_table_2_are_counted_from_their_configs(
         counter, label):
     """Table 2's self-attention rows come from real configs (one layer in
@@ -74,7 +73,5 @@ def test_every_paper_row_is_within_tolerance_or_explained(counter):
     rows = paper_tables.paper_table_rows(counter)
     off = [(r['table'], r['label']) for r in rows if not r['ok']]
     tables = paper_tables.PAPER_TABLES
-    assert off == [(tables[0][0], '2D convolution (TSN)'),
-                   (tables[6][0], '0')]
-    assert all(r['note'] == paper_tables._2D_NOTE
-               for r in rows if not r['ok'])
+    assert off == [(tables[0][0], '2D convolution (TSN)'), (tables[6][0], '0')]
+    assert all(r['note'] == paper_tables._2D_NOTE for r in rows if not r['ok'])

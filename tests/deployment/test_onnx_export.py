@@ -79,8 +79,8 @@ def test_default_input_shape():
 def test_onnx_export_matches_eager(small, exporter, tmp_path):
     module, cfg = small
     path = str(tmp_path / f'small_{exporter}.onnx')
-    export_onnx(module, path, SHAPE, exporter,
-                metadata=_metadata(cfg, module, SHAPE))
+    export_onnx(
+        module, path, SHAPE, exporter, metadata=_metadata(cfg, module, SHAPE))
     model = onnx.load(path)
     onnx.checker.check_model(model)
     (clip_input, ) = model.graph.input
@@ -129,8 +129,7 @@ def test_jit_trace_parity(small):
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         traced = torch.jit.trace(module, (clip, ))
         for x in (clip, clip3):
-            torch.testing.assert_close(
-                traced(x), module(x), rtol=0, atol=TOL)
+            torch.testing.assert_close(traced(x), module(x), rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize(
@@ -178,10 +177,11 @@ def test_profile_onnx(small, tmp_path):
     rows = profile_onnx(path, SHAPE, threads=1, runs=2)
     ops = {op: (ms, nodes) for op, ms, nodes in rows}
     assert 'Conv' in ops and all(ms >= 0 for ms, _ in ops.values())
-    assert [ms for _, ms, _ in rows] == sorted(
-        (ms for _, ms, _ in rows), reverse=True)
-    convs = [node for node in onnx.load(path).graph.node
-             if node.op_type == 'Conv']
+    assert [ms for _, ms, _ in rows] == sorted((ms for _, ms, _ in rows),
+                                               reverse=True)
+    convs = [
+        node for node in onnx.load(path).graph.node if node.op_type == 'Conv'
+    ]
     # ResNet-18: 20 convolutions; each RSA layer replaces one 3x3
     # convolution by three (projection, H1, value filters)
     assert len(convs) == 20 + 2 * 2

@@ -6,13 +6,12 @@ finite checkpoint (before: exit 0, an all-nan ``epoch_3.pth``, the finite
 ``epoch_1.pth`` deleted by ``max_keep_ckpts=1``). A non-finite checkpoint is
 refused by ``publish_checkpoint`` and makes ``tools/test.py`` and
 ``demo/demo.py`` warn."""
-import importlib.util
 import math
 import re
 
 import pytest
 import torch
-from run_helpers import DEMO_CONFIG, REPO_ROOT, run_tool
+from run_helpers import DEMO_CONFIG, REPO_ROOT, import_tool, run_tool
 from train_helpers import read_checkpoint, train
 
 from mmrsa.engine.hooks import NonFiniteWeightsError, non_finite_tensors
@@ -85,10 +84,7 @@ def test_test_tool_warns_on_non_finite_scores(synth_dir, nan_checkpoint,
 
 def test_demo_warns_on_non_finite_scores(synth_dir, nan_checkpoint, capsys,
                                          monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        'mmrsa_demo', REPO_ROOT / 'demo' / 'demo.py')
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = import_tool('demo/demo.py')
     monkeypatch.chdir(synth_dir)
     demo.main([
         DEMO_CONFIG,

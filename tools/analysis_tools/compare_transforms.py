@@ -48,35 +48,52 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=list(DEFAULT_MODELS),
         help='models to compare, in this order (default: all)')
     parser.add_argument(
-        '--seeds', type=int, nargs='+', default=[0],
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=[0],
         help='training seeds; every model is trained once per seed')
     parser.add_argument(
-        '--max-epochs', type=int, default=None,
+        '--max-epochs',
+        type=int,
+        default=None,
         help='override the configs\' number of epochs (8)')
     parser.add_argument(
-        '--data-root', default='data/synthmotion',
+        '--data-root',
+        default='data/synthmotion',
         help='the SynthMotion set (generated here if absent or empty)')
     parser.add_argument(
-        '--num-train', type=int, default=2000,
+        '--num-train',
+        type=int,
+        default=2000,
         help='training clips when generating SynthMotion')
     parser.add_argument(
-        '--num-val', type=int, default=300,
+        '--num-val',
+        type=int,
+        default=300,
         help='test clips when generating SynthMotion')
     parser.add_argument(
-        '--work-dir', default='work_dirs/compare_transforms',
+        '--work-dir',
+        default='work_dirs/compare_transforms',
         help='logs, checkpoints and results.json')
     parser.add_argument(
-        '--out', default=None,
+        '--out',
+        default=None,
         help='bar chart PNG (default: <work-dir>/compare_transforms.png)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override entries of every model\'s config')
     parser.add_argument(
-        '--report-only', action='store_true',
+        '--report-only',
+        action='store_true',
         help='train nothing: report the runs of --models x --seeds already '
         'in <work-dir>/results.json')
     parser.add_argument(
-        '--threads', type=int, default=2,
+        '--threads',
+        type=int,
+        default=2,
         help='torch CPU threads (sized for 2 cores)')
     return parser.parse_args(argv)
 
@@ -94,8 +111,10 @@ def main(argv=None) -> int:
             sys.exit(f'error: {args.data_root} holds no complete SynthMotion '
                      'set; give another --data-root or generate one with '
                      'tools/data/synthmotion/generate_synthmotion.py')
-        print(f'generating SynthMotion ({args.num_train} + {args.num_val} '
-              f'clips) in {args.data_root} ...', flush=True)
+        print(
+            f'generating SynthMotion ({args.num_train} + {args.num_val} '
+            f'clips) in {args.data_root} ...',
+            flush=True)
         generate_synthmotion(
             args.data_root,
             formats=('rawframes', ),

@@ -24,7 +24,6 @@ the frame batch to ``[N, C, T, h, w]`` and back. An RSA bottleneck::
     │ <────────────────────────── + ───────────────────────┘
     ReLU
 """
-import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -41,14 +40,13 @@ from mmaction.registry import MODELS
 from ...fileio.checkpoint import load_checkpoint_file
 from ..common.local_attention import LocalSelfAttention
 from ..common.rsa import RSA
-from ..common.spatiotemporal_conv import (Conv2Plus1dTransform,
-                                          Conv3dTransform)
+from ..common.spatiotemporal_conv import Conv2Plus1dTransform, Conv3dTransform
 
 __all__ = [
     'RSANet', 'FrameRSA', 'ClipDropPath', 'DropPathBasicBlock',
     'DropPathBottleneck', 'PAPER_RSA_BLOCKS', 'default_rsa_blocks',
-    'check_rsa_blocks', 'check_rsa_cfg', 'rsa_cfg_of_stage',
-    'FrameTransform', 'TRANSFORMS'
+    'check_rsa_blocks', 'check_rsa_cfg', 'rsa_cfg_of_stage', 'FrameTransform',
+    'TRANSFORMS'
 ]
 
 #: The paper's 7 RSA layers in ResNet-50 (supplementary Sec. 1): every second
@@ -110,12 +108,13 @@ def default_rsa_blocks(
     return tuple(out)
 
 
-def check_rsa_blocks(rsa_blocks: Sequence[Sequence[int]],
-                     stage_blocks: Sequence[int],
-                     *,
-                     arch: str,
-                     dilations: Optional[Sequence[int]] = None
-                     ) -> Tuple[Tuple[int, ...], ...]:
+def check_rsa_blocks(
+        rsa_blocks: Sequence[Sequence[int]],
+        stage_blocks: Sequence[int],
+        *,
+        arch: str,
+        dilations: Optional[Sequence[int]] = None
+) -> Tuple[Tuple[int, ...], ...]:
     """Validate ``rsa_blocks`` (per stage, 0-based block indices) against
     the stages of a ResNet; the one check :class:`RSANet` and
     :class:`~mmrsa.models.backbones.RSAHybrid` share.
@@ -143,8 +142,8 @@ def check_rsa_blocks(rsa_blocks: Sequence[Sequence[int]],
             f'rsa_blocks must hold one sequence of block indices per '
             f'stage ({num_stages} stages), got {rsa_blocks!r}.')
     checked = []
-    for stage, (indices, num_blocks) in enumerate(
-            zip(rsa_blocks, stage_blocks)):
+    for stage, (indices,
+                num_blocks) in enumerate(zip(rsa_blocks, stage_blocks)):
         if not isinstance(indices, Sequence) or isinstance(indices, str):
             raise ValueError(
                 f'rsa_blocks[{stage}] must be a sequence of block '
@@ -233,8 +232,9 @@ class ClipDropPath(nn.Module):
         # one draw per clip: [N, 1] -> [N, T] -> [N*T, 1, ..., 1]
         scale = x.new_empty(num_clips, 1).bernoulli_(keep_prob)
         scale.div_(keep_prob)
-        return scale.expand(num_clips, self.num_segments).reshape(
-            (-1, ) + (1, ) * (x.dim() - 1))
+        return scale.expand(num_clips,
+                            self.num_segments).reshape((-1, ) + (1, ) *
+                                                       (x.dim() - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Drop the branch ``x`` ``[N*T, ...]`` of random clips."""
@@ -541,8 +541,8 @@ class RSANet(ResNet):
         if not isinstance(num_segments, int) or num_segments <= 0:
             raise ValueError(f'num_segments must be a positive int, got '
                              f'{num_segments!r}.')
-        if not isinstance(drop_path_rate, (int, float)) or not (
-                0. <= drop_path_rate < 1.):
+        if not isinstance(drop_path_rate,
+                          (int, float)) or not (0. <= drop_path_rate < 1.):
             raise ValueError(f'drop_path_rate must be in [0, 1), got '
                              f'{drop_path_rate!r}.')
         if pretrained is not None and not isinstance(pretrained, str):
@@ -594,8 +594,7 @@ class RSANet(ResNet):
 
     def _blocks(self) -> List[Tuple[str, nn.Module]]:
         """All residual blocks in order, as ``(name, block)``."""
-        return [(f'{layer_name}.{i}', block)
-                for layer_name in self.res_layers
+        return [(f'{layer_name}.{i}', block) for layer_name in self.res_layers
                 for i, block in enumerate(getattr(self, layer_name))]
 
     def _add_drop_path(self) -> None:
@@ -685,17 +684,14 @@ class RSANet(ResNet):
         for key in ('state_dict', 'model'):
             if isinstance(checkpoint, dict) and key in checkpoint:
                 checkpoint = checkpoint[key]
-        state_dict = OrderedDict(
-            (k[7:] if k.startswith('module.') else k, v)
-            for k, v in checkpoint.items())
+        state_dict = OrderedDict((k[7:] if k.startswith('module.') else k, v)
+                                 for k, v in checkpoint.items())
 
         # each unit is loaded completely or not at all
-        units = [('stem', [('conv1', self.conv1)])] + [
-            (name, [(f'{name}.{sub}', m)
-                    for sub, m in block.named_modules()
-                    if isinstance(m, ConvModule)])
-            for name, block in self._blocks()
-        ]
+        units = [('stem', [('conv1', self.conv1)])] + [(name, [
+            (f'{name}.{sub}', m)
+            for sub, m in block.named_modules() if isinstance(m, ConvModule)
+        ]) for name, block in self._blocks()]
         used, loaded, skipped, incomplete = set(), [], [], []
         for unit, conv_modules in units:
             if unit in self.rsa_block_names:
@@ -763,8 +759,8 @@ class RSANet(ResNet):
         return tensors
 
     @classmethod
-    def _tv_counters(cls, name: str, module: ConvModule
-                     ) -> List[Tuple[str, torch.Tensor]]:
+    def _tv_counters(cls, name: str,
+                     module: ConvModule) -> List[Tuple[str, torch.Tensor]]:
         """The BN step counter of one ConvModule, as torchvision names it."""
         _, bn_name = cls._tv_names(name)
         counter = getattr(module.bn, 'num_batches_tracked', None)
@@ -778,8 +774,8 @@ class RSANet(ResNet):
         groups: Dict[str, int] = OrderedDict()
         for key in keys:
             parts = key.split('.')
-            prefix = '.'.join(parts[:2]) if parts[0].startswith(
-                'layer') else parts[0]
+            prefix = '.'.join(
+                parts[:2]) if parts[0].startswith('layer') else parts[0]
             groups[prefix] = groups.get(prefix, 0) + 1
         return ', '.join(f'{p}.* ({n})' for p, n in groups.items())
 
@@ -791,11 +787,10 @@ class RSANet(ResNet):
         if self.pretrained is None:
             not_loaded = [name for name, _ in self._blocks()]
             logger.info('RSANet: no `pretrained`, every layer MSRA-'
-                        'initialised' + (' with zero last-BN gamma.'
-                                         if self.zero_init_residual else '.'))
+                        'initialised' + (' with zero last-BN gamma.' if self.
+                                         zero_init_residual else '.'))
         else:
-            _, not_loaded = self.load_imagenet_weights(self.pretrained,
-                                                       logger)
+            _, not_loaded = self.load_imagenet_weights(self.pretrained, logger)
         if not self.zero_init_residual:
             return
         blocks = dict(self._blocks())
@@ -804,8 +799,8 @@ class RSANet(ResNet):
                 nn.init.zeros_(blocks[name].last_norm.weight)
 
     # ------------------------------------------------------------------ #
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
-                              strict, missing_keys, unexpected_keys,
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys,
                               error_msgs) -> None:
         """Refuse, loudly, a checkpoint that would leave the backbone random.
 
@@ -816,10 +811,7 @@ class RSANet(ResNet):
         RSA tensors (an ImageNet/TSN checkpoint) and another head stay
         allowed, as MMEngine allows them.
         """
-        ours = {
-            prefix + k: v
-            for k, v in self.state_dict().items()
-        }
+        ours = {prefix + k: v for k, v in self.state_dict().items()}
         given = [k for k in state_dict if k.startswith(prefix)]
         problems = []
         if ours and not given:
@@ -832,8 +824,9 @@ class RSANet(ResNet):
                       if k in state_dict and hasattr(state_dict[k], 'shape')
                       and tuple(state_dict[k].shape) != tuple(v.shape)]
         if mismatched:
-            shown = [f'{k}: checkpoint {c}, model {m}'
-                     for k, c, m in mismatched[:4]]
+            shown = [
+                f'{k}: checkpoint {c}, model {m}' for k, c, m in mismatched[:4]
+            ]
             problems.append(f'{len(mismatched)} tensors have other shapes: '
                             f'{shown}')
         if problems:
@@ -856,8 +849,9 @@ class RSANet(ResNet):
         super().train(mode)
         return self
 
-    def forward(self, x: torch.Tensor
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def forward(
+            self,
+            x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """Extract features from a batch of whole clips.
 
         Args:

@@ -1,7 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Pure RSA layers and their registration into MMAction2's ``MODELS``."""
 from mmaction.registry import MODELS
-
 from .attention_reference import (attention_kernel_reference,
                                   attention_reference)
 from .local_attention import (ATTENTION_KERNELS, LocalSelfAttention,

@@ -26,8 +26,8 @@ from .local_attention import LocalSelfAttention
 __all__ = ['attention_reference', 'attention_kernel_reference']
 
 
-def _embed(layer: LocalSelfAttention, x: torch.Tensor
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _embed(layer: LocalSelfAttention,
+           x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Query ``[N, L, Cq, T, H, W]``, key and value ``[N, Cq, T, H, W]``
     (key ``None`` without content), in float64."""
     x = x.detach().double()
@@ -80,8 +80,8 @@ def _kernel(layer: LocalSelfAttention, q: torch.Tensor, k: torch.Tensor,
     _, _, _, t_size, h_size, w_size = q.shape
     t, h, w = pos
     query = q[b, qi, :, t, h, w]  # [Cq]
-    table = (layer.position.detach().double()
-             if layer.use_position else None)  # [M, Cq]
+    table = (layer.position.detach().double() if layer.use_position else None
+             )  # [M, Cq]
     logits = [None] * layer.context_size
     for m, dt, dh, dw in _offsets(layer.kernel_size):
         tt, hh, ww = t + dt, h + dh, w + dw
@@ -124,8 +124,7 @@ def attention_reference(layer: LocalSelfAttention,
     layer.check_input(x)
     q, k, v = _embed(layer, x)
     n, nq, cq, t_size, h_size, w_size = q.shape
-    out = torch.zeros(n, cq * nq, t_size, h_size, w_size,
-                      dtype=torch.float64)
+    out = torch.zeros(n, cq * nq, t_size, h_size, w_size, dtype=torch.float64)
     for b in range(n):
         for t in range(t_size):
             for h in range(h_size):
@@ -142,7 +141,8 @@ def attention_reference(layer: LocalSelfAttention,
                             out[b, c * nq + l, t, h, w] = y[c]
     if layer.stride > 1:
         # the stride: a (1, 3, 3) average pool, zero padding counted
-        out = F.avg_pool3d(out, (1, 3, 3),
-                           stride=(1, layer.stride, layer.stride),
-                           padding=(0, 1, 1))
+        out = F.avg_pool3d(
+            out, (1, 3, 3),
+            stride=(1, layer.stride, layer.stride),
+            padding=(0, 1, 1))
     return out

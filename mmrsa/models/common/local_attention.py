@@ -135,8 +135,8 @@ class LocalSelfAttention(nn.Module):
                  softmax: bool = True) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        for name, value in (('in_channels', in_channels),
-                            ('out_channels', out_channels),
+        for name, value in (('in_channels', in_channels), ('out_channels',
+                                                           out_channels),
                             ('num_queries', num_queries), ('stride', stride)):
             if (not isinstance(value, int) or isinstance(value, bool)
                     or value <= 0):
@@ -186,8 +186,7 @@ class LocalSelfAttention(nn.Module):
         if self.position is not None:
             nn.init.normal_(
                 self.position,
-                std=math.sqrt(1.0 / (self.context_size *
-                                     self.query_channels)))
+                std=math.sqrt(1.0 / (self.context_size * self.query_channels)))
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_size='
@@ -239,8 +238,9 @@ class LocalSelfAttention(nn.Module):
         kernel, _ = self._kernel_and_values(self.projection(x))
         # [N*THW, L, M] -> [N, T, H, W, L, M] -> [N, L, T, H, W, kt, kh, kw]
         kernel = kernel.reshape(n, t, h, w, self.num_queries, -1)
-        return kernel.permute(0, 4, 1, 2, 3, 5).reshape(
-            n, self.num_queries, t, h, w, *self.kernel_size)
+        return kernel.permute(0, 4, 1, 2, 3,
+                              5).reshape(n, self.num_queries, t, h, w,
+                                         *self.kernel_size)
 
     def attend(self, proj: torch.Tensor) -> torch.Tensor:
         """The layer after its input projection.
@@ -294,8 +294,8 @@ class LocalSelfAttention(nn.Module):
             inside = unfold_neighbourhood(
                 proj.new_ones(1, 1, t, h, w), self.kernel_size)
             inside = inside.reshape(1, num_pos, 1, m) > 0
-            logits = logits.view(n, num_pos, nq, m).masked_fill(
-                ~inside, float('-inf'))
+            logits = logits.view(n, num_pos, nq,
+                                 m).masked_fill(~inside, float('-inf'))
             kernel = logits.softmax(dim=-1).view(n * num_pos, nq, m)
         else:
             kernel = logits

@@ -19,9 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import rsa_triton
-from .rsa_ops import (channel_conv3d, contiguous_grad,
-                      export_channel_conv3d, grouped_channel_conv3d,
-                      per_position_matmul, use_position_loops)
+from .rsa_ops import (channel_conv3d, contiguous_grad, export_channel_conv3d,
+                      grouped_channel_conv3d, per_position_matmul,
+                      use_position_loops)
 
 __all__ = [
     'RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS',
@@ -113,8 +113,8 @@ def select_path(x: torch.Tensor,
         if forced.startswith('cpu') and not on_cpu:
             raise ValueError(f'RSA path {forced!r} runs on the CPU only, '
                              f'the input is on {x.device}.')
-        if forced == 'fused' and not (fusable and
-                                      rsa_triton.fused_available(x.device)):
+        if forced == 'fused' and not (fusable and rsa_triton.fused_available(
+                x.device)):
             raise ValueError(
                 'RSA path \'fused\' needs a relational kernel and context '
                 'and Triton on CUDA (or TRITON_INTERPRET=1 on CPU).')
@@ -183,7 +183,9 @@ def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
     return (x * torch.rsqrt(sq_norm + eps)).to(x.dtype)
 
 
-def _triple(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int, int]:
+def _triple(value: Union[int, Sequence[int]],
+            name: str) -> Tuple[int, int, int]:
+
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -210,7 +212,7 @@ class RSA(nn.Module):
 
     .. code-block:: none
 
-        y_n = (kV_n + kR_n) (XV_n + XR_n)                                (Eq. 8)
+        y_n = (kV_n + kR_n) (XV_n + XR_n)                               (Eq. 8)
         kV_n = q_n P^T,          P = H2 P1^T         basic kernel      [M]
         kR_n = vec(1 q_n^T * XK_n) H1 H2^T           relational kernel [M]
         XV_n                                         basic context     [M, Cq]
@@ -339,8 +341,8 @@ class RSA(nn.Module):
                  path: str = 'auto') -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        for name, value in (('in_channels', in_channels),
-                            ('out_channels', out_channels),
+        for name, value in (('in_channels', in_channels), ('out_channels',
+                                                           out_channels),
                             ('num_queries', num_queries), ('stride', stride)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(
@@ -422,9 +424,11 @@ class RSA(nn.Module):
             nn.Parameter(torch.empty(cq, dim))
             if self.use_basic_kernel else None)
         self.G = (
-            nn.Conv3d(1, cq, self.kernel_size, padding=self.padding,
-                      bias=False) if self.use_relational_context else None)
-        self.I = nn.Parameter(torch.empty(cq, cq)) if self.use_identity \
+            nn.Conv3d(
+                1, cq, self.kernel_size, padding=self.padding, bias=False)
+            if self.use_relational_context else None)
+        self.I = nn.Parameter(  # noqa: E741  (the paper's and checkpoints' I)
+            torch.empty(cq, cq)) if self.use_identity \
             else None
         self.reset_parameters()
 
@@ -446,8 +450,8 @@ class RSA(nn.Module):
             self.norm_layer.reset_parameters()
         if self.P1 is not None:
             nn.init.normal_(
-                self.P1, std=math.sqrt(1.0 / (self.context_size *
-                                              self.latent_dim)))
+                self.P1,
+                std=math.sqrt(1.0 / (self.context_size * self.latent_dim)))
         if self.I is not None:
             with torch.no_grad():
                 self.I.copy_(torch.eye(self.query_channels))
@@ -464,7 +468,8 @@ class RSA(nn.Module):
     # pieces shared with the literal reference implementation
     # ------------------------------------------------------------------ #
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``[N, in_channels, T, H, W]``."""
+        """Raise ``ValueError`` unless ``x`` is ``[N, in_channels, T, H,
+        W]``."""
         if not isinstance(x, torch.Tensor) or x.dim() != 5:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
             raise ValueError(
@@ -476,8 +481,9 @@ class RSA(nn.Module):
                 f'RSA was built with in_channels={self.in_channels} but the '
                 f'input has {x.shape[1]} channels (shape {tuple(x.shape)}).')
 
-    def embed(self, x: torch.Tensor
-              ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    def embed(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Project and normalise the input into query, key and value.
 
         Returns:
@@ -487,9 +493,9 @@ class RSA(nn.Module):
         """
         return self.split_embedding(self.projection(x))
 
-    def split_embedding(self, proj: torch.Tensor
-                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor],
-                                   torch.Tensor]:
+    def split_embedding(
+        self, proj: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Normalise and split the projection ``[N, L*Cq + Ck + Cq, T, H, W]``
         into query, key and value (see :meth:`embed`)."""
         n, _, t, h, w = proj.shape
@@ -527,7 +533,8 @@ class RSA(nn.Module):
         if self.stride == 1:
             return out
         return F.avg_pool3d(
-            out, (1, 3, 3), stride=(1, self.stride, self.stride),
+            out, (1, 3, 3),
+            stride=(1, self.stride, self.stride),
             padding=(0, 1, 1))
 
     # ------------------------------------------------------------------ #
@@ -563,9 +570,8 @@ class RSA(nn.Module):
         # positions first with batched matrix products otherwise; the
         # device-specific choices are all made by select_path.
         path = select_path(
-            proj, (nq, cq, self.latent_dim),
-            self.use_relational_kernel and self.use_relational_context,
-            self.path)
+            proj, (nq, cq, self.latent_dim), self.use_relational_kernel
+            and self.use_relational_context, self.path)
         if torch.onnx.is_in_onnx_export():
             # what the exported graph computes is onnxruntime's to run:
             # positions first, its fast convolutions (see
@@ -664,8 +670,7 @@ class RSA(nn.Module):
         return out.reshape(-1, channels, out.shape[-1])
 
     def _transform_positions_first(self, q: torch.Tensor,
-                                   k: Optional[torch.Tensor],
-                                   v: torch.Tensor,
+                                   k: Optional[torch.Tensor], v: torch.Tensor,
                                    path: str) -> torch.Tensor:
         """Eq. 12 with every per-position matrix indexed ``[N*THW, a, b]``,
         for ``path`` 'cpu_bmm', 'plain' or 'fused' (see
@@ -715,7 +720,10 @@ class RSA(nn.Module):
                 # the three products below in one kernel: [N*THW, Cq, L];
                 # unless forced, a kernel that fails computes them as below
                 return rsa_triton.fused_per_position_products(
-                    q, key_h1, value_g, value_h2,
+                    q,
+                    key_h1,
+                    value_g,
+                    value_h2,
                     fallback=_forced_path is None)
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
             context = torch.bmm(value_g, value_h2)

@@ -103,8 +103,9 @@ def use_position_loops(x: torch.Tensor, *sizes: int) -> bool:
         # loops' formulation
         return False
     half = (torch.bfloat16, torch.float16)
-    return not (x.dtype in half or (torch.is_autocast_enabled('cpu') and
-                                    torch.get_autocast_dtype('cpu') in half))
+    return not (x.dtype in half or
+                (torch.is_autocast_enabled('cpu')
+                 and torch.get_autocast_dtype('cpu') in half))
 
 
 # ---------------------------------------------------------------------- #
@@ -126,7 +127,8 @@ def _conv_batch(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
         # [N, C, T, H, W] -> [C, N, T, H, W] -> [C*N, 1, T, H, W]
         return x.transpose(0, 1).reshape(c * n, 1, t, h, w)
     out = torch.empty_strided((c * n, 1, t, h, w), (t * h * w, 1, h * w, w, 1),
-                              dtype=x.dtype, device=x.device)
+                              dtype=x.dtype,
+                              device=x.device)
     # [N, C, T, H, W] -> [C, N, T, H, W]
     out.view(c, n, t, h, w).copy_(x.transpose(0, 1))
     return out
@@ -160,10 +162,9 @@ def _join_banks(parts, n: int, channels_last: bool) -> torch.Tensor:
     return out.view(-1, *out.shape[2:])
 
 
-def _channel_conv_forward(x: torch.Tensor, weight: torch.Tensor,
-                          padding: Tuple[int, int, int],
-                          channels_last: bool
-                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+def _channel_conv_forward(
+        x: torch.Tensor, weight: torch.Tensor, padding: Tuple[int, int, int],
+        channels_last: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Plain-op forward of :func:`channel_conv3d`; also returns the
     one-channel input batch (what the backward pass needs)."""
     n, c, t, h, w = x.shape
@@ -198,8 +199,7 @@ class _ChannelConv3d(torch.autograd.Function):
             dtype = torch.get_autocast_dtype(device)
             x, weight = x.to(dtype), weight.to(dtype)
         with torch.autocast(device, enabled=False):
-            out, xb = _channel_conv_forward(x, weight, padding,
-                                            channels_last)
+            out, xb = _channel_conv_forward(x, weight, padding, channels_last)
         ctx.save_for_backward(xb, weight)
         ctx.padding, ctx.channels_last = padding, channels_last
         ctx.in_shape = x.shape
@@ -225,17 +225,16 @@ class _ChannelConv3d(torch.autograd.Function):
             # oneDNN's weight gradient of a 1 -> O convolution is fast, but
             # in bfloat16 with fewer than 16 filters (H1 at Cq = 8) it is
             # 5-100x slower than in float32: compute those in float32
-            wdtype = (torch.float32 if o < MIN_HALF_WGRAD_FILTERS
-                      and xb.dtype in (torch.bfloat16, torch.float16)
-                      else xb.dtype)
+            wdtype = (
+                torch.float32 if o < MIN_HALF_WGRAD_FILTERS
+                and xb.dtype in (torch.bfloat16, torch.float16) else xb.dtype)
             grad_w = torch.stack([
                 torch.ops.aten.convolution_backward(
                     _bank_rows(grad, g, banks, n, channels_last).to(wdtype),
                     _bank_rows(xb, g, banks, n, channels_last).to(wdtype),
                     weight[g].unsqueeze(1).to(wdtype), None, [1, 1, 1],
                     list(padding), [1, 1, 1], False, [0, 0, 0], 1,
-                    [False, True, False])[1].squeeze(1)
-                for g in range(banks)
+                    [False, True, False])[1].squeeze(1) for g in range(banks)
             ]).to(weight.dtype)  # [banks, O, kt, kh, kw]
             if grad_w.stride() != ctx.weight_strides:
                 grad_w = torch.empty_strided(
@@ -289,8 +288,7 @@ def channel_conv3d(x: torch.Tensor,
     padding = tuple(int(p) for p in padding)
     if _tracing():
         with _static_structure():
-            return _channel_conv_forward(x, weight, padding,
-                                         channels_last)[0]
+            return _channel_conv_forward(x, weight, padding, channels_last)[0]
     if x.dim() != 5 or weight.dim() != 5 or x.shape[1] % weight.shape[0]:
         raise ValueError(
             f'channel_conv3d expects x [N, C, T, H, W] and weight '
@@ -452,8 +450,11 @@ def grouped_channel_conv3d(x: torch.Tensor,
     # expand, not repeat_interleave: the legacy ONNX exporter needs the
     # filters' shape)
     per_channel = weight.unsqueeze(1).expand(banks, c // banks, o, *kernel)
-    out = F.conv3d(x, per_channel.reshape(c * o, 1, *kernel),
-                   padding=tuple(int(p) for p in padding), groups=c)
+    out = F.conv3d(
+        x,
+        per_channel.reshape(c * o, 1, *kernel),
+        padding=tuple(int(p) for p in padding),
+        groups=c)
     if layout == 'conv':
         return out
     # [N, C*O, T, H, W] -> [N, T, H, W, C, O]

@@ -183,8 +183,8 @@ class Conv2Plus1dTransform(nn.Module):
             bias=False)
         # an identity when mid_activation=False, so the parameter names stay
         self.mid = (
-            nn.Sequential(nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True))
-            if mid_activation else nn.Identity())
+            nn.Sequential(nn.BatchNorm3d(out_channels), nn.ReLU(
+                inplace=True)) if mid_activation else nn.Identity())
         self.temporal = nn.Conv3d(
             out_channels,
             out_channels, (kt, 1, 1),

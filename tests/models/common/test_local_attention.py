@@ -43,8 +43,8 @@ def test_matches_float64_reference(kernel, softmax, options):
 
 
 def test_float32_layer_matches_reference():
-    layer = _make(16, dtype=torch.float32, num_queries=4,
-                  kernel_size=(3, 3, 3))
+    layer = _make(
+        16, dtype=torch.float32, num_queries=4, kernel_size=(3, 3, 3))
     x = torch.randn(1, 16, 3, 4, 4)
     assert torch.allclose(
         layer(x).double(), attention_reference(layer, x), atol=1e-5)
@@ -59,8 +59,12 @@ def test_output_shape(stride, out_hw):
 
 @pytest.mark.parametrize('kernel,softmax', VARIANTS)
 def test_parameters(kernel, softmax):
-    layer = LocalSelfAttention(64, kernel_size=(5, 7, 7), num_queries=8,
-                               kernel=kernel, softmax=softmax)
+    layer = LocalSelfAttention(
+        64,
+        kernel_size=(5, 7, 7),
+        num_queries=8,
+        kernel=kernel,
+        softmax=softmax)
     cq = 8
     key = cq if 'content' in kernel else 0
     expected = 64 * (64 + key + cq)
@@ -87,8 +91,12 @@ def test_kernels_match_reference_and_sum_to_one():
 
 @pytest.mark.parametrize('kernel,softmax', VARIANTS)
 def test_gradients(kernel, softmax):
-    layer = _make(8, num_queries=2, kernel_size=(3, 3, 3), kernel=kernel,
-                  softmax=softmax)
+    layer = _make(
+        8,
+        num_queries=2,
+        kernel_size=(3, 3, 3),
+        kernel=kernel,
+        softmax=softmax)
     x = torch.randn(1, 8, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x, ), eps=1e-6, atol=1e-6)
     layer(x).square().sum().backward()
@@ -100,10 +108,19 @@ def test_involution_is_rsa_basic_kernel_on_basic_context():
     """q P^T without softmax is RSA's kV XV (norm='none'), with
     P = H2 P1^T."""
     torch.manual_seed(0)
-    rsa = RSA(16, num_queries=4, kernel_size=(3, 3, 3), kernel_type='V',
-              context_type='V', norm='none').double()
-    inv = LocalSelfAttention(16, num_queries=4, kernel_size=(3, 3, 3),
-                             kernel='position', softmax=False).double()
+    rsa = RSA(
+        16,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        kernel_type='V',
+        context_type='V',
+        norm='none').double()
+    inv = LocalSelfAttention(
+        16,
+        num_queries=4,
+        kernel_size=(3, 3, 3),
+        kernel='position',
+        softmax=False).double()
     with torch.no_grad():
         inv.projection.weight.copy_(rsa.projection.weight)
         h2 = rsa.H2.weight.flatten(1).t()  # [M, D]

@@ -14,9 +14,11 @@ from mmrsa.models.common.rsa_ops import channel_conv3d
 
 #: (channels, num_queries): Cq = 8 takes the CPU position-loop path,
 #: Cq = 32 the CPU bmm path (channel-last single-channel convolutions).
-SIZES = [pytest.param(64, 8, 1, id='Cq8-loops'),
-         pytest.param(256, 8, 1, id='Cq32-bmm'),
-         pytest.param(64, 8, 2, id='Cq8-stride2')]
+SIZES = [
+    pytest.param(64, 8, 1, id='Cq8-loops'),
+    pytest.param(256, 8, 1, id='Cq32-bmm'),
+    pytest.param(64, 8, 2, id='Cq8-stride2')
+]
 
 
 def _layer(channels: int, num_queries: int, stride: int) -> RSA:
@@ -35,8 +37,7 @@ def _layer(channels: int, num_queries: int, stride: int) -> RSA:
 def _inputs(channels: int, *batches: int):
     generator = torch.Generator().manual_seed(1)
     return [
-        torch.randn(n, channels, 4, 6, 6, generator=generator)
-        for n in batches
+        torch.randn(n, channels, 4, 6, 6, generator=generator) for n in batches
     ]
 
 
@@ -75,8 +76,7 @@ def test_jit_trace_and_torch_export_parity(channels, num_queries, stride):
             }, ))
         exported = program.module()
         torch.testing.assert_close(exported(x), expected, rtol=0, atol=1e-5)
-        torch.testing.assert_close(
-            exported(x3), expected3, rtol=0, atol=1e-5)
+        torch.testing.assert_close(exported(x3), expected3, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize('channels,num_queries,stride', SIZES)
@@ -177,14 +177,12 @@ def test_grouped_inference_equals_bank_loop(channels_last, banks):
     weight = torch.randn(banks, 16, 3, 3, 3)
     with torch.no_grad():
         grouped = channel_conv3d(x, weight, (1, 1, 1), channels_last)
-    loop = channel_conv3d(x, weight.requires_grad_(), (1, 1, 1),
-                          channels_last)
+    loop = channel_conv3d(x, weight.requires_grad_(), (1, 1, 1), channels_last)
     assert loop.grad_fn is not None and grouped.grad_fn is None
     torch.testing.assert_close(grouped, loop.detach(), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('corr_groups,context_type', [(None, 'VR'),
-                                                      (2, 'VR'),
+@pytest.mark.parametrize('corr_groups,context_type', [(None, 'VR'), (2, 'VR'),
                                                       (None, 'V')])
 def test_exported_graph_form(corr_groups, context_type, tmp_path):
     """The exported layer: one 2D convolution of the value (temporal taps
@@ -192,18 +190,34 @@ def test_exported_graph_form(corr_groups, context_type, tmp_path):
     the eager output within 1e-4."""
     import onnx
     torch.manual_seed(0)
-    layer = RSA(64, kernel_size=(3, 5, 5), num_queries=8,
-                corr_groups=corr_groups, context_type=context_type).eval()
+    layer = RSA(
+        64,
+        kernel_size=(3, 5, 5),
+        num_queries=8,
+        corr_groups=corr_groups,
+        context_type=context_type).eval()
     x, x3 = _inputs(64, 2, 3)
     path = str(tmp_path / 'rsa.onnx')
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        torch.onnx.export(layer, (x, ), path, dynamo=False,
-                          input_names=['x'], output_names=['y'],
-                          dynamic_axes={'x': {0: 'n'}, 'y': {0: 'n'}},
-                          opset_version=17)
-    convs = [node for node in onnx.load(path).graph.node
-             if node.op_type == 'Conv']
+        torch.onnx.export(
+            layer, (x, ),
+            path,
+            dynamo=False,
+            input_names=['x'],
+            output_names=['y'],
+            dynamic_axes={
+                'x': {
+                    0: 'n'
+                },
+                'y': {
+                    0: 'n'
+                }
+            },
+            opset_version=17)
+    convs = [
+        node for node in onnx.load(path).graph.node if node.op_type == 'Conv'
+    ]
     # projection, H1, value (H2 and G)
     assert len(convs) == 3
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])

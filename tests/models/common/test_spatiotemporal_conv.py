@@ -27,8 +27,8 @@ def test_parameters_are_those_of_table_2():
     assert sum(p.numel() for p in conv3d.parameters()) == 245 * c * c
     conv21 = Conv2Plus1dTransform(c, kernel_size=(5, 7, 7))
     assert sum(p.numel() for p in conv21.parameters()) == 54 * c * c + 2 * c
-    linear = Conv2Plus1dTransform(c, kernel_size=(5, 7, 7),
-                                  mid_activation=False)
+    linear = Conv2Plus1dTransform(
+        c, kernel_size=(5, 7, 7), mid_activation=False)
     assert sum(p.numel() for p in linear.parameters()) == 54 * c * c
 
 
@@ -43,8 +43,8 @@ def test_conv3d_with_one_frame_kernel_is_a_2d_convolution():
 
 
 def test_conv2plus1d_is_spatial_then_temporal():
-    layer = Conv2Plus1dTransform(4, kernel_size=(3, 3, 3),
-                                 mid_activation=False).double()
+    layer = Conv2Plus1dTransform(
+        4, kernel_size=(3, 3, 3), mid_activation=False).double()
     x = torch.randn(1, 4, 5, 4, 4, dtype=torch.float64)
     spatial = F.conv3d(x, layer.spatial.weight, padding=(0, 1, 1))
     expected = F.conv3d(spatial, layer.temporal.weight, padding=(1, 0, 0))

@@ -46,8 +46,11 @@ model = dict(
         format_shape='NCTHW'))
 
 train_pipeline = [
-    dict(type='SampleFrames', clip_len=num_frames, frame_interval=2,
-         num_clips=1),
+    dict(
+        type='SampleFrames',
+        clip_len=num_frames,
+        frame_interval=2,
+        num_clips=1),
     dict(type='RawFrameDecode'),
     dict(type='Resize', scale=(-1, 36)),
     dict(
@@ -57,8 +60,10 @@ train_pipeline = [
         random_crop=False,
         max_wh_scale_gap=1),
     dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='LabelAwareFlip', flip_ratio=0.5,
-         no_flip_labels=_base_.no_flip_labels),
+    dict(
+        type='LabelAwareFlip',
+        flip_ratio=0.5,
+        no_flip_labels=_base_.no_flip_labels),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]

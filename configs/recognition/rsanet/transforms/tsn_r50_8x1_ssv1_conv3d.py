@@ -6,5 +6,5 @@ _base_ = ['../ablations/rsanet_r50_8x1_ssv1_1layer.py']
 
 model = dict(
     backbone=dict(
-        transform='conv3d',
-        rsa_cfg=dict(_delete_=True, kernel_size=(5, 7, 7))))
+        transform='conv3d', rsa_cfg=dict(_delete_=True, kernel_size=(5, 7,
+                                                                     7))))
