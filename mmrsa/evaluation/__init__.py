@@ -3,10 +3,10 @@
 from .ensemble import (EnsembleError, accuracies, align, check_out_path,
                        check_weights, ensemble, format_report, load_dump,
                        looks_like_probabilities, softmax, write_dump)
-from .reversal import pair_metrics
+from .reversal import kernel_flip_scores, pair_metrics
 
 __all__ = [
     'EnsembleError', 'accuracies', 'align', 'check_out_path', 'check_weights',
     'ensemble', 'format_report', 'load_dump', 'looks_like_probabilities',
-    'softmax', 'write_dump', 'pair_metrics'
+    'softmax', 'write_dump', 'pair_metrics', 'kernel_flip_scores'
 ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..datasets.synthmotion import REVERSED_PAIRS
 
-__all__ = ['pair_metrics']
+__all__ = ['pair_metrics', 'kernel_flip_scores']
 
 
 def pair_metrics(
@@ -50,3 +50,23 @@ def pair_metrics(
         top1_pairs=float((pred == labels)[in_pair].mean()),
         direction=float(direction[in_pair].mean()),
         num_clips=int(len(labels)))
+
+
+def kernel_flip_scores(original: np.ndarray,
+                       reversed_: np.ndarray) -> Dict[str, float]:
+    """How the kernel of a time-reversed clip relates to the original's
+    (the paper's Figure 3 question).
+
+    Args:
+        original (np.ndarray): Kernels ``[L, kt, ...]`` of the clip.
+        reversed_ (np.ndarray): The same kernels for the reversed clip.
+
+    Returns:
+        dict[str, float]: ``same`` = |K_rev - K| / |K| and ``flipped`` =
+        |K_rev - flip_t(K)| / |K| (Frobenius norms over all queries; 0 means
+        identical).
+    """
+    norm = max(float(np.linalg.norm(original)), 1e-12)
+    return dict(
+        same=float(np.linalg.norm(reversed_ - original) / norm),
+        flipped=float(np.linalg.norm(reversed_ - original[:, ::-1]) / norm))

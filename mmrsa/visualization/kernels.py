@@ -64,6 +64,7 @@ from mmaction.registry import TRANSFORMS
 from ..apis.model import build_model as build_recognizer
 from ..apis.model import load_config
 from ..engine import CheckpointMismatchError
+from ..evaluation.reversal import kernel_flip_scores
 from ..fileio.atomic import OverwriteRefusedError, write_atomic
 from ..fileio.checkpoint import CheckpointFileError
 from ..models.backbones.rsanet import FrameTransform
@@ -603,16 +604,6 @@ def attention_kernels(layer: LocalSelfAttention, x: torch.Tensor,
     return layer.kernels(x)[0, :, t, h, w]
 
 
-def _flip_scores(original: np.ndarray, reversed_: np.ndarray) -> Dict:
-    """How the kernel of the reversed clip relates to the original one:
-    ``same`` = |K_rev - K| / |K|, ``flipped`` = |K_rev - flip_t(K)| / |K|
-    (Frobenius norms over all queries)."""
-    norm = max(float(np.linalg.norm(original)), 1e-12)
-    return dict(
-        same=float(np.linalg.norm(reversed_ - original) / norm),
-        flipped=float(np.linalg.norm(reversed_ - original[:, ::-1]) / norm))
-
-
 def attention_vs_rsa_figure(sa_config: str,
                             sa_checkpoint: str,
                             rsa_config: str,
@@ -650,9 +641,9 @@ def attention_vs_rsa_figure(sa_config: str,
     Returns:
         dict: ``block``, ``position``, ``queries``, ``file`` and, for
         ``'attention'``, ``'basic'`` and ``'relational'``, the
-        :func:`_flip_scores` of the reversed clip's kernel (``same``: 0 when
-        it does not change; ``flipped``: 0 when it is the original kernel
-        flipped in time).
+        :func:`~mmrsa.evaluation.kernel_flip_scores` of the reversed clip's
+        kernel (``same``: 0 when it does not change; ``flipped``: 0 when it
+        is the original kernel flipped in time).
 
     Raises:
         OverwriteRefusedError: ``out`` exists and not ``force``.
@@ -753,6 +744,6 @@ def attention_vs_rsa_figure(sa_config: str,
         queries=list(queries),
         file=out,
         **{
-            name: _flip_scores(*pair)
+            name: kernel_flip_scores(*pair)
             for name, pair in kernels.items()
         })
