@@ -37,12 +37,29 @@ _NEVER_TRIM = -1
 _applied = False
 
 
+def _glibc_serves_malloc(libc: ctypes.CDLL) -> bool:
+    """Whether the process's ``malloc`` is the C library's own.
+
+    An allocator preloaded before the C library (``LD_PRELOAD``) takes the
+    global ``malloc`` symbol; glibc's ``mallopt`` then tunes a heap that
+    nobody allocates from.
+    """
+    try:
+        process_malloc = ctypes.CDLL(None).malloc
+    except AttributeError:
+        return False
+    as_address = ctypes.c_void_p
+    return (ctypes.cast(process_malloc, as_address).value == ctypes.cast(
+        libc.malloc, as_address).value)
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc ``malloc`` to keep freed memory for reuse.
 
     Idempotent. Does nothing (and returns False) when the C library is not
-    glibc, when ``MMRSA_KEEP_FREED_MEMORY`` is ``0``, or when ``mallopt``
-    refuses a setting.
+    glibc, when ``MMRSA_KEEP_FREED_MEMORY`` is ``0``, when another
+    allocator (jemalloc, tcmalloc through ``LD_PRELOAD``) serves ``malloc``
+    in place of glibc's, or when ``mallopt`` refuses a setting.
 
     Returns:
         bool: Whether the tuning is in effect.
@@ -58,6 +75,8 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
         mallopt = libc.mallopt
     except (OSError, AttributeError):
+        return False
+    if not _glibc_serves_malloc(libc):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
