@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     'DRN_MODULE', 'DRN_MISSING_MESSAGE', 'patch_missing_drn',
     'patch_numpy_aliases', 'patch_cpu_distributed', 'patch_cpu_ddp',
-    'patch_bf16_head_loss', 'apply_compat_fixes'
+    'patch_bf16_head_loss', 'patch_tsm_optim_params', 'apply_compat_fixes'
 ]
 
 DRN_MODULE = 'mmaction.models.localizers.drn'
@@ -345,6 +345,71 @@ def patch_bf16_head_loss() -> bool:
     return True
 
 
+def _is_mmrsa_module(module) -> bool:
+    return type(module).__module__.split('.')[0] == 'mmrsa'
+
+
+def patch_tsm_optim_params() -> bool:
+    """Let MMAction2's ``TSMOptimWrapperConstructor`` train every
+    parameter of mmrsa's layers.
+
+    Upstream behaviour: the constructor (TSM's, TSN's and TANet's recipes
+    use it) collects the parameters of convolutions, linear and
+    normalisation layers and of childless modules; a parameter held directly
+    by a module that has children is left out of every group, with no
+    message, and is never trained. RSA's ``P1`` and ``I`` are such
+    parameters, so an RSA layer inside a TSM recipe (``RSAHybrid`` with
+    ``ResNetTSM``) would silently train without its basic kernel and
+    identity context.
+
+    The wrapped ``add_params`` adds the trainable parameters of mmrsa
+    modules that no group holds to one more group with the base learning
+    rate and weight decay (the policy of the recipe's other weights), and
+    logs their names once. Parameters of other modules are left as
+    upstream leaves them.
+
+    Returns:
+        bool: True if the method was wrapped by this call.
+    """
+    from mmaction.engine.optimizers import TSMOptimWrapperConstructor
+    original = TSMOptimWrapperConstructor.add_params
+    if getattr(original, '_mmrsa_all_params', False):
+        return False
+
+    @functools.wraps(original)
+    def add_params(self, params, model, **kwargs):
+        original(self, params, model, **kwargs)
+        grouped = {id(param) for group in params for param in group['params']}
+        left_out, names = [], []
+        for module_name, module in model.named_modules():
+            if not _is_mmrsa_module(module):
+                continue
+            for name, param in module.named_parameters(recurse=False):
+                if param.requires_grad and id(param) not in grouped:
+                    grouped.add(id(param))
+                    left_out.append(param)
+                    names.append(f'{module_name}.{name}'.lstrip('.'))
+        if not left_out:
+            return
+        params.append({
+            'params': left_out,
+            'lr': self.base_lr,
+            'weight_decay': self.base_wd
+        })
+        from mmengine.logging import print_log
+        print_log(
+            f'mmrsa: {len(names)} parameters of RSA layers that '
+            'TSMOptimWrapperConstructor leaves out of its groups are '
+            'trained with the base lr and weight decay: '
+            f'{", ".join(names[:4])}' + (', ...' if len(names) > 4 else ''),
+            logger='current',
+            level=logging.INFO)
+
+    add_params._mmrsa_all_params = True
+    TSMOptimWrapperConstructor.add_params = add_params
+    return True
+
+
 def apply_compat_fixes() -> Dict[str, bool]:
     """Apply every fix of this module, in an order that works.
 
@@ -357,4 +422,5 @@ def apply_compat_fixes() -> Dict[str, bool]:
         'cpu_distributed': patch_cpu_distributed(),
         'cpu_ddp': patch_cpu_ddp(),
         'bf16_head_loss': patch_bf16_head_loss(),
+        'tsm_optim_params': patch_tsm_optim_params(),
     }

@@ -325,7 +325,7 @@ def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path, monkeypatch):
 def test_apply_compat_fixes_lists_every_fix():
     assert set(compat.apply_compat_fixes()) == {
         'numpy_aliases', 'missing_drn', 'cpu_distributed', 'cpu_ddp',
-        'bf16_head_loss'
+        'bf16_head_loss', 'tsm_optim_params'
     }
 
 
@@ -342,3 +342,60 @@ def test_bf16_head_loss_is_computed_in_float32():
     losses = head.loss_by_feat(scores, samples)
     assert losses['loss_cls'].dtype == torch.float32
     assert 'top1_acc' in losses
+
+
+def _tsm_groups(model, lr=0.01, weight_decay=1e-4):
+    from mmaction.engine.optimizers import TSMOptimWrapperConstructor
+    constructor = TSMOptimWrapperConstructor(
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(
+                type='SGD', lr=lr, momentum=0.9, weight_decay=weight_decay)),
+        dict(fc_lr5=True))
+    return constructor(model).optimizer.param_groups
+
+
+def test_tsm_recipe_trains_every_rsa_parameter():
+    # TSM's optimizer constructor left RSA's P1 and I (parameters of a
+    # module with children) out of every group: never trained
+    from mmrsa.apis.model import build_model
+    model = build_model(
+        'configs/recognition/rsanet/hybrids/tsm_rsa_r18_8x1_synthmotion.py',
+        eval_mode=False)
+    groups = _tsm_groups(model)
+    held = [id(p) for group in groups for p in group['params']]
+    assert len(held) == len(set(held))  # no parameter in two groups
+    trainable = {
+        name
+        for name, p in model.named_parameters() if p.requires_grad
+    }
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert {names[i] for i in held} == trainable
+    rsa_direct = [name for name in trainable if name.endswith(('.P1', '.I'))]
+    assert len(rsa_direct) == 8  # P1 and I of the 4 RSA layers
+    group_of = {
+        names[id(p)]: group
+        for group in groups
+        for p in group['params']
+    }
+    for name in rsa_direct:
+        assert group_of[name]['lr'] == 0.01
+        assert group_of[name]['weight_decay'] == 1e-4
+
+
+def test_tsm_recipe_leaves_other_modules_as_upstream_does():
+    import torch
+    from torch import nn
+
+    class Holder(nn.Module):  # not an mmrsa module
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.scale = nn.Parameter(torch.ones(1))
+
+    model = nn.Sequential(Holder(), nn.Linear(4, 2))
+    groups = _tsm_groups(model)
+    held = {id(p) for group in groups for p in group['params']}
+    assert id(model[0].scale) not in held
+    assert id(model[0].conv.weight) in held
