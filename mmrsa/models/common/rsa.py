@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import rsa_triton
 from .rsa_ops import (channel_conv3d, contiguous_grad, export_channel_conv3d,
                       grouped_channel_conv3d, per_position_matmul,
-                      use_position_loops)
+                      taps_channel_conv, use_position_loops, use_taps_conv)
 
 __all__ = [
     'RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS',
@@ -662,6 +662,9 @@ class RSA(nn.Module):
         if path == 'onnx':
             return export_channel_conv3d(x, filters, self.padding)
         if path == 'cpu_bmm':
+            if use_taps_conv(x, filters):
+                # inference: contiguous [N*THW, C, O]
+                return taps_channel_conv(x, filters, self.padding)
             # [N, C, T, H, W] -> [C, N, T, H, W, O] -> [N*THW, C, O]
             out = channel_conv3d(x, filters, self.padding, channels_last=True)
             return out.reshape(channels, -1, out.shape[-1]).transpose(0, 1)

@@ -40,7 +40,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     'channel_conv3d', 'per_position_matmul', 'contiguous_grad',
-    'use_position_loops', 'grouped_channel_conv3d', 'export_channel_conv3d'
+    'use_position_loops', 'grouped_channel_conv3d', 'export_channel_conv3d',
+    'taps_channel_conv', 'use_taps_conv'
 ]
 
 #: Longest contracted dimension for which :func:`per_position_matmul` (a
@@ -57,11 +58,13 @@ MIN_HALF_WGRAD_FILTERS = 16
 
 #: Filters per bank from which :func:`channel_conv3d` computes a
 #: multi-bank convolution (``H1``) without gradients (inference, float32) as
-#: one grouped ``conv3d`` rather than one ``1 -> O`` convolution per bank:
-#: oneDNN's grouped kernel is fast when each group's outputs fill whole
-#: vectors (measured 3-20x faster than the bank loop at the RSANet-R50 stage
-#: shapes with 16, 32 and 64 filters), and far slower below (5x slower with
-#: 8 filters). Training keeps the bank loop, whose backward is tuned.
+#: one grouped 2D convolution over temporal taps
+#: (:func:`taps_channel_conv`) rather than one ``1 -> O`` convolution per
+#: bank: oneDNN's grouped kernels are fast when each group's outputs fill
+#: whole vectors (measured 2-3x faster than the bank loop and than a grouped
+#: ``conv3d`` at the RSANet-R50 stage shapes with 16, 32 and 64 filters), and
+#: no faster below (8 filters: even with the loop, a grouped ``conv3d`` 5x
+#: slower). Training keeps the bank loop, whose backward is tuned.
 MIN_GROUPED_FILTERS = 16
 
 
@@ -294,28 +297,79 @@ def channel_conv3d(x: torch.Tensor,
             f'channel_conv3d expects x [N, C, T, H, W] and weight '
             f'[banks, O, kt, kh, kw] with banks dividing C, got '
             f'{tuple(x.shape)} and {tuple(weight.shape)}.')
-    if (weight.shape[0] > 1 and weight.shape[1] % MIN_GROUPED_FILTERS == 0
-            and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled(x.device.type)
-            and not (torch.is_grad_enabled() and
-                     (x.requires_grad or weight.requires_grad))):
-        return _grouped_inference(x, weight, padding, channels_last)
+    if use_taps_conv(x, weight):
+        return _taps_inference(x, weight, padding, channels_last)
     return _ChannelConv3d.apply(x, weight, padding, channels_last)
 
 
-def _grouped_inference(x: torch.Tensor, weight: torch.Tensor,
-                       padding: Tuple[int, int, int],
-                       channels_last: bool) -> torch.Tensor:
-    """:func:`channel_conv3d` without gradients as one grouped ``conv3d``
-    (see :data:`MIN_GROUPED_FILTERS`), in the same output layout."""
+def use_taps_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`channel_conv3d` of ``x`` with ``weight`` runs as
+    :func:`taps_channel_conv`: several filter banks (``H1``) of
+    :data:`MIN_GROUPED_FILTERS` filters or a multiple, float32 on the CPU,
+    nothing to differentiate (inference), not traced."""
+    return (weight.shape[0] > 1 and weight.shape[1] % MIN_GROUPED_FILTERS == 0
+            and x.device.type == 'cpu'
+            and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled('cpu') and not _tracing()
+            and not (torch.is_grad_enabled() and
+                     (x.requires_grad or weight.requires_grad)))
+
+
+def taps_channel_conv(x: torch.Tensor, weight: torch.Tensor,
+                      padding: Sequence[int]) -> torch.Tensor:
+    """:func:`channel_conv3d` as one grouped 2D convolution over temporal
+    taps, positions first (for inference on the CPU).
+
+    The ``kt`` frames around each frame of a channel become that channel's
+    ``kt`` input channels (``[N*T, C*kt, H, W]``, channels-last), and every
+    channel is a group with its bank's ``O`` filters ``[kt, kh, kw]``. oneDNN
+    runs this grouped 2D convolution 2-3x faster than the grouped 3D one or
+    the bank loop at the RSANet-R50 shapes with 16 filters or more per bank
+    (``H1`` at stages 2-4), and its channels-last output is the
+    positions-first matrix the per-position products read, with no
+    transpose. The multiply-adds are those of :func:`channel_conv3d`; the
+    taps cost one copy of ``kt`` times the input.
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``.
+        weight (torch.Tensor): ``[banks, O, kt, kh, kw]``; ``banks``
+            divides ``C``.
+        padding (Sequence[int]): ``(pt, ph, pw)``, half the kernel.
+
+    Returns:
+        torch.Tensor: ``[N*T*H*W, C, O]``, contiguous.
+    """
     n, c, t, h, w = x.shape
-    o = weight.shape[1]
-    # [N, C, T, H, W] -> [N, C*O, T, H, W], channel c -> its bank's O
-    y = grouped_channel_conv3d(x, weight, padding, layout='conv')
+    banks, o, kt, kh, kw = weight.shape
+    pt, ph, pw = (int(p) for p in padding)
+    # zero frames around T: [N, C, T + 2*pt, H, W]
+    frames = F.pad(x, (0, 0, 0, 0, pt, pt))
+    # the kt shifted clips, taps innermost: [N, T, H, W, C, kt]
+    taps = torch.stack(
+        [frames[:, :, i:i + t].permute(0, 2, 3, 4, 1) for i in range(kt)],
+        dim=-1)
+    # [N, T, H, W, C*kt] -> [N*T, C*kt, H, W] with channels-last strides
+    taps = taps.view(n * t, h, w, c * kt).permute(0, 3, 1, 2)
+    if banks != c:  # channel c reads bank c // (C / banks)
+        weight = weight.repeat_interleave(c // banks, dim=0)
+    out = F.conv2d(
+        taps, weight.reshape(c * o, kt, kh, kw), padding=(ph, pw), groups=c)
+    # channels-last [N*T, C*O, H, W] -> [N*T*H*W, C, O]
+    return out.permute(0, 2, 3, 1).reshape(-1, c, o)
+
+
+def _taps_inference(x: torch.Tensor, weight: torch.Tensor,
+                    padding: Tuple[int, int, int],
+                    channels_last: bool) -> torch.Tensor:
+    """:func:`channel_conv3d` without gradients through
+    :func:`taps_channel_conv`, in :func:`channel_conv3d`'s output layout."""
+    n, c, t, h, w = x.shape
+    # [N*THW, C, O] -> [N, T, H, W, C, O]
+    y = taps_channel_conv(x, weight, padding).view(n, t, h, w, c, -1)
     if channels_last:
-        # [N, C*O, T, H, W] -> [C, N, T, H, W, O]
-        return y.unflatten(1, (c, o)).permute(1, 0, 3, 4, 5, 2).contiguous()
-    return y.view(n, c, o, t, h, w)  # [N, C, O, T, H, W]
+        # -> [C, N, T, H, W, O]
+        return y.permute(4, 0, 1, 2, 3, 5).contiguous()
+    return y.permute(0, 4, 5, 1, 2, 3).contiguous()  # [N, C, O, T, H, W]
 
 
 # ---------------------------------------------------------------------- #

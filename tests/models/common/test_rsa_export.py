@@ -171,8 +171,9 @@ def test_export_channel_conv3d_equals_channel_conv3d(banks, kernel):
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('banks', [4, 16])
 def test_grouped_inference_equals_bank_loop(channels_last, banks):
-    """Without gradients, banks of 16 filters run as one grouped conv3d:
-    the values of the bank-by-bank convolutions (what training runs)."""
+    """Without gradients, banks of 16 filters run as one grouped conv2d over
+    temporal taps: the values of the bank-by-bank convolutions (what
+    training runs)."""
     x = torch.randn(2, 16, 4, 6, 5)
     weight = torch.randn(banks, 16, 3, 3, 3)
     with torch.no_grad():
@@ -180,6 +181,28 @@ def test_grouped_inference_equals_bank_loop(channels_last, banks):
     loop = channel_conv3d(x, weight.requires_grad_(), (1, 1, 1), channels_last)
     assert loop.grad_fn is not None and grouped.grad_fn is None
     torch.testing.assert_close(grouped, loop.detach(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('banks,kernel', [(16, (3, 3, 3)), (4, (5, 7, 7)),
+                                          (16, (1, 3, 5))])
+def test_taps_conv_is_the_channel_conv_positions_first(banks, kernel):
+    """taps_channel_conv: contiguous [N*THW, C, O], the values of the bank
+    loop, channel c filtered by bank c // (C / banks)."""
+    from mmrsa.models.common.rsa_ops import taps_channel_conv, use_taps_conv
+    x = torch.randn(2, 16, 5, 6, 7)
+    weight = torch.randn(banks, 16, *kernel)
+    padding = tuple(k // 2 for k in kernel)
+    expected = channel_conv3d(x, weight.requires_grad_(), padding)
+    # [N, C, O, T, H, W] -> [N*THW, C, O]
+    expected = expected.detach().permute(0, 3, 4, 5, 1, 2).reshape(-1, 16, 16)
+    with torch.no_grad():
+        assert use_taps_conv(x, weight)
+        got = taps_channel_conv(x, weight, padding)
+    assert got.is_contiguous()
+    # float32 sums of up to 245 products in another order
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # training (a weight to differentiate) keeps the bank loop
+    assert not use_taps_conv(x, weight)
 
 
 @pytest.mark.parametrize('corr_groups,context_type', [(None, 'VR'), (2, 'VR'),
