@@ -71,6 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also print the K slowest operator types of each model in '
         "onnxruntime's profiler (ms per run, summed over the nodes)")
     parser.add_argument(
+        '--malloc',
+        choices=('default', 'keep'),
+        default='default',
+        help='"keep" keeps freed memory for reuse in this process (glibc '
+        'mallopt, as tools/test.py does on CPU; see mmrsa.utils.allocator), '
+        'which speeds up eager inference; onnxruntime has its own memory '
+        'arena (default: glibc as it is)')
+    parser.add_argument(
         '--work-dir',
         help='keep the .onnx files here (default: a temporary folder)')
     args = parser.parse_args(argv)
@@ -90,6 +98,10 @@ def main(argv=None) -> int:
     import mmrsa  # noqa: F401  (compat fixes, registration)
     from mmrsa.deployment import benchmark_onnx
     from mmrsa.deployment.onnx import profile_onnx
+    malloc = 'default'
+    if args.malloc == 'keep':
+        from mmrsa.utils.allocator import keep_freed_memory
+        malloc = 'keep freed memory' if keep_freed_memory() else 'default'
 
     for config in args.configs:
         if not osp.isfile(config):
@@ -112,19 +124,21 @@ def main(argv=None) -> int:
         ] if args.profile else []
     threads = args.threads if args.threads is not None else 'default'
     print(f'onnxruntime CPU, {args.exporter} exporter, {threads} threads, '
-          f'median (min-max) of {args.rounds} rounds, ms')
+          f'median (min-max) of {args.rounds} rounds, ms; malloc: {malloc}')
     header = f"{'config':44s} {'input':>14s} {'onnxruntime':>22s}  ratio"
     if args.eager:
-        header += f" {'PyTorch eager':>22s}"
+        header += f" {'PyTorch eager':>22s}  ratio"
     print(header + '  max|diff|')
     base = rows[0]['onnx_ms']['median']
+    eager_base = rows[0]['eager_ms']['median'] if args.eager else None
     for row in rows:
         name = osp.splitext(osp.basename(row['config']))[0]
         shape = 'x'.join(map(str, row['shape']))
         line = (f"{name:44s} {shape:>14s} {_ms(row['onnx_ms']):>22s} "
                 f"{row['onnx_ms']['median'] / base:6.2f}")
         if args.eager:
-            line += f" {_ms(row['eager_ms']):>22s}"
+            line += (f" {_ms(row['eager_ms']):>22s} "
+                     f"{row['eager_ms']['median'] / eager_base:6.2f}")
         diff = max(row['max_abs_diff'].values())
         print(f'{line}  {diff:.2g}')
     for row, ops in zip(rows, profiles):

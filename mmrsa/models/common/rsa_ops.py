@@ -359,7 +359,7 @@ def taps_channel_conv(x: torch.Tensor, weight: torch.Tensor,
 
 
 def _taps_inference(x: torch.Tensor, weight: torch.Tensor,
-                    padding: Tuple[int, int, int],
+                    padding: Sequence[int],
                     channels_last: bool) -> torch.Tensor:
     """:func:`channel_conv3d` without gradients through
     :func:`taps_channel_conv`, in :func:`channel_conv3d`'s output layout."""

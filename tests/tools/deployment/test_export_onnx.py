@@ -111,3 +111,20 @@ def test_benchmark_side_by_side(tmp_path):
         'rsanet_r18_8x1_synthmotion_legacy.onnx',
         'tsn_r18_8x1_synthmotion_legacy.onnx'
     ]
+
+
+def test_benchmark_eager_ratio_and_malloc(tmp_path):
+    result = _run(BENCHMARK, DEMO_CONFIG, TSN_CONFIG, '--shape', 1, 8, 3, 32,
+                  32, '--threads', 1, '--rounds', 1, '--warmup', 0, '--eager',
+                  '--malloc', 'keep')
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith('malloc: keep freed memory')
+    assert lines[1].split()[-3:] == ['eager', 'ratio', 'max|diff|']
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    # onnxruntime and eager times, each with its ratio to the first config
+    rsa, tsn = rows['rsanet_r18_8x1_synthmotion'], rows[
+        'tsn_r18_8x1_synthmotion']
+    assert rsa[4] == '1.00' and rsa[7] == '1.00'
+    assert float(tsn[7]) == pytest.approx(
+        float(tsn[5]) / float(rsa[5]), abs=0.01)
