@@ -249,3 +249,32 @@ def test_exported_graph_form(corr_groups, context_type, tmp_path):
             expected = layer(inp).numpy()
         (got, ) = session.run(None, {'x': inp.numpy()})
         assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize('channels,corr_groups,stride', [(128, None, 1),
+                                                         (256, 4, 2)])
+def test_inference_rules_keep_the_training_output(channels, corr_groups,
+                                                  stride):
+    """Without gradients the layer takes its inference-only forms (H1 over
+    temporal taps, bmm products); its output is the one the training path
+    computes for the same input."""
+    from mmrsa.models.common.rsa_ops import use_taps_conv
+    torch.manual_seed(0)
+    layer = RSA(
+        channels,
+        kernel_size=(5, 7, 7),
+        num_queries=8,
+        corr_groups=corr_groups,
+        stride=stride)
+    with torch.no_grad():  # no zero-initialised parameter left
+        for p in layer.parameters():
+            p.normal_(0, 0.2)
+    layer.eval()
+    (x, ) = _inputs(channels, 2)
+    trained = layer(x)  # parameters require grad: the training path
+    assert trained.grad_fn is not None
+    with torch.no_grad():
+        assert use_taps_conv(x, layer._key_filters())
+        inferred = layer(x)
+    torch.testing.assert_close(
+        inferred, trained.detach(), rtol=1e-4, atol=1e-5)
