@@ -41,6 +41,27 @@ def _inputs(channels: int, *batches: int):
     ]
 
 
+def _export_legacy(layer: RSA, x: torch.Tensor, path: str) -> None:
+    """Export with the TorchScript-based exporter, the batch dynamic."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(
+            layer, (x, ),
+            path,
+            dynamo=False,
+            input_names=['x'],
+            output_names=['y'],
+            dynamic_axes={
+                'x': {
+                    0: 'n'
+                },
+                'y': {
+                    0: 'n'
+                }
+            },
+            opset_version=17)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('banks', [1, 4])
 def test_traced_channel_conv3d_equals_eager(channels_last, banks):
@@ -86,23 +107,7 @@ def test_legacy_onnx_export(channels, num_queries, stride, tmp_path):
     layer = _layer(channels, num_queries, stride)
     x, x3 = _inputs(channels, 2, 3)
     path = str(tmp_path / 'rsa.onnx')
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        torch.onnx.export(
-            layer, (x, ),
-            path,
-            dynamo=False,
-            input_names=['x'],
-            output_names=['y'],
-            dynamic_axes={
-                'x': {
-                    0: 'n'
-                },
-                'y': {
-                    0: 'n'
-                }
-            },
-            opset_version=17)
+    _export_legacy(layer, x, path)
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     for inp in (x, x3):
         with torch.no_grad():
@@ -221,23 +226,7 @@ def test_exported_graph_form(corr_groups, context_type, tmp_path):
         context_type=context_type).eval()
     x, x3 = _inputs(64, 2, 3)
     path = str(tmp_path / 'rsa.onnx')
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        torch.onnx.export(
-            layer, (x, ),
-            path,
-            dynamo=False,
-            input_names=['x'],
-            output_names=['y'],
-            dynamic_axes={
-                'x': {
-                    0: 'n'
-                },
-                'y': {
-                    0: 'n'
-                }
-            },
-            opset_version=17)
+    _export_legacy(layer, x, path)
     convs = [
         node for node in onnx.load(path).graph.node if node.op_type == 'Conv'
     ]
