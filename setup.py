@@ -3,10 +3,10 @@ import os
 import os.path as osp
 import re
 import shutil
-from typing import List
-
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
+from typing import List
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -82,8 +82,7 @@ def add_mim_extension(package_dir: str) -> List[str]:
                 f'{src} is missing: a wheel without it would not work with '
                 'MIM. Build from a full checkout or sdist.')
     return [
-        osp.join(root, f) for root, _, files in os.walk(mim_dir)
-        for f in files
+        osp.join(root, f) for root, _, files in os.walk(mim_dir) for f in files
     ]
 
 
@@ -105,6 +104,45 @@ class BuildPyWithMim(build_py):
                 getattr(self, '_mim_outputs', []))
 
 
+class BuildNativeOptional(build_ext):
+    """``build_ext`` for the optional native CPU products
+    (``mmrsa/csrc/rsa_products.c``).
+
+    The library is plain C (OpenMP, no Python or torch API), loaded with
+    ``ctypes`` by :mod:`mmrsa.models.common.rsa_native`; where it cannot be
+    built (no C compiler, another platform) the build says so and goes on,
+    and the RSA layers run their pure-PyTorch path.
+    """
+
+    def get_export_symbols(self, ext: Extension) -> List[str]:
+        # a C library, not a Python module: nothing named PyInit_* to export
+        return []
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:  # compiler missing or failing
+            print(f'warning: the optional native RSA products were not '
+                  f'built ({error}); RSA runs its pure-PyTorch path. '
+                  f'Install a C compiler with OpenMP (gcc) and reinstall '
+                  f'to build them.')
+
+
+def native_extensions() -> List[Extension]:
+    """The native CPU products, on Linux and macOS with GCC-style flags."""
+    if os.name != 'posix' or os.environ.get('MMRSA_NATIVE', '1') == '0':
+        return []
+    return [
+        Extension(
+            'mmrsa._rsa_products',
+            sources=['mmrsa/csrc/rsa_products.c'],
+            extra_compile_args=['-O3', '-fopenmp', '-std=gnu11'],
+            extra_link_args=['-fopenmp'],
+            libraries=['m'],
+            optional=True)
+    ]
+
+
 setup(
     name='mmrsa',
     version=get_version(),
@@ -112,8 +150,8 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     license='Apache License 2.0',
-    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools',
-                                    'demo')),
+    packages=find_packages(
+        exclude=('tests', 'tests.*', 'configs', 'tools', 'demo')),
     python_requires='>=3.9',
     # ranges: what the code needs; the tested pins are in
     # requirements/constraints.txt (`pip install -c ...`, as tools/run.sh does)
@@ -125,6 +163,12 @@ setup(
         'mim': parse_requirements('requirements/mminstall.txt'),
         'tests': parse_requirements('requirements/tests.txt'),
     },
-    cmdclass={'build_py': BuildPyWithMim},
+    ext_modules=native_extensions(),
+    # the C source is built, not shipped (MANIFEST.in puts it in the sdist)
+    exclude_package_data={'mmrsa': ['csrc/*']},
+    cmdclass={
+        'build_py': BuildPyWithMim,
+        'build_ext': BuildNativeOptional
+    },
     zip_safe=False,
 )

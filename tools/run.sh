@@ -43,13 +43,17 @@ find_python() {
 }
 
 install_hash() {
-  # Everything that decides what gets installed: requirements/*.txt are
+  # Everything that decides what gets installed (and built: the optional
+  # native products in mmrsa/csrc): requirements/*.txt are
   # runtime.txt, tests.txt, mminstall.txt and the pins in constraints.txt.
   # (the glob is expanded in the repository, whatever the caller's folder)
   (
     cd "${REPO_ROOT}"
-    local files=(setup.py requirements/*.txt)
+    local files=(setup.py requirements/*.txt) source
     [[ -f setup.cfg ]] && files+=(setup.cfg)
+    for source in mmrsa/csrc/*.c; do
+      [[ -f "${source}" ]] && files+=("${source}")
+    done
     cat "${files[@]}"
   ) | sha256sum | cut -d' ' -f1
 }

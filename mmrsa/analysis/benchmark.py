@@ -194,10 +194,14 @@ def iter_layer_section(
         dict: ``batch``, ``channels``, ``size``, ``frames``; ``ms`` and
         ``saved_mb`` (MiB saved for backward) per candidate (``'conv'``,
         ``'rsa'``, then ``'ref'``, ``'rev'`` and the forced paths);
+        ``infer_ms``: inference (``torch.no_grad``) of ``'conv'`` and
+        ``'rsa'``, and on the CPU where the native products are built
+        ``'rsa_torch'``, the layer without them;
         ``peak_mb`` (the RSA layer's CUDA peak, None off CUDA) and ``path``
         (the RSA layer's automatic implementation).
     """
     from mmrsa.models.common.rsa import RSA, force_path, select_path
+    from mmrsa.models.common.rsa_native import native_available
     from mmrsa.models.common.rsa_reference import RSAReference
     device = bench.device
     paths = layer_paths(device, paths)
@@ -242,6 +246,14 @@ def iter_layer_section(
                 steps[path] = forced(steps['rsa'], path, force_path)
                 forwards[path] = forced(forwards['rsa'], path, force_path)
             times = bench.time(steps)
+            inference = {
+                k: layer_inference(bench, models[k], x)
+                for k in ('conv', 'rsa')
+            }
+            if bench.device.type == 'cpu' and native_available():
+                # the same layer with the per-position products in PyTorch
+                inference['rsa_torch'] = without_native(inference['rsa'])
+            infer_times = bench.time(inference)
             mem = {
                 k: saved_bytes(forward) / 2**20
                 for k, forward in forwards.items()
@@ -257,6 +269,7 @@ def iter_layer_section(
                 size=size,
                 frames=frames,
                 ms=times,
+                infer_ms=infer_times,
                 saved_mb=mem,
                 peak_mb=peak,
                 path=auto_path)
@@ -290,6 +303,29 @@ def forced(fn: Callable[[], Any], path: str,
     def run() -> Any:
         with force_path(path):
             return fn()
+
+    return run
+
+
+def without_native(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with the native RSA products switched off."""
+    from mmrsa.models.common.rsa_native import disabled
+
+    def run() -> Any:
+        with disabled():
+            return fn()
+
+    return run
+
+
+def layer_inference(bench: Bench, model: nn.Module,
+                    x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A call of ``model(x)`` under ``torch.no_grad`` and the bench's
+    autocast."""
+
+    def run() -> torch.Tensor:
+        with torch.no_grad(), bench.autocast():
+            return model(x)
 
     return run
 

@@ -420,14 +420,19 @@ def benchmark_onnx(configs: Sequence[str],
         warmup (int): Untimed runs of each model. Defaults to 2.
         rounds (int): Timed runs of each model. Defaults to 10.
         eager (bool): Also time eager PyTorch (``torch.no_grad``) in the
-            same rounds. Defaults to False.
+            same rounds; where the native RSA products are built, once with
+            them (``eager_ms``) and once without (``eager_torch_ms``, see
+            :mod:`mmrsa.models.common.rsa_native`). Defaults to False.
 
     Returns:
         list[dict]: Per config: ``config``, ``path``, ``shape``,
         ``export_s``, ``max_abs_diff``, ``onnx_ms`` (median, min, max of
-        the rounds) and, with ``eager``, ``eager_ms``.
+        the rounds) and, with ``eager``, ``eager_ms`` (and
+        ``eager_torch_ms``).
     """
     import os
+
+    from mmrsa.models.common import rsa_native
     os.makedirs(work_dir, exist_ok=True)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -463,6 +468,13 @@ def benchmark_onnx(configs: Sequence[str],
                     m(x)
 
             runners[-1].append(('eager_ms', run_eager))
+            if rsa_native.native_available():
+
+                def run_eager_torch(m=module, x=clip):
+                    with torch.no_grad(), rsa_native.disabled():
+                        m(x)
+
+                runners[-1].append(('eager_torch_ms', run_eager_torch))
     for jobs in runners:
         for _, job in jobs:
             for _ in range(warmup):

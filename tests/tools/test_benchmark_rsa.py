@@ -406,14 +406,34 @@ def test_layer_table_formats_a_measured_result():
             result['frames']) == (3, 16, 8, 2)
     assert set(result['ms']) == set(result['saved_mb']) == {'conv', 'rsa'}
     assert result['peak_mb'] is None  # CUDA only
+    # inference of both, and of RSA without the native products (built by
+    # the install)
+    assert set(result['infer_ms']) == {'conv', 'rsa', 'rsa_torch'}
+    assert all(ms > 0 for ms in result['infer_ms'].values())
     columns = dict(reference=False, compare=False, cuda=True)
     header = tool.layer_header([], **columns)
     row = tool.layer_row(dict(result, peak_mb=12.34), [], **columns)  # CUDA
-    assert 'RSA peak MB' in header
+    assert 'RSA peak MB' in header and 'no native' not in header
     assert len(row) == len(header)
     fields = _row(row, '   16@8  T2 ')
     assert fields[0] == '3'  # N
     assert fields[-2:] == ['12.3', result['path']]
+    infer = result['infer_ms']
+    assert fields[4:7] == [
+        f'{infer["conv"]:.1f}', f'{infer["rsa"]:.1f}',
+        f'{infer["rsa"] / infer["conv"]:.2f}'
+    ]
+    columns = dict(reference=False, compare=False, cuda=False, native=True)
+    header = tool.layer_header([], **columns)
+    row = tool.layer_row(result, [], **columns)
+    assert header.split('|')[2].split() == [
+        'inf', 'conv', 'inf', 'RSA', '/conv', 'no', 'native', '/conv'
+    ]
+    assert len(row) == len(header)
+    assert _row(row, "   16@8  T2 ")[7:9] == [
+        f'{infer["rsa_torch"]:.1f}',
+        f'{infer["rsa_torch"] / infer["conv"]:.2f}'
+    ]
     title = tool.layer_title(['plain'], frames=2, compare_rev='HEAD~1')
     assert title[0] == 'rev = the RSA layer at git revision HEAD~1'
     assert title[1].endswith(', beside it forced through plain')

@@ -274,8 +274,12 @@ def table_lines(title: Sequence[str], header: str,
     return ['', *title, header, '-' * len(header), *rows]
 
 
-def layer_header(paths: Sequence[str], *, reference: bool, compare: bool,
-                 cuda: bool) -> str:
+def layer_header(paths: Sequence[str],
+                 *,
+                 reference: bool,
+                 compare: bool,
+                 cuda: bool,
+                 native: bool = False) -> str:
     """The header of the layer table (columns as :func:`layer_row`)."""
     header = (f'{"layer":>12} {"N":>2} | {"conv ms":>8} {"RSA ms":>8} '
               f'{"RSA/conv":>8}')
@@ -285,6 +289,9 @@ def layer_header(paths: Sequence[str], *, reference: bool, compare: bool,
         header += f' {"rev ms":>8} {"rev/RSA":>7}'
     for path in paths:
         header += f' {path + " ms":>12} {"/RSA":>5}'
+    header += f' | {"inf conv":>8} {"inf RSA":>8} {"/conv":>5}'
+    if native:
+        header += f' {"no native":>9} {"/conv":>5}'
     header += f' | {"conv MB":>7} {"RSA MB":>7}'
     if reference:
         header += f' {"ref MB":>7}'
@@ -311,11 +318,19 @@ def layer_title(paths: Sequence[str],
         f'backward, T={frames} (MB: saved for backward); RSA path = '
         f'its automatic implementation here' +
         (f', beside it forced through {", ".join(paths)}' if paths else ''))
+    title.append('inf = inference under torch.no_grad (RSA: its automatic '
+                 'path; no native: the per-position products in PyTorch, '
+                 'where the native ones are built)')
     return title
 
 
-def layer_row(result: Dict[str, Any], paths: Sequence[str], *, reference: bool,
-              compare: bool, cuda: bool) -> str:
+def layer_row(result: Dict[str, Any],
+              paths: Sequence[str],
+              *,
+              reference: bool,
+              compare: bool,
+              cuda: bool,
+              native: bool = False) -> str:
     """One row of the layer table from a result of
     :func:`mmrsa.analysis.benchmark.iter_layer_section`."""
     times, mem = result['ms'], result['saved_mb']
@@ -329,6 +344,12 @@ def layer_row(result: Dict[str, Any], paths: Sequence[str], *, reference: bool,
         row += f' {times["rev"]:8.1f} {times["rev"] / times["rsa"]:7.2f}'
     for path in paths:
         row += f' {times[path]:12.1f} {times[path] / times["rsa"]:5.2f}'
+    infer = result['infer_ms']
+    row += (f' | {infer["conv"]:8.1f} {infer["rsa"]:8.1f} '
+            f'{infer["rsa"] / infer["conv"]:5.2f}')
+    if native:
+        row += (f' {infer["rsa_torch"]:9.1f} '
+                f'{infer["rsa_torch"] / infer["conv"]:5.2f}')
     row += f' | {mem["conv"]:7.1f} {mem["rsa"]:7.1f}'
     if reference:
         row += f' {mem["ref"]:7.1f}'
@@ -458,8 +479,12 @@ def run_layer(bench: benchmark.Bench, args: argparse.Namespace,
     compare = (
         load_committed_rsa(args.compare_impl) if args.compare_impl else None)
     paths = benchmark.layer_paths(bench.device, args.paths)
+    from mmrsa.models.common.rsa_native import native_available
     columns = dict(
-        reference=args.reference, compare=compare is not None, cuda=bench.cuda)
+        reference=args.reference,
+        compare=compare is not None,
+        cuda=bench.cuda,
+        native=not bench.cuda and native_available())
     for line in table_lines(
             layer_title(
                 paths, frames=args.frames, compare_rev=args.compare_impl),

@@ -125,20 +125,26 @@ def main(argv=None) -> int:
     threads = args.threads if args.threads is not None else 'default'
     print(f'onnxruntime CPU, {args.exporter} exporter, {threads} threads, '
           f'median (min-max) of {args.rounds} rounds, ms; malloc: {malloc}')
-    header = f"{'config':44s} {'input':>14s} {'onnxruntime':>22s}  ratio"
     if args.eager:
-        header += f" {'PyTorch eager':>22s}  ratio"
+        from mmrsa.models.common.rsa_native import native_status
+        print(f'native RSA products (eager): {native_status()}')
+    header = f"{'config':44s} {'input':>14s} {'onnxruntime':>22s}  ratio"
+    eager_keys = [
+        key for key in ('eager_ms', 'eager_torch_ms') if key in rows[0]
+    ]
+    titles = dict(eager_ms='PyTorch eager', eager_torch_ms='eager, no native')
+    for key in eager_keys:
+        header += f' {titles[key]:>22s}  ratio'
     print(header + '  max|diff|')
     base = rows[0]['onnx_ms']['median']
-    eager_base = rows[0]['eager_ms']['median'] if args.eager else None
     for row in rows:
         name = osp.splitext(osp.basename(row['config']))[0]
         shape = 'x'.join(map(str, row['shape']))
         line = (f"{name:44s} {shape:>14s} {_ms(row['onnx_ms']):>22s} "
                 f"{row['onnx_ms']['median'] / base:6.2f}")
-        if args.eager:
-            line += (f" {_ms(row['eager_ms']):>22s} "
-                     f"{row['eager_ms']['median'] / eager_base:6.2f}")
+        for key in eager_keys:
+            line += (f' {_ms(row[key]):>22s} '
+                     f"{row[key]['median'] / rows[0][key]['median']:6.2f}")
         diff = max(row['max_abs_diff'].values())
         print(f'{line}  {diff:.2g}')
     for row, ops in zip(rows, profiles):

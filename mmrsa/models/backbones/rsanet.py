@@ -302,6 +302,10 @@ class FrameRSA(RSA):
         # [N*T, C, H, W] -> [N*T, P, H, W] -> [N, P, T, H, W]
         weight = self.projection.weight
         proj = F.conv2d(x, weight.view(weight.shape[:2] + (1, 1)))
+        # inference on the CPU: the native products read and write frames
+        out = self.attend_frames(proj, t)
+        if out is not None:
+            return out
         proj = proj.view(n, t, -1, h, w).transpose(1, 2).contiguous()
         out = self.attend(proj)  # [N, C', T, H', W']
         # [N, C', T, H', W'] -> [N, T, C', H', W'] -> [N*T, C', H', W']

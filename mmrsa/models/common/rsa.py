@@ -5,7 +5,8 @@ Kim, Kwon, Wang, Kwak, Cho. "Relational Self-Attention: What's Missing in
 Attention for Video Understanding". NeurIPS 2021.
 
 This module imports only torch (and :mod:`.rsa_ops`, its pure-torch fast
-primitives, and :mod:`.rsa_triton`, its optional fused kernel). Registration
+primitives, :mod:`.rsa_native`, its optional native CPU products, and
+:mod:`.rsa_triton`, its optional fused kernel). Registration
 into MMAction2's registries lives in :mod:`mmrsa.models.common` (glue), not
 here.
 """
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import rsa_triton
+from . import rsa_native, rsa_triton
 from .rsa_ops import (channel_conv3d, contiguous_grad, export_channel_conv3d,
                       grouped_channel_conv3d, per_position_matmul,
                       taps_channel_conv, use_position_loops, use_taps_conv)
@@ -33,7 +34,7 @@ CONTEXT_TYPES = ('V', 'R', 'VR')
 NORM_TYPES = ('l2', 'none', 'bn')
 
 #: The layer's implementations of Eq. 12 (see :func:`select_path`).
-PATHS = ('cpu_loops', 'cpu_bmm', 'plain', 'fused')
+PATHS = ('cpu_loops', 'cpu_bmm', 'cpu_native', 'plain', 'fused')
 
 #: What a layer may ask for (its ``path`` argument, or :data:`PATH_ENV`):
 #: the automatic choice, the cuDNN/cuBLAS path, or the fused Triton kernel
@@ -71,6 +72,13 @@ def select_path(x: torch.Tensor,
       (:func:`~mmrsa.models.common.rsa_ops.per_position_matmul`).
     - ``'cpu_bmm'`` (CPU, larger matrices): positions first, the same
       convolutions, products as ``bmm`` with a contiguous gradient.
+    - ``'cpu_native'`` (CPU inference): as ``'cpu_bmm'``, the per-position
+      products by the native library
+      (:mod:`~mmrsa.models.common.rsa_native`), taken without gradients
+      (``torch.no_grad()``/``torch.inference_mode()``), for float32 outside
+      autocast, with a relational kernel and context and a multiple of 8
+      queries, where the library is built and not switched off
+      (``MMRSA_DISABLE_NATIVE=1``).
     - ``'plain'`` (every other device, CUDA included): positions first,
       each filter set as one grouped ``conv3d`` and the products as
       ``bmm``, with autograd's own backward: what cuDNN and cuBLAS are built
@@ -118,6 +126,12 @@ def select_path(x: torch.Tensor,
             raise ValueError(
                 'RSA path \'fused\' needs a relational kernel and context '
                 'and Triton on CUDA (or TRITON_INTERPRET=1 on CPU).')
+        if forced == 'cpu_native' and not _native_applies(x, sizes, fusable):
+            raise ValueError(
+                f'RSA path \'cpu_native\' needs a relational kernel and '
+                f'context, a multiple of {rsa_native.MIN_QUERIES} queries, '
+                f'float32 without gradients and the native library (it is '
+                f'{rsa_native.native_status()}).')
         return forced
     _check_path_choice(requested, 'path')
     # tracers and compilers get the automatic path (inductor fuses on its
@@ -130,6 +144,9 @@ def select_path(x: torch.Tensor,
         return 'plain'
     if on_cpu:
         auto = 'cpu_loops' if use_position_loops(x, *sizes) else 'cpu_bmm'
+        if (auto == 'cpu_bmm' and requested == 'auto' and not tracing
+                and _native_applies(x, sizes, fusable)):
+            auto = 'cpu_native'
     else:
         auto = 'plain'
     if (requested != 'fused' or tracing or not fusable
@@ -145,6 +162,21 @@ def select_path(x: torch.Tensor,
             f'the RSA layers take their automatic path ({auto!r} here).')
         return auto
     return 'fused'
+
+
+def _native_applies(x: torch.Tensor, sizes: Sequence[int],
+                    fusable: bool) -> bool:
+    """Whether the native CPU products (:mod:`.rsa_native`) can compute the
+    layer's products for ``x``: see ``'cpu_native'`` in :func:`select_path`.
+    """
+    return (fusable and sizes[0] % rsa_native.MIN_QUERIES == 0
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled('cpu')
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()
+            and rsa_native.native_available())
 
 
 @contextlib.contextmanager
@@ -164,7 +196,13 @@ def force_path(path: Optional[str]) -> Iterator[None]:
         _forced_path = previous
 
 
-def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
+#: The epsilon of :func:`l2_normalize`.
+L2_EPS = 1e-6
+
+
+def l2_normalize(x: torch.Tensor,
+                 dim: int,
+                 eps: float = L2_EPS) -> torch.Tensor:
     """``x / sqrt(sum(x ** 2) + eps)`` along ``dim`` (eps inside the root).
 
     This is the normalisation of the official implementation; unlike
@@ -241,7 +279,11 @@ class RSA(nn.Module):
     Implementations (``path``, see :func:`select_path`):
 
     - CPU (default): ``'cpu_loops'`` or ``'cpu_bmm'``, by the matrix sizes
-      and the dtype; oneDNN's generic kernels are slow on these shapes.
+      and the dtype; oneDNN's generic kernels are slow on these shapes. For
+      inference (no gradients, float32) ``'cpu_native'``: the per-position
+      products in the optional native library
+      (:mod:`~mmrsa.models.common.rsa_native`), which reads the query and
+      writes the output in place (:meth:`attend_frames` for frame batches).
     - CUDA (default): ``'plain'``, grouped ``conv3d`` + ``bmm`` (cuDNN and
       cuBLAS, autograd's own backward).
     - ``'fused'`` (opt-in): the three per-position products in one Triton
@@ -577,6 +619,11 @@ class RSA(nn.Module):
             # positions first, its fast convolutions (see
             # export_channel_conv3d) and products
             path = 'onnx'
+        if path == 'cpu_native':
+            out = self._transform_native(q, k, v)  # [N, Cq*L, T, H, W]
+            if out is not None:
+                return self.downsample(out)
+            path = 'cpu_bmm'  # the library failed (and warned)
         if path == 'cpu_loops':
             out = self._transform_positions_last(q, k, v)  # [N, Cq, L, THW]
             # [N, Cq, L, THW] -> [N, Cq*L, T, H, W] (value major, query minor)
@@ -671,6 +718,88 @@ class RSA(nn.Module):
         # [N, C, T, H, W] -> [N, T, H, W, C, O] -> [N*THW, C, O]
         out = grouped_channel_conv3d(x, filters, self.padding)
         return out.reshape(-1, channels, out.shape[-1])
+
+    def _transform_native(self, q: torch.Tensor, k: torch.Tensor,
+                          v: torch.Tensor) -> Optional[torch.Tensor]:
+        """Eq. 12 for inference with the native per-position products
+        (:func:`~mmrsa.models.common.rsa_native.native_products`) after the
+        convolutions of the ``'cpu_bmm'`` path.
+
+        Returns:
+            torch.Tensor | None: ``y`` as ``[N, Cq*L, T, H, W]``, or None if
+            the library failed (it then warned; the caller runs ``bmm``).
+        """
+        n, nq, cq, t, h, w = q.shape
+        # [N, Cq, T, H, W] -> [N*THW, Cq, D] and [N*THW, Cq, D + Cq]
+        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
+        value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
+        out = q.new_empty(n, cq * nq, t, h, w)
+        # q and out seen as [N, T, C, HW], in place
+        done = rsa_native.native_products(
+            q.reshape(n, nq * cq, t, h * w).transpose(1, 2),
+            key_h1,
+            value,
+            self.P1,
+            self.I,
+            out.view(n, cq * nq, t, h * w).transpose(1, 2),
+            num_queries=nq,
+            fallback=_forced_path is None)
+        return out if done else None
+
+    def attend_frames(self, proj: torch.Tensor,
+                      num_segments: int) -> Optional[torch.Tensor]:
+        """The layer on the projection of a batch of frames, for inference
+        with the native products; None where they do not apply.
+
+        The query is read from ``proj`` as it is and normalised by the
+        native products, which write the output frames directly: only the
+        key and the value (2 Cq of the ``L*Cq + 2 Cq`` channels) are copied
+        into clips for their convolutions. Unlike :meth:`attend` there is no
+        transpose of the whole projection and of the output.
+
+        Args:
+            proj (torch.Tensor): The projection of the frames,
+                ``[N*T, L*Cq + 2 Cq, H, W]``.
+            num_segments (int): T, frames per clip.
+
+        Returns:
+            torch.Tensor | None: ``[N*T, out_channels, H, W]``, or None when
+            the layer's path is not ``'cpu_native'`` (see
+            :func:`select_path`), for a stride or ``norm='bn'``, or when the
+            library failed.
+        """
+        nq, cq = self.num_queries, self.query_channels
+        fusable = self.use_relational_kernel and self.use_relational_context
+        if self.stride != 1 or self.norm == 'bn':
+            return None
+        sizes = (nq, cq, self.latent_dim)
+        if select_path(proj, sizes, fusable, self.path) != 'cpu_native':
+            return None
+        frames, channels, h, w = proj.shape
+        n, t = frames // num_segments, num_segments
+        # the query channels of [N*T, P, H, W] seen as [N, T, L*Cq, HW]
+        q = proj.view(n, t, channels, h * w)[:, :, :nq * cq]
+        # key and value: [N*T, 2 Cq, H, W] -> [N, 2 Cq, T, H, W]
+        kv = proj.view(n, t, channels, h, w)[:, :, nq * cq:]
+        kv = kv.transpose(1, 2).contiguous()
+        k, v = torch.split(kv, [cq, cq], dim=1)
+        if self.norm == 'l2':
+            k, v = l2_normalize(k, dim=1), l2_normalize(v, dim=1)
+        # [N, Cq, T, H, W] -> [N*THW, Cq, D] and [N*THW, Cq, D + Cq]
+        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
+        value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
+        out = proj.new_empty(frames, cq * nq, h, w)
+        done = rsa_native.native_products(
+            q,
+            key_h1,
+            value,
+            self.P1,
+            self.I,
+            out.view(n, t, cq * nq, h * w),
+            num_queries=nq,
+            query_eps=L2_EPS if self.norm == 'l2' else None,
+            fallback=_forced_path is None)
+        return out if done else None
 
     def _transform_positions_first(self, q: torch.Tensor,
                                    k: Optional[torch.Tensor], v: torch.Tensor,

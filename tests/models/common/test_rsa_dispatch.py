@@ -236,7 +236,7 @@ def test_force_path_rejects_what_cannot_run(monkeypatch):
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
     with force_path('fused'), pytest.raises(ValueError, match='Triton'):
         select_path(torch.zeros(1), (8, 8, 8), True)
-    assert set(PATHS) == set(TORCH_PATHS) | {'fused'}
+    assert set(PATHS) == set(TORCH_PATHS) | {'fused', 'cpu_native'}
 
 
 def test_fused_available(monkeypatch):

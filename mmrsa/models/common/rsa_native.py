@@ -1,0 +1,222 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""Native CPU products of RSA for inference (optional, float32).
+
+After its convolutions, an RSA layer multiplies four small matrices at every
+position (Eq. 12): ``kernel = q (XK * H1 + P1)`` ``[L, D]``, the contexts
+``H2^T XV`` ``[D, Cq]`` and ``I + XV^T G`` ``[Cq, Cq]``, and their product
+``[Cq, L]``. In PyTorch these are three ``bmm`` on positions-first copies of
+the operands, then a transpose into the output layout. The C library built
+from ``mmrsa/csrc/rsa_products.c`` computes the same products in one pass
+over the positions: it reads the query in the layer's own layout, keeps the
+intermediates in registers, adds ``P1`` and ``I`` on the fly and writes the
+output ``[N, Cq*L, T, H, W]`` directly. It multiplies the value's ``H2``
+context by the kernel before the relational context (``Cq*L*(D + Cq)``
+multiply-adds per position instead of ``Cq*D*(Cq + L)``), the same result
+within float32 rounding.
+
+It runs only where nothing needs it to be differentiable or traced: on the
+CPU, float32, under ``torch.no_grad()``/``torch.inference_mode()``, not
+under autocast, not while tracing, exporting or compiling, for layers with a
+relational kernel and context and a multiple of 8 queries (RSANet: 8).
+:func:`~mmrsa.models.common.rsa.select_path` makes that choice
+(``'cpu_native'``); training and every other case run the pure-PyTorch
+path, which is also the fallback.
+
+The library is optional. ``pip install`` builds it where a C compiler with
+OpenMP is found (``setup.py``, plain C: no Python or torch API, loaded with
+:mod:`ctypes`); without it, or with ``MMRSA_DISABLE_NATIVE=1``, the layers
+run the PyTorch path. It uses the OpenMP runtime PyTorch loaded (it needs
+``libgomp.so.1``, already in the process through torch), so its threads are
+PyTorch's: ``torch.set_num_threads`` applies to it.
+"""
+import contextlib
+import ctypes
+import functools
+import os
+import os.path as osp
+import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Iterator, Optional
+
+import torch
+
+__all__ = [
+    'native_available', 'native_status', 'native_products', 'disabled',
+    'DISABLE_ENV', 'MIN_QUERIES'
+]
+
+#: Environment variable that keeps the layers on the PyTorch path.
+DISABLE_ENV = 'MMRSA_DISABLE_NATIVE'
+
+#: The number of queries L must be a multiple of this (the library's
+#: vectors hold 8 queries).
+MIN_QUERIES = 8
+
+#: The library's file name without the platform suffix, next to the
+#: ``mmrsa`` package's ``__init__.py``.
+_LIBRARY_STEM = '_rsa_products'
+
+#: Why the library was given up in this process, or None.
+_failure: Optional[str] = None
+
+#: Set inside :func:`disabled`.
+_disabled = False
+
+
+def _library_path() -> Optional[str]:
+    package = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    for suffix in EXTENSION_SUFFIXES:
+        path = osp.join(package, _LIBRARY_STEM + suffix)
+        if osp.isfile(path):
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
+    """The library and a one-line status."""
+    path = _library_path()
+    if path is None:
+        return None, ('not built (no mmrsa/_rsa_products*.so: reinstall '
+                      'mmrsa where a C compiler with OpenMP is found)')
+    try:
+        library = ctypes.CDLL(path)
+        function = library.mmrsa_rsa_products_f32
+    except (OSError, AttributeError) as error:
+        return None, f'{path} could not be loaded ({error})'
+    pointer, size = ctypes.c_void_p, ctypes.c_ssize_t
+    function.restype = ctypes.c_int
+    function.argtypes = (
+        [pointer] + [size] * 4  # q and its strides (N, T, C, HW)
+        + [pointer] + [size] * 3  # key (position, Cq, D)
+        + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
+        + [pointer] * 2  # P1, I
+        + [pointer] + [size] * 3  # out (N, T, C)
+        + [size] * 6  # N, T, HW, L, Cq, D
+        + [ctypes.c_int, ctypes.c_float, ctypes.c_int])  # norm, eps, threads
+    return library, f'built ({osp.basename(path)})'
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Keep every RSA layer on the PyTorch path inside the block (as
+    :data:`DISABLE_ENV` does for a process), e.g. to time both side by
+    side."""
+    global _disabled
+    previous, _disabled = _disabled, True
+    try:
+        yield
+    finally:
+        _disabled = previous
+
+
+def native_status() -> str:
+    """Whether the native products run, in words (for logs and tools)."""
+    if os.environ.get(DISABLE_ENV, '0') == '1':
+        return f'switched off ({DISABLE_ENV}=1)'
+    if _disabled:
+        return 'switched off (rsa_native.disabled())'
+    if _failure is not None:
+        return f'given up in this process ({_failure})'
+    return _load()[1]
+
+
+def native_available() -> bool:
+    """Whether the library is built, loadable, not switched off (with
+    :data:`DISABLE_ENV` or :func:`disabled`) and has not failed in this
+    process."""
+    return (os.environ.get(DISABLE_ENV, '0') != '1' and not _disabled
+            and _failure is None and _load()[0] is not None)
+
+
+def _as_pointer(x: Optional[torch.Tensor]) -> Optional[int]:
+    return None if x is None else x.data_ptr()
+
+
+def native_products(q: torch.Tensor,
+                    key: torch.Tensor,
+                    value: torch.Tensor,
+                    p1: Optional[torch.Tensor],
+                    eye: Optional[torch.Tensor],
+                    out: torch.Tensor,
+                    *,
+                    num_queries: int,
+                    query_eps: Optional[float] = None,
+                    fallback: bool = True) -> bool:
+    """The per-position products of Eq. 12, written into ``out``.
+
+    ``q`` and ``out`` are views in the layout the layer holds them in (a
+    clip ``[N, C, T, H, W]`` or frames ``[N*T, C, H, W]``, channels-last
+    too for ``q``) seen as ``[N, T, C, H*W]``: any strides, except a unit
+    stride within a frame of ``out``.
+
+    Args:
+        q (torch.Tensor): Query ``[N, T, L*Cq, H*W]`` (channel
+            ``l * Cq + c``).
+        key (torch.Tensor): The key filtered by ``H1``, positions first
+            ``[N*T*H*W, Cq, D]``, any strides.
+        value (torch.Tensor): The value filtered by ``H2`` and ``G``
+            ``[N*T*H*W, Cq, D + Cq]``, any strides.
+        p1 (torch.Tensor, optional): ``P1`` ``[Cq, D]``, added to ``key``.
+        eye (torch.Tensor, optional): ``I`` ``[Cq, Cq]``, added to the
+            relational context.
+        out (torch.Tensor): ``y`` ``[N, T, Cq*L, H*W]`` (channel
+            ``c * L + l`` for value channel ``c`` and query ``l``),
+            written.
+        num_queries (int): L, a multiple of :data:`MIN_QUERIES`.
+        query_eps (float, optional): L2-normalise each query over its Cq
+            channels on the way in, ``q / sqrt(sum(q ** 2) + eps)``; None
+            when ``q`` is normalised already. Defaults to None.
+        fallback (bool): On a failure of the library (memory), warn once,
+            give it up for the process and return False (the caller computes
+            the products in PyTorch); otherwise raise. Defaults to True.
+
+    Returns:
+        bool: True when ``out`` holds the result.
+    """
+    global _failure
+    library = _load()[0]
+    if library is None:
+        raise RuntimeError(f'the native RSA products are {native_status()}')
+    n, t, channels, hw = q.shape
+    nq, cq = num_queries, channels // max(num_queries, 1)
+    positions, dim = n * t * hw, key.shape[-1]
+    tensors = (q, key, value, p1, eye, out)
+    if (nq % MIN_QUERIES or channels != nq * cq
+            or tuple(key.shape) != (positions, cq, dim)
+            or tuple(value.shape) != (positions, cq, dim + cq)
+            or tuple(out.shape) != (n, t, cq * nq, hw)
+            or (hw > 1 and out.stride(3) != 1) or any(
+                x is not None and
+                (x.dtype != torch.float32 or x.device.type != 'cpu')
+                for x in tensors)):
+        raise ValueError(
+            f'native_products expects float32 CPU tensors: q [N, T, L*Cq, '
+            f'HW], out [N, T, Cq*L, HW] with a unit stride in HW, L a '
+            f'multiple of {MIN_QUERIES}, key [N*T*HW, Cq, D] and value '
+            f'[N*T*HW, Cq, D + Cq]; got L={num_queries} and '
+            f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
+    p1 = None if p1 is None else p1.detach().contiguous()
+    eye = None if eye is None else eye.detach().contiguous()
+    operands = [q.data_ptr(), *q.stride()]
+    operands += [key.data_ptr(), *key.stride()]
+    operands += [value.data_ptr(), *value.stride()]
+    operands += [_as_pointer(p1), _as_pointer(eye)]
+    operands += [out.data_ptr(), *out.stride()[:3]]
+    status = library.mmrsa_rsa_products_f32(*operands, n, t, hw, nq, cq, dim,
+                                            int(query_eps is not None),
+                                            query_eps or 0.0,
+                                            torch.get_num_threads())
+    if status == 0:
+        return True
+    reason = ('the library ran out of memory for its scratch buffers'
+              if status == 2 else f'the library returned {status}')
+    if not fallback:
+        raise RuntimeError(f'native RSA products failed: {reason}')
+    _failure = reason
+    warnings.warn(
+        f'RSA: the native CPU products failed ({reason}); the RSA layers '
+        f'compute them in PyTorch for the rest of this process.',
+        RuntimeWarning,
+        stacklevel=2)
+    return False

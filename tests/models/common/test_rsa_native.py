@@ -1,0 +1,346 @@
+# Copyright (c) mmrsa contributors. All rights reserved.
+"""The native CPU products (``'cpu_native'``, :mod:`rsa_native`).
+
+- ``pip install`` builds the library where a C compiler is found (here);
+- inference takes it by itself, and its output equals the PyTorch path's and
+  the float64 literal Eq. 8 within float32 rounding, for every layer option
+  it takes, any number of threads giving the same bits;
+- training, half precision, autocast, tracing, other query counts and
+  ``MMRSA_DISABLE_NATIVE=1`` stay on PyTorch;
+- a failing library warns once and the layer computes the PyTorch result;
+- its threads are PyTorch's (one OpenMP runtime in the process).
+"""
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from mmrsa.models.common import RSA
+from mmrsa.models.common import rsa as rsa_module
+from mmrsa.models.common import rsa_native
+from mmrsa.models.common.rsa import force_path, select_path
+from mmrsa.models.common.rsa_reference import rsa_reference
+
+HAS_COMPILER = os.name == 'posix' and any(
+    shutil.which(cc) for cc in ('cc', 'gcc', 'clang'))
+
+needs_library = pytest.mark.skipif(
+    not rsa_native.native_available(),
+    reason=f'the native RSA products are {rsa_native.native_status()}')
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    """No path or switch from the environment, no failure recorded."""
+    monkeypatch.delenv(rsa_module.PATH_ENV, raising=False)
+    monkeypatch.delenv(rsa_native.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(rsa_native, '_failure', None)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the layer's calls of the native products."""
+    counter = {'native': 0}
+    original = rsa_native.native_products
+
+    def counting(*args, **kwargs):
+        counter['native'] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rsa_native, 'native_products', counting)
+    return counter
+
+
+def _layer(channels: int, seed: int = 0, **kwargs) -> RSA:
+    """An RSA layer in eval mode with every parameter moved off its
+    initial value."""
+    torch.manual_seed(seed)
+    layer = RSA(channels, **kwargs).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return layer
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C compiler to build with')
+def test_library_is_built_by_the_install():
+    """setup.py builds mmrsa/_rsa_products*.so where a compiler exists (the
+    environment of tools/run.sh); a missing library would silently leave
+    every inference on the slower path."""
+    assert rsa_native.native_available(), rsa_native.native_status()
+    assert rsa_native.native_status().startswith('built')
+
+
+@needs_library
+@pytest.mark.parametrize(
+    'channels,size,kwargs',
+    [
+        (64, (3, 9, 11), {}),  # Cq = 8, positions not a multiple of 16
+        (128, (4, 6, 5), {}),  # Cq = 16
+        (256, (2, 7, 7), {}),  # Cq = 32, H1 as taps (16 filters and more)
+        (64, (3, 9, 8), dict(stride=2)),
+        (64, (3, 5, 6), dict(corr_groups=2)),
+        (128, (2, 5, 5), dict(num_queries=16)),  # two vectors of queries
+        (64, (3, 5, 6), dict(latent_dim=5)),  # D neither Cq nor 8
+        (64, (3, 5, 6), dict(kernel_type='R')),  # no P1
+        (64, (3, 5, 6), dict(context_type='R')),  # no I
+        (64, (3, 5, 6), dict(kernel_size=(3, 3, 3))),
+    ])
+def test_inference_takes_native_and_matches(calls, channels, size, kwargs):
+    layer = _layer(channels, **kwargs)
+    x = torch.randn(2, channels, *size)
+    with torch.no_grad():
+        sizes = (layer.num_queries, layer.query_channels, layer.latent_dim)
+        assert select_path(x, sizes, True) == 'cpu_native'
+        got = layer(x)
+        assert calls['native'] == 1
+        with force_path('cpu_bmm'):
+            torch_out = layer(x)
+        assert calls['native'] == 1
+        want = rsa_reference(layer.double(), x.double())
+    assert got.shape == want.shape
+    assert _rel_err(got, want.float()) <= 1e-5
+    assert _rel_err(got, torch_out) <= 1e-5
+
+
+@needs_library
+def test_threads_give_the_same_bits():
+    """Each position is computed alone, whichever thread takes it."""
+    layer = _layer(128)
+    x = torch.randn(2, 128, 3, 10, 9)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outs.append(layer(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@needs_library
+def test_only_inference_in_float32(calls, monkeypatch):
+    layer = _layer(64)
+    x = torch.randn(1, 64, 3, 6, 6)
+    cpu = torch.zeros(1)
+    sizes = (8, 8, 8)
+    # training: gradients flow, through PyTorch
+    out = layer(x.requires_grad_())
+    out.sum().backward()
+    assert x.grad is not None and calls['native'] == 0
+    with torch.no_grad():
+        assert select_path(cpu, sizes, True) == 'cpu_native'
+        assert select_path(cpu.bfloat16(), sizes, True) == 'cpu_bmm'
+        assert select_path(cpu.double(), sizes, True) == 'cpu_bmm'
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert select_path(cpu, sizes, True) == 'cpu_bmm'
+        assert select_path(cpu, sizes, False) == 'cpu_bmm'  # no R kernel
+        assert select_path(cpu, (4, 8, 8), True) == 'cpu_bmm'  # L = 4
+        assert select_path(cpu, sizes, True, 'plain') == 'plain'
+        monkeypatch.setenv(rsa_native.DISABLE_ENV, '1')
+        assert select_path(cpu, sizes, True) == 'cpu_bmm'
+        assert 'switched off' in rsa_native.native_status()
+        with force_path('cpu_native'), pytest.raises(
+                ValueError, match='switched off'):
+            select_path(cpu, sizes, True)
+    with torch.inference_mode():
+        monkeypatch.delenv(rsa_native.DISABLE_ENV)
+        assert select_path(cpu, sizes, True) == 'cpu_native'
+
+
+@needs_library
+def test_traced_graph_keeps_pytorch(calls):
+    layer = _layer(64)
+    x = torch.randn(1, 64, 3, 6, 6)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        # (check_trace would rerun the layer eagerly, which takes the
+        # library)
+        traced = torch.jit.trace(layer, x, check_trace=False)
+        assert calls['native'] == 0
+        assert _rel_err(traced(x), layer(x)) <= 1e-5
+    # the eager call after tracing took the library
+    assert calls['native'] == 1
+
+
+@needs_library
+def test_failure_warns_once_and_falls_back(monkeypatch):
+    layer = _layer(64)
+    x = torch.randn(1, 64, 3, 6, 6)
+    with torch.no_grad(), force_path('cpu_bmm'):
+        want = layer(x)
+    library = rsa_native._load()[0]
+    monkeypatch.setattr(library, 'mmrsa_rsa_products_f32', lambda *args: 2)
+    with torch.no_grad():
+        with pytest.warns(RuntimeWarning, match='out of memory'):
+            got = layer(x)
+        assert torch.equal(got, want)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            assert select_path(x, (8, 8, 8), True) == 'cpu_bmm'
+            assert torch.equal(layer(x), want)
+    assert 'given up' in rsa_native.native_status()
+    # forced, the failure is raised, not hidden
+    monkeypatch.setattr(rsa_native, '_failure', None)
+    with torch.no_grad(), force_path('cpu_native'), pytest.raises(
+            RuntimeError, match='out of memory'):
+        layer(x)
+
+
+def _products(q, key, value, p1, eye, num_queries, eps=None):
+    """What native_products computes, in float64 with einsum (Eq. 12 as the
+    layer's bmm path orders it)."""
+    n, t, _, hw = q.shape
+    cq, dim = key.shape[1], key.shape[2]
+    # [N, T, L*Cq, HW] -> [N*T*HW, L, Cq]
+    q = q.double().reshape(n, t, num_queries, cq, hw).permute(0, 1, 4, 2, 3)
+    q = q.reshape(-1, num_queries, cq)
+    if eps is not None:
+        q = q / (q.pow(2).sum(-1, keepdim=True) + eps).sqrt()
+    kernel = q @ (key.double() + (0 if p1 is None else p1.double()))
+    h2, g = value.double().split([dim, cq], dim=2)
+    g = g + (0 if eye is None else eye.double())
+    y = g.transpose(1, 2) @ h2 @ kernel.transpose(1, 2)  # [P, Cq, L]
+    return y.reshape(n, t, hw, cq * num_queries).transpose(2, 3)
+
+
+@needs_library
+@pytest.mark.parametrize('eps', [None, 1e-6])
+def test_products_and_their_checks(eps):
+    gen = torch.Generator().manual_seed(0)
+    n, t, hw, nq, cq, dim = 2, 3, 21, 16, 4, 5  # HW: one block and a part
+    q = torch.randn(n, t, nq * cq, hw, generator=gen)
+    key = torch.randn(n * t * hw, cq, dim, generator=gen)
+    value = torch.randn(n * t * hw, cq, dim + cq, generator=gen)
+    p1 = torch.randn(cq, dim, generator=gen)
+    eye = torch.randn(cq, cq, generator=gen)
+    want = _products(q, key, value, p1, eye, nq, eps)
+    out = torch.full((n, t, cq * nq, hw), float('nan'))
+    assert rsa_native.native_products(
+        q, key, value, p1, eye, out, num_queries=nq, query_eps=eps)
+    assert _rel_err(out, want.float()) <= 1e-6
+    # any strides: D-major key, q read from a wider tensor, out written
+    # into one (clip layout [N, C, T, HW] seen as [N, T, C, HW])
+    strided = key.transpose(1, 2).contiguous().transpose(1, 2)
+    wide_q = torch.randn(n, t, nq * cq + 3, hw)
+    wide_q[:, :, :nq * cq] = q
+    clip = torch.full((n, cq * nq + 2, t, hw), float('nan'))
+    assert rsa_native.native_products(
+        wide_q[:, :, :nq * cq],
+        strided,
+        value,
+        p1,
+        eye,
+        clip[:, 1:-1].transpose(1, 2),
+        num_queries=nq,
+        query_eps=eps)
+    assert torch.equal(clip[:, 1:-1].transpose(1, 2), out)
+    assert clip[:, [0, -1]].isnan().all()  # nothing written outside
+    # without P1 and I
+    assert rsa_native.native_products(
+        q, key, value, None, None, out, num_queries=nq, query_eps=eps)
+    want = _products(q, key, value, None, None, nq, eps)
+    assert _rel_err(out, want.float()) <= 1e-6
+
+    def call(**changes):
+        args = dict(
+            q=q, key=key, value=value, p1=p1, eye=eye, out=out, num_queries=nq)
+        args.update(changes)
+        return rsa_native.native_products(**args)
+
+    with pytest.raises(ValueError, match='multiple of 8'):
+        call(q=q[:, :, :4 * cq], out=out[:, :, :4 * cq], num_queries=4)
+    with pytest.raises(ValueError, match='float32'):
+        call(q=q.double())
+    with pytest.raises(ValueError, match='D \\+ Cq'):
+        call(value=value[..., :-1])
+    # a channels-last query
+    assert rsa_native.native_products(
+        q.transpose(2, 3).contiguous().transpose(2, 3),
+        key,
+        value,
+        None,
+        None,
+        out,
+        num_queries=nq,
+        query_eps=eps)
+    assert _rel_err(out, want.float()) <= 1e-6
+    with pytest.raises(ValueError, match='unit stride'):
+        call(out=torch.empty(n, t, hw, cq * nq).transpose(2, 3))
+
+
+ONE_RUNTIME = r"""
+import torch
+from mmrsa.models.common import RSA, rsa_native
+assert rsa_native.native_available(), rsa_native.native_status()
+with torch.no_grad():
+    RSA(64).eval()(torch.randn(1, 64, 3, 6, 6))
+with open('/proc/self/maps') as f:
+    print(sorted({line.split()[-1] for line in f
+                  if 'libgomp' in line or 'libiomp' in line}))
+"""
+
+
+@needs_library
+@pytest.mark.skipif(
+    not sys.platform.startswith('linux'), reason='reads /proc/self/maps')
+def test_one_openmp_runtime():
+    """The library's OpenMP threads are PyTorch's: a second runtime would
+    compete with PyTorch's spinning workers (measured: the products took
+    2-3x their time). A fresh process, as other tests load other runtimes
+    (scikit-learn ships its own)."""
+    result = subprocess.run([sys.executable, '-c', ONE_RUNTIME],
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runtimes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert len(runtimes) == 1, runtimes
+    assert 'torch' in runtimes[0], runtimes
+
+
+@needs_library
+@pytest.mark.parametrize(
+    'kwargs',
+    [{}, dict(norm='none'),
+     dict(norm='bn'), dict(stride=2)])
+def test_frames_layer(calls, kwargs):
+    """RSANet's FrameRSA: frames in, frames out. With L2 or no norm and
+    stride 1 the native products read the query from the projection of the
+    frames and write the output frames (attend_frames); otherwise they run
+    inside attend. Either way: the PyTorch result."""
+    from mmrsa.models.backbones.rsanet import FrameRSA
+    torch.manual_seed(0)
+    layer = FrameRSA(64, 64, num_segments=3, **kwargs).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+        x = torch.randn(6, 64, 9, 7)  # 2 clips of 3 frames
+        frames = layer.attend_frames(
+            layer.projection.weight.new_zeros(6, layer.projection.out_channels,
+                                              9, 7), 3)
+        assert (frames is not None) == (kwargs in ({}, dict(norm='none')))
+        calls['native'] = 0
+        got = layer(x)
+        assert calls['native'] == 1
+        with force_path('cpu_bmm'):
+            want = layer(x)
+        assert calls['native'] == 1
+        # channels-last frames (a channels-last projection) as well
+        channels_last = layer(x.contiguous(memory_format=torch.channels_last))
+        assert calls['native'] == 2
+    assert got.shape == want.shape
+    assert _rel_err(got, want) <= 1e-5
+    assert _rel_err(channels_last, want) <= 1e-5
