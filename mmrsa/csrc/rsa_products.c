@@ -205,6 +205,12 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
   return memory;
 }
 
+// The calling convention of mmrsa_rsa_products_f32; rsa_native.py refuses a
+// library built from another version of this file (a stale editable build).
+#define MMRSA_RSA_PRODUCTS_ABI 1
+
+int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
+
 // Returns 0 on success, 1 for sizes it does not handle (the number of
 // queries must be a multiple of 8), 2 when memory is short (out is then
 // incomplete). Positions are numbered (n * T + t) * HW + hw for key and

@@ -56,6 +56,10 @@ MIN_QUERIES = 8
 #: ``mmrsa`` package's ``__init__.py``.
 _LIBRARY_STEM = '_rsa_products'
 
+#: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
+#: the C source); a library that reports another one is not used.
+ABI = 1
+
 #: Why the library was given up in this process, or None.
 _failure: Optional[str] = None
 
@@ -82,8 +86,16 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
     try:
         library = ctypes.CDLL(path)
         function = library.mmrsa_rsa_products_f32
+        abi = library.mmrsa_rsa_products_abi
     except (OSError, AttributeError) as error:
-        return None, f'{path} could not be loaded ({error})'
+        return None, (f'{path} could not be loaded ({error}); reinstall '
+                      f'mmrsa to rebuild it')
+    abi.restype, abi.argtypes = ctypes.c_int, []
+    if abi() != ABI:
+        return None, (f'{path} was built from another version of '
+                      f'mmrsa/csrc/rsa_products.c (calling convention '
+                      f'{abi()}, this code speaks {ABI}); reinstall mmrsa '
+                      f'(pip install -e .) to rebuild it')
     pointer, size = ctypes.c_void_p, ctypes.c_ssize_t
     function.restype = ctypes.c_int
     function.argtypes = (

@@ -344,3 +344,20 @@ def test_frames_layer(calls, kwargs):
     assert got.shape == want.shape
     assert _rel_err(got, want) <= 1e-5
     assert _rel_err(channels_last, want) <= 1e-5
+
+
+@needs_library
+def test_a_stale_build_is_not_used(monkeypatch):
+    """A library built from another version of the C source (an editable
+    install not rebuilt) would be called with the wrong arguments: it is
+    refused, with the fix, and the layers run PyTorch."""
+    monkeypatch.setattr(rsa_native, 'ABI', rsa_native.ABI + 1)
+    rsa_native._load.cache_clear()
+    try:
+        assert not rsa_native.native_available()
+        assert 'another version' in rsa_native.native_status()
+        assert 'pip install -e .' in rsa_native.native_status()
+        with torch.no_grad():
+            assert select_path(torch.zeros(1), (8, 8, 8), True) == 'cpu_bmm'
+    finally:
+        rsa_native._load.cache_clear()
