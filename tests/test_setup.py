@@ -151,6 +151,27 @@ def test_wheel_carries_configs_tools_and_model_index(wheel, source):
     print(f'{len(mim)} files under {MIM}')
 
 
+def test_build_goes_on_without_a_compiler(source, tmp_path):
+    """The native RSA products are optional: with a compiler that fails
+    (here CC=false), building says why and what to do, and succeeds."""
+    env = dict(os.environ, CC='false', LDSHARED='false')
+    result = subprocess.run([
+        sys.executable, 'setup.py', 'build_ext', '--build-lib',
+        str(tmp_path / 'lib'), '--build-temp',
+        str(tmp_path / 'temp')
+    ],
+                            cwd=source,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert 'the optional native RSA products were not built' in output
+    assert 'Install a C compiler with OpenMP' in output
+    assert not list((tmp_path / 'lib').rglob('_rsa_products*'))
+
+
 def test_sdist_builds_the_same_wheel(wheel, source, tmp_path):
     """MANIFEST.in puts everything a wheel build reads into the sdist."""
     work = tmp_path / 'src'

@@ -361,3 +361,32 @@ def test_a_stale_build_is_not_used(monkeypatch):
             assert select_path(torch.zeros(1), (8, 8, 8), True) == 'cpu_bmm'
     finally:
         rsa_native._load.cache_clear()
+
+
+def test_without_the_library_the_layers_run_pytorch(monkeypatch):
+    """No compiler at install time: no library, a status that says how to
+    get it, and the PyTorch path."""
+    monkeypatch.setattr(rsa_native, '_library_path', lambda: None)
+    rsa_native._load.cache_clear()
+    try:
+        assert not rsa_native.native_available()
+        assert rsa_native.native_status().startswith('not built')
+        assert 'C compiler' in rsa_native.native_status()
+        layer = _layer(64)
+        x = torch.randn(1, 64, 3, 6, 6)
+        with torch.no_grad():
+            assert select_path(x, (8, 8, 8), True) == 'cpu_bmm'
+            got = layer(x)
+            want = rsa_reference(layer.double(), x.double())
+        assert _rel_err(got, want.float()) <= 1e-5
+        with pytest.raises(RuntimeError, match='not built'):
+            rsa_native.native_products(
+                torch.zeros(1, 1, 8, 1),
+                torch.zeros(1, 1, 1),
+                torch.zeros(1, 1, 2),
+                None,
+                None,
+                torch.zeros(1, 1, 8, 1),
+                num_queries=8)
+    finally:
+        rsa_native._load.cache_clear()
