@@ -734,7 +734,8 @@ class RSA(nn.Module):
         key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
         value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
         out = q.new_empty(n, cq * nq, t, h, w)
-        # q and out seen as [N, T, C, HW], in place
+        # views: q [N, L, Cq, T, H, W] -> [N, T, L*Cq, HW],
+        # out [N, Cq*L, T, H, W] -> [N, T, Cq*L, HW]
         done = rsa_native.native_products(
             q.reshape(n, nq * cq, t, h * w).transpose(1, 2),
             key_h1,
@@ -788,6 +789,7 @@ class RSA(nn.Module):
         # [N, Cq, T, H, W] -> [N*THW, Cq, D] and [N*THW, Cq, D + Cq]
         key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
         value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
+        # the output frames [N*T, Cq*L, H, W], written as [N, T, Cq*L, HW]
         out = proj.new_empty(frames, cq * nq, h, w)
         done = rsa_native.native_products(
             q,
