@@ -82,6 +82,16 @@ typedef struct {
   float *yb;     // [Cq * L, BLOCK]: y of a block of positions
 } Scratch;
 
+// out[r, c] = a[r * sr + c * sc] + b[r, c] for a [rows, cols] matrix
+// (out and b contiguous).
+static inline __attribute__((always_inline)) void add_strided(
+    float *out, const float *a, ptrdiff_t sr, ptrdiff_t sc, const float *b,
+    ptrdiff_t rows, ptrdiff_t cols) {
+  for (ptrdiff_t r = 0; r < rows; ++r)
+    for (ptrdiff_t c = 0; c < cols; ++c)
+      out[r * cols + c] = a[r * sr + c * sc] + b[r * cols + c];
+}
+
 // One position p with its query at qp: y[c', l] into
 // yb[(c' * L + l) * BLOCK].
 static inline __attribute__((always_inline)) void one_position(
@@ -95,20 +105,14 @@ static inline __attribute__((always_inline)) void one_position(
   const float *gram = value + dim * value_so;
   ptrdiff_t key_sc = job->key_sc, key_sd = job->key_sd;
   ptrdiff_t mix_sc = value_sc, mix_so = value_so;
-  if (job->p1 != NULL) {
-    for (ptrdiff_t c = 0; c < cq; ++c)
-      for (ptrdiff_t d = 0; d < dim; ++d)
-        w->key[c * dim + d] =
-            key[c * key_sc + d * key_sd] + job->p1[c * dim + d];
+  if (job->p1 != NULL) {  // K + P1, [Cq, D]
+    add_strided(w->key, key, key_sc, key_sd, job->p1, cq, dim);
     key = w->key;
     key_sc = dim;
     key_sd = 1;
   }
-  if (job->eye != NULL) {
-    for (ptrdiff_t c = 0; c < cq; ++c)
-      for (ptrdiff_t c2 = 0; c2 < cq; ++c2)
-        w->mix[c * cq + c2] =
-            gram[c * mix_sc + c2 * mix_so] + job->eye[c * cq + c2];
+  if (job->eye != NULL) {  // VG + I, [Cq, Cq]
+    add_strided(w->mix, gram, mix_sc, mix_so, job->eye, cq, cq);
     gram = w->mix;
     mix_sc = cq;
     mix_so = 1;
