@@ -126,6 +126,15 @@ class Bench:
         self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         self.amp_dtype = torch.float16 if self.cuda else torch.bfloat16
 
+    @property
+    def native(self) -> bool:
+        """Whether RSA layers run the native products here (the CPU in
+        float32, the library built): then the sections also time them
+        switched off."""
+        from mmrsa.models.common.rsa_native import native_available
+        return self.device.type == 'cpu' and not self.amp and (
+            native_available())
+
     def autocast(self) -> torch.autocast:
         """Autocast in the AMP dtype when ``amp`` is set, else a no-op."""
         return torch.autocast(
@@ -193,15 +202,15 @@ def iter_layer_section(
     Yields:
         dict: ``batch``, ``channels``, ``size``, ``frames``; ``ms`` and
         ``saved_mb`` (MiB saved for backward) per candidate (``'conv'``,
-        ``'rsa'``, then ``'ref'``, ``'rev'`` and the forced paths);
+        ``'rsa'``, then ``'ref'``, ``'rev'`` and the forced paths; ``ms``
+        also ``'rsa_torch'``, see below);
         ``infer_ms``: inference (``torch.no_grad``) of ``'conv'`` and
-        ``'rsa'``, and on the CPU where the native products are built
-        ``'rsa_torch'``, the layer without them;
+        ``'rsa'``, and where the layer runs the native products
+        (:attr:`Bench.native`) ``'rsa_torch'``, the layer without them;
         ``peak_mb`` (the RSA layer's CUDA peak, None off CUDA) and ``path``
         (the RSA layer's automatic implementation).
     """
     from mmrsa.models.common.rsa import RSA, force_path, select_path
-    from mmrsa.models.common.rsa_native import native_available
     from mmrsa.models.common.rsa_reference import RSAReference
     device = bench.device
     paths = layer_paths(device, paths)
@@ -245,13 +254,16 @@ def iter_layer_section(
             for path in paths:  # the same layer, forced through `path`
                 steps[path] = forced(steps['rsa'], path, force_path)
                 forwards[path] = forced(forwards['rsa'], path, force_path)
+            native = bench.native
+            if native:
+                # the same layer with the per-position products in PyTorch
+                steps['rsa_torch'] = without_native(steps['rsa'])
             times = bench.time(steps)
             inference = {
                 k: layer_inference(bench, models[k], x)
                 for k in ('conv', 'rsa')
             }
-            if bench.device.type == 'cpu' and native_available():
-                # the same layer with the per-position products in PyTorch
+            if native:
                 inference['rsa_torch'] = without_native(inference['rsa'])
             infer_times = bench.time(inference)
             mem = {
@@ -259,9 +271,10 @@ def iter_layer_section(
                 for k, forward in forwards.items()
             }
             rsa = models['rsa']
-            auto_path = select_path(
-                x, (rsa.num_queries, rsa.query_channels, rsa.latent_dim),
-                rsa.use_relational_kernel and rsa.use_relational_context)
+            with bench.autocast():  # as the train step runs it
+                auto_path = select_path(
+                    x, (rsa.num_queries, rsa.query_channels, rsa.latent_dim),
+                    rsa.use_relational_kernel and rsa.use_relational_context)
             peak = bench.cuda_peak_mb(steps['rsa']) if bench.cuda else None
             yield dict(
                 batch=batch,
@@ -404,6 +417,11 @@ def build_recognizers() -> Tuple[Dict[str, nn.Module], int, int]:
     return (models, rsanet.backbone.num_segments, rsanet.cls_head.num_classes)
 
 
+#: The model section's name for RSANet-R50 with its per-position products
+#: in PyTorch (the native ones switched off).
+TORCH_PRODUCTS = 'RSANet no nat.'
+
+
 def model_section(bench: Bench,
                   batches: Sequence[int] = (1, ),
                   *,
@@ -423,6 +441,11 @@ def model_section(bench: Bench,
         bench (Bench): Device and timing options.
         batches (Sequence[int]): Batch sizes N (clips). Defaults to (1, ).
         input_size (int): Frame size. Defaults to 224.
+
+    Where the layers run the native RSA products (:attr:`Bench.native`:
+    the CPU in float32, the library built), RSANet-R50 is also
+    timed without them (model :data:`TORCH_PRODUCTS`, the same network and
+    weights), in the same rounds.
 
     Returns:
         list[dict]: Per batch size and model: ``model``, ``batch``,
@@ -473,24 +496,35 @@ def model_section(bench: Bench,
 
         for model in models.values():
             model.train()
-        train = bench.time({k: train_step(m) for k, m in models.items()})
+        steps = {k: train_step(m) for k, m in models.items()}
+        native = bench.native
+        if native:
+            # RSANet-R50 with the per-position products in PyTorch
+            steps[TORCH_PRODUCTS] = without_native(steps['RSANet-R50'])
+        train = bench.time(steps)
         saved = {
             k: saved_bytes(loss_of(m), exclude=m.parameters()) / 2**20
             for k, m in models.items()
         }
+        if native:
+            saved[TORCH_PRODUCTS] = saved_bytes(
+                without_native(loss_of(models['RSANet-R50'])),
+                exclude=models['RSANet-R50'].parameters()) / 2**20
         peak = ({
             k: bench.cuda_peak_mb(train_step(m))
             for k, m in models.items()
         } if cuda else {})
         for model in models.values():
             model.eval()
-        infer_ms: Dict[str, Optional[float]] = dict(
-            bench.time({
-                k: infer(m)
-                for k, m in models.items() if k != 'RSANet-R50 cp'
-            }))
+        inference = {
+            k: infer(m)
+            for k, m in models.items() if k != 'RSANet-R50 cp'
+        }
+        if native:
+            inference[TORCH_PRODUCTS] = without_native(inference['RSANet-R50'])
+        infer_ms: Dict[str, Optional[float]] = dict(bench.time(inference))
         infer_ms['RSANet-R50 cp'] = None
-        for name in models:
+        for name in train:
             results.append(
                 dict(
                     model=name,

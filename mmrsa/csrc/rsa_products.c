@@ -1,7 +1,7 @@
 // Copyright (c) mmrsa contributors. All rights reserved.
 //
-// The three per-position products of an RSA layer (Eq. 12) for inference
-// on the CPU, float32, in one pass over the positions:
+// The three per-position products of an RSA layer (Eq. 12) on the CPU,
+// float32, in one pass over the positions, and their backward pass:
 //
 //   kernel[l, d]  = sum_c q[l, c] (K[c, d] + P1[c, d])            [L, D]
 //   t[c, l]       = sum_d V2[c, d] kernel[l, d]                   [Cq, L]
@@ -17,7 +17,14 @@
 // (clips [N, C, T, H, W] or frames [N*T, C, H, W]: any strides, except a
 // unit stride within an output frame), so no transposes are
 // needed around the products; the query may be L2-normalised on the way in
-// (q / sqrt(sum_c q^2 + eps), as the layer's l2_normalize). Plain C with no
+// (q / sqrt(sum_c q^2 + eps), as the layer's l2_normalize).
+//
+// The backward pass (mmrsa_rsa_products_backward_f32) takes the gradient of
+// y in the layout of y and returns those of the query (before the
+// normalisation, if asked), of the key and of the value, position by
+// position; the kernel and t are computed again rather than kept. The
+// gradients of P1 and I are the sums over the positions of those of the
+// key and of VG, left to the caller. Plain C with no
 // Python or torch API, loaded with ctypes by
 // mmrsa/models/common/rsa_native.py; the PyTorch layer is the fallback.
 #include <math.h>
@@ -29,6 +36,7 @@
 #define BLOCK 16  // consecutive positions of a frame per block
 
 typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned
 
 typedef struct {
   const float *q;                 // (n, t, l * Cq + c, hw)
@@ -45,6 +53,17 @@ typedef struct {
   int normalize;
   float eps;
   ptrdiff_t first_block, last_block;  // [first, last) of N * T * blocks
+  // backward only (NULL otherwise): the gradient of out in out's layout
+  // (any strides), and those of q (unit stride within a frame), key and
+  // value, written
+  const float *gy;                // (n, t, c * L + l, hw)
+  ptrdiff_t gy_sn, gy_st, gy_sc, gy_shw;
+  float *gq;                      // (n, t, l * Cq + c, hw)
+  ptrdiff_t gq_sn, gq_st, gq_sc;
+  float *gkey;                    // (position, c, d)
+  ptrdiff_t gkey_sp, gkey_sc, gkey_sd;
+  float *gvalue;                  // (position, c, o)
+  ptrdiff_t gvalue_sp, gvalue_sc, gvalue_so;
 } Job;
 
 // out[j] = sum_k w[j * sj + k * sk] x[k] for j < J (a compile-time 8 or 1),
@@ -83,13 +102,14 @@ typedef struct {
 } Scratch;
 
 // out[r, c] = a[r * sr + c * sc] + b[r, c] for a [rows, cols] matrix
-// (out and b contiguous).
+// (out and b contiguous; b NULL: a copy).
 static inline __attribute__((always_inline)) void add_strided(
     float *out, const float *a, ptrdiff_t sr, ptrdiff_t sc, const float *b,
     ptrdiff_t rows, ptrdiff_t cols) {
   for (ptrdiff_t r = 0; r < rows; ++r)
     for (ptrdiff_t c = 0; c < cols; ++c)
-      out[r * cols + c] = a[r * sr + c * sc] + b[r * cols + c];
+      out[r * cols + c] =
+          a[r * sr + c * sc] + (b == NULL ? 0.0f : b[r * cols + c]);
 }
 
 // One position p with its query at qp: y[c', l] into
@@ -211,7 +231,7 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
 
 // The calling convention of mmrsa_rsa_products_f32; rsa_native.py refuses a
 // library built from another version of this file (a stale editable build).
-#define MMRSA_RSA_PRODUCTS_ABI 1
+#define MMRSA_RSA_PRODUCTS_ABI 2
 
 int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 
@@ -245,13 +265,272 @@ int mmrsa_rsa_products_f32(
                p1,     eye,      out,      out_sn,   out_st, out_sc,
                n,      t,        hw,       nq,       cq,     dim,
                normalize, eps,   blocks * part / parts,
-               blocks * (part + 1) / parts};
+               blocks * (part + 1) / parts,
+               NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
+               NULL, 0, 0, 0, NULL, 0, 0, 0};
     Scratch w;
     void *memory = scratch_alloc(&job, &w);
     if (memory == NULL) {
       status = 2;
     } else {
       run_job(&job, &w);
+      free(memory);
+    }
+  }
+  return status;
+}
+
+// ---------------------------------------------------------------------- //
+// backward
+// ---------------------------------------------------------------------- //
+
+typedef struct {
+  v8 *qt;        // [Cq]: the (normalised) query, 8 queries per vector
+  v8 *kern;      // [D]
+  v8 *t;         // [Cq]
+  v8 *gy;        // [Cq]: the gradient of y
+  v8 *gt;        // [Cq]
+  v8 *gkern;     // [D]
+  v8 *gqt;       // [Cq]
+  float *key;    // [Cq, D]: K + P1
+  float *v2;     // [Cq, D]: V2
+  float *mix;    // [Cq, Cq]: VG + I
+  float *kernT;  // [8, D]: kern, query major
+  float *gyT;    // [8, Cq]
+  float *gkernT; // [8, D]
+  // the gradients of a block of positions, written out after the block:
+  float *gkb;    // [Cq, BLOCK, D]: of K (and of K + P1)
+  float *gvb;    // [Cq, BLOCK, D + Cq]: of V2 and VG (and of VG + I)
+  float *gqb;    // [L * Cq, BLOCK]: of q
+} GradScratch;
+
+// acc[r * sr + j] += sum_l a[r][l] bt[l, j] for r < rows, j < cols, l < 8, with
+// a[r] a vector over 8 queries and bt [8, cols] (the sum over the queries of
+// outer products: the gradient of a product's right factor). Vectors of 8
+// j, each accumulated in a register.
+static inline __attribute__((always_inline)) void add_outer(
+    float *restrict acc, ptrdiff_t sr, const v8 *a, const float *restrict bt,
+    ptrdiff_t rows, ptrdiff_t cols) {
+  for (ptrdiff_t r = 0; r < rows; ++r) {
+    const float *ar = (const float *)&a[r];
+    float *restrict accr = acc + r * sr;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= cols; j += 8) {
+      v8u sum = *(const v8u *)(accr + j);
+      for (int l = 0; l < 8; ++l) sum += ar[l] * *(const v8u *)(bt + l * cols + j);
+      *(v8u *)(accr + j) = sum;
+    }
+    for (; j < cols; ++j)
+      for (int l = 0; l < 8; ++l) accr[j] += ar[l] * bt[l * cols + j];
+  }
+}
+
+// dst[l, j] = src[j][l]: vectors over 8 queries -> rows per query.
+static inline __attribute__((always_inline)) void transpose8(
+    float *restrict dst, const v8 *src, ptrdiff_t cols) {
+  for (ptrdiff_t j = 0; j < cols; ++j) {
+    const float *sj = (const float *)&src[j];
+    for (int l = 0; l < 8; ++l) dst[l * cols + j] = sj[l];
+  }
+}
+
+// The gradient rows of a block of positions, b[r, i, j] for r < rows,
+// i < count, j < cols (rows of `stride` floats), into out[(p0 + i) * sp +
+// r * sr + j * sj]: one copy per row where out's positions are contiguous
+// rows, as in the layer (a channel's filter outputs, filters innermost).
+static inline __attribute__((always_inline)) void store_block(
+    float *out, ptrdiff_t sp, ptrdiff_t sr, ptrdiff_t sj, const float *b,
+    ptrdiff_t stride, ptrdiff_t rows, ptrdiff_t count, ptrdiff_t cols) {
+  for (ptrdiff_t r = 0; r < rows; ++r) {
+    const float *br = b + r * BLOCK * stride;
+    float *outr = out + r * sr;
+    if (sj == 1 && sp == cols && stride == cols) {
+      memcpy(outr, br, sizeof(float) * count * cols);
+      continue;
+    }
+    for (ptrdiff_t i = 0; i < count; ++i)
+      for (ptrdiff_t j = 0; j < cols; ++j)
+        outr[i * sp + j * sj] = br[i * stride + j];
+  }
+}
+
+// The gradients at position p, with its query at qp and the gradient of its
+// y at gyp, into slot i of the block buffers (gqb[(l * Cq + c) * BLOCK + i],
+// gkb[c, i, d], gvb[c, i, o]).
+//
+//   gt[c, l]     = sum_c' (VG + I)[c, c'] gy[c', l]
+//   gVG[c, c']   = sum_l t[c, l] gy[c', l]
+//   gkern[l, d]  = sum_c V2[c, d] gt[c, l]
+//   gV2[c, d]    = sum_l gt[c, l] kernel[l, d]
+//   gq[l, c]     = sum_d (K + P1)[c, d] gkern[l, d]
+//   gK[c, d]     = sum_l q[l, c] gkern[l, d]
+//
+// and through the normalisation gq <- (gq - q (q . gq)) / |q|, q normalised.
+static inline __attribute__((always_inline)) void one_position_backward(
+    const Job *job, ptrdiff_t p, const float *qp, const float *gyp,
+    ptrdiff_t i, const GradScratch *w) {
+  const ptrdiff_t cq = job->cq, dim = job->dim, nq = job->nq;
+  const ptrdiff_t q_sc = job->q_sc, gy_sc = job->gy_sc;
+  const float *key = job->key + p * job->key_sp;
+  const float *value = job->value + p * job->value_sp;
+  const ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
+  add_strided(w->key, key, job->key_sc, job->key_sd, job->p1, cq, dim);
+  add_strided(w->v2, value, value_sc, value_so, NULL, cq, dim);
+  add_strided(w->mix, value + dim * value_so, value_sc, value_so, job->eye,
+              cq, cq);
+  const ptrdiff_t cols = dim + cq;  // of a value row
+  float *gk = w->gkb + i * dim, *gv = w->gvb + i * cols, *gqb = w->gqb + i;
+  for (ptrdiff_t c = 0; c < cq; ++c) {
+    memset(gk + c * BLOCK * dim, 0, sizeof(float) * dim);
+    memset(gv + c * BLOCK * cols, 0, sizeof(float) * cols);
+  }
+  for (ptrdiff_t l0 = 0; l0 < nq; l0 += 8) {
+    v8 sum = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8 scale = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (ptrdiff_t c = 0; c < cq; ++c) {
+      float *qc = (float *)&w->qt[c];
+      for (int l = 0; l < 8; ++l) qc[l] = qp[((l0 + l) * cq + c) * q_sc];
+      sum += w->qt[c] * w->qt[c];
+    }
+    if (job->normalize) {
+      for (int l = 0; l < 8; ++l) scale[l] = 1.0f / sqrtf(sum[l] + job->eps);
+      for (ptrdiff_t c = 0; c < cq; ++c) w->qt[c] *= scale;
+    }
+    for (ptrdiff_t c = 0; c < cq; ++c) {
+      float *gc = (float *)&w->gy[c];
+      for (int l = 0; l < 8; ++l) {
+        gc[l] = gyp[(c * nq + l0 + l) * gy_sc];
+        w->gyT[l * cq + c] = gc[l];
+      }
+    }
+    // the forward's kernel and t again
+    product(w->key, 1, dim, w->qt, cq, w->kern, dim);
+    product(w->v2, dim, 1, w->kern, dim, w->t, cq);
+    // y = (VG + I)^T t
+    product(w->mix, cq, 1, w->gy, cq, w->gt, cq);
+    add_outer(gv + dim, BLOCK * cols, w->t, w->gyT, cq, cq);
+    // t = V2 kernel
+    product(w->v2, 1, dim, w->gt, cq, w->gkern, dim);
+    transpose8(w->kernT, w->kern, dim);
+    add_outer(gv, BLOCK * cols, w->gt, w->kernT, cq, dim);
+    // kernel = (K + P1)^T q
+    product(w->key, dim, 1, w->gkern, dim, w->gqt, cq);
+    transpose8(w->gkernT, w->gkern, dim);
+    add_outer(gk, BLOCK * dim, w->qt, w->gkernT, cq, dim);
+    if (job->normalize) {
+      v8 dot = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (ptrdiff_t c = 0; c < cq; ++c) dot += w->qt[c] * w->gqt[c];
+      for (ptrdiff_t c = 0; c < cq; ++c)
+        w->gqt[c] = (w->gqt[c] - w->qt[c] * dot) * scale;
+    }
+    for (ptrdiff_t c = 0; c < cq; ++c) {
+      const float *gc = (const float *)&w->gqt[c];
+      for (int l = 0; l < 8; ++l) gqb[((l0 + l) * cq + c) * BLOCK] = gc[l];
+    }
+  }
+}
+
+MULTIVERSION static void run_job_backward(const Job *job,
+                                          const GradScratch *w) {
+  const ptrdiff_t channels = job->cq * job->nq, hw = job->hw;
+  const ptrdiff_t per_frame = (hw + BLOCK - 1) / BLOCK;
+  const ptrdiff_t last = job->n * job->t * hw;
+  for (ptrdiff_t b = job->first_block; b < job->last_block; ++b) {
+    const ptrdiff_t frame = b / per_frame;  // n * T + t
+    const ptrdiff_t ni = frame / job->t, ti = frame % job->t;
+    const ptrdiff_t s0 = (b % per_frame) * BLOCK;
+    const ptrdiff_t count = hw - s0 < BLOCK ? hw - s0 : BLOCK;
+    const float *qf =
+        job->q + ni * job->q_sn + ti * job->q_st + s0 * job->q_shw;
+    const float *gyf =
+        job->gy + ni * job->gy_sn + ti * job->gy_st + s0 * job->gy_shw;
+    for (ptrdiff_t i = 0; i < count; ++i) {
+      const ptrdiff_t p = frame * hw + s0 + i;
+      if (p + PREFETCH_AHEAD < last) prefetch_position(job, p + PREFETCH_AHEAD);
+      one_position_backward(job, p, qf + i * job->q_shw,
+                            gyf + i * job->gy_shw, i, w);
+    }
+    const ptrdiff_t p0 = frame * hw + s0, cols = job->dim + job->cq;
+    store_block(job->gkey + p0 * job->gkey_sp, job->gkey_sp, job->gkey_sc,
+                job->gkey_sd, w->gkb, job->dim, job->cq, count, job->dim);
+    store_block(job->gvalue + p0 * job->gvalue_sp, job->gvalue_sp,
+                job->gvalue_sc, job->gvalue_so, w->gvb, cols, job->cq, count,
+                cols);
+    float *gf = job->gq + ni * job->gq_sn + ti * job->gq_st + s0;
+    for (ptrdiff_t j = 0; j < channels; ++j)
+      memcpy(gf + j * job->gq_sc, w->gqb + j * BLOCK, sizeof(float) * count);
+  }
+}
+
+static void *grad_scratch_alloc(const Job *job, GradScratch *w) {
+  const ptrdiff_t cq = job->cq, dim = job->dim;
+  void *memory = NULL;
+  const size_t vectors = 5 * cq + 2 * dim;
+  const size_t floats = 8 * vectors + 2 * cq * dim + cq * cq +
+                        8 * (2 * dim + cq) +
+                        BLOCK * (cq * dim + cq * (dim + cq) + cq * job->nq);
+  if (posix_memalign(&memory, 64, sizeof(float) * floats) != 0) return NULL;
+  w->qt = (v8 *)memory;
+  w->kern = w->qt + cq;
+  w->t = w->kern + dim;
+  w->gy = w->t + cq;
+  w->gt = w->gy + cq;
+  w->gkern = w->gt + cq;
+  w->gqt = w->gkern + dim;
+  w->key = (float *)(w->gqt + cq);
+  w->v2 = w->key + cq * dim;
+  w->mix = w->v2 + cq * dim;
+  w->kernT = w->mix + cq * cq;
+  w->gyT = w->kernT + 8 * dim;
+  w->gkernT = w->gyT + 8 * cq;
+  w->gkb = w->gkernT + 8 * dim;
+  w->gvb = w->gkb + BLOCK * cq * dim;
+  w->gqb = w->gvb + BLOCK * cq * (dim + cq);
+  return memory;
+}
+
+// The gradients of mmrsa_rsa_products_f32 with the same operands: gy the
+// gradient of out (its layout, any strides), written into gq (q's layout,
+// a unit stride within a frame), gkey and gvalue (the layouts of key and
+// value, any strides). Returns as mmrsa_rsa_products_f32.
+int mmrsa_rsa_products_backward_f32(
+    const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
+    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
+    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
+    ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
+    const float *gy, ptrdiff_t gy_sn, ptrdiff_t gy_st, ptrdiff_t gy_sc,
+    ptrdiff_t gy_shw, float *gq, ptrdiff_t gq_sn, ptrdiff_t gq_st,
+    ptrdiff_t gq_sc, float *gkey, ptrdiff_t gkey_sp, ptrdiff_t gkey_sc,
+    ptrdiff_t gkey_sd, float *gvalue, ptrdiff_t gvalue_sp,
+    ptrdiff_t gvalue_sc, ptrdiff_t gvalue_so, ptrdiff_t n, ptrdiff_t t,
+    ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim, int normalize,
+    float eps, int threads) {
+  if (n < 1 || t < 1 || hw < 1 || nq < 8 || nq % 8 != 0 || cq < 1 ||
+      dim < 1)
+    return 1;
+  const ptrdiff_t blocks = n * t * ((hw + BLOCK - 1) / BLOCK);
+  if (threads < 1) threads = 1;
+  if (threads > blocks) threads = (int)blocks;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    const ptrdiff_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,    key_sp,
+               key_sc, key_sd,   value,    value_sp, value_sc, value_so,
+               p1,     eye,      NULL,     0,        0,      0,
+               n,      t,        hw,       nq,       cq,     dim,
+               normalize, eps,   blocks * part / parts,
+               blocks * (part + 1) / parts,
+               gy,     gy_sn,    gy_st,    gy_sc,    gy_shw,
+               gq,     gq_sn,    gq_st,    gq_sc,
+               gkey,   gkey_sp,  gkey_sc,  gkey_sd,
+               gvalue, gvalue_sp, gvalue_sc, gvalue_so};
+    GradScratch w;
+    void *memory = grad_scratch_alloc(&job, &w);
+    if (memory == NULL) {
+      status = 2;
+    } else {
+      run_job_backward(&job, &w);
       free(memory);
     }
   }

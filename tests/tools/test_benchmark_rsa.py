@@ -18,6 +18,7 @@ import torch
 from run_helpers import import_tool, run_tool, tool_env
 
 from mmrsa.analysis import benchmark
+from mmrsa.models.common import rsa_native
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL_DIR = REPO_ROOT / 'tools' / 'analysis_tools'
@@ -123,11 +124,19 @@ def test_layer_section_alone(capsys):
     assert 'whole model' not in out and 'context size M' not in out
     (result, ) = results['layer']
     assert (result['batch'], result['channels'], result['size']) == (1, 16, 8)
-    assert set(result['ms']) == set(result['saved_mb']) == {'conv', 'rsa'}
+    # the train step also without the native products, where they run
+    native = {'rsa_torch'} if rsa_native.native_available() else set()
+    assert set(result['ms']) == {'conv', 'rsa'} | native
+    assert set(result['saved_mb']) == {'conv', 'rsa'}
     fields = _row(out, '   16@8  T4 ')
     assert fields[0] == '1'  # N
     assert float(fields[3]) == pytest.approx(
         result['ms']['rsa'] / result['ms']['conv'], abs=0.01)  # RSA/conv
+    if native:
+        assert float(fields[4]) == pytest.approx(
+            result['ms']['rsa_torch'], abs=0.06)
+        assert float(fields[5]) == pytest.approx(
+            result['ms']['rsa_torch'] / result['ms']['conv'], abs=0.01)
     # the 1x3x3 convolution keeps its input and its weights for backward
     conv_bytes = 16 * 4 * 8 * 8 * 4 + 16 * 16 * 3 * 3 * 4
     assert result['saved_mb']['conv'] == conv_bytes / 2**20
@@ -146,6 +155,9 @@ def test_model_section(capsys):
     assert 'RSANet:' not in out and 'init' not in out.lower()
 
     names = ['RSANet-R50', 'RSANet-R50 cp', 'TSN-R50', 'TSM-R50']
+    native = rsa_native.native_available()
+    if native:  # RSANet-R50 also with its products in PyTorch
+        names.append(benchmark.TORCH_PRODUCTS)
     rows = {r['model']: r for r in results['model']}
     assert list(rows) == names
     assert all(r['batch'] == 1 for r in rows.values())
@@ -172,6 +184,13 @@ def test_model_section(capsys):
     assert re.search(
         r'N=1: with_cp=True takes x\d+\.\d\d the train time '
         r'and x0\.\d\d the saved-for-backward activation bytes', out)
+    if native:
+        torch_products = rows[benchmark.TORCH_PRODUCTS]
+        assert torch_products['infer_ms'] > 0
+        assert f'{benchmark.TORCH_PRODUCTS!r} = RSANet-R50 with' in out
+        speed = (rows['RSANet-R50']['train_ms'] / torch_products['train_ms'])
+        assert (f'N=1: with the native per-position products RSANet-R50 '
+                f'takes x{speed:.2f} the train time') in out
 
 
 def test_model_section_amp(capsys):
@@ -294,8 +313,9 @@ def test_layer_section_amp_with_forced_paths(capsys):
     assert 'AMP=on (torch.bfloat16)' in out
     assert 'forced through cpu_bmm, plain' in out
     small, large = results['layer']
-    # Cq = 2 and 32: the loops and the bmm layout on the CPU
-    assert (small['path'], large['path']) == ('cpu_loops', 'cpu_bmm')
+    # Cq = 2 and 32 under bf16 autocast: the bmm layout (bf16 kernels) for
+    # both, as the layer runs them under the bench's autocast
+    assert (small['path'], large['path']) == ('cpu_bmm', 'cpu_bmm')
     for result in results['layer']:
         assert result['batch'] == 2
         assert set(result['ms']) == {'conv', 'rsa', 'cpu_bmm', 'plain'}
@@ -308,7 +328,7 @@ def test_layer_section_amp_with_forced_paths(capsys):
     assert float(fields[5]) == pytest.approx(
         ms['cpu_bmm'] / ms['rsa'], abs=0.01)
     assert float(fields[7]) == pytest.approx(ms['plain'] / ms['rsa'], abs=0.01)
-    assert fields[-1] == 'cpu_loops'
+    assert fields[-1] == 'cpu_bmm'
     assert _row(out, '  256@4  T2 ')[-1] == 'cpu_bmm'
 
 
@@ -334,7 +354,7 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'AMP=on (torch.bfloat16)' in result.stdout
     fields = _row(result.stdout, '   16@8  T2 ')
-    assert fields[0] == '2' and fields[-1] == 'cpu_loops'
+    assert fields[0] == '2' and fields[-1] == 'cpu_bmm'  # autocast
 
     # the model section needs the stack, and says how to bring it
     result = run_tool([script, *GPU_COMMAND[2:], '--device', 'cpu'],
@@ -404,7 +424,8 @@ def test_layer_table_formats_a_measured_result():
         bench, [(16, 8)], frames=2, batches=[3])
     assert (result['batch'], result['channels'], result['size'],
             result['frames']) == (3, 16, 8, 2)
-    assert set(result['ms']) == set(result['saved_mb']) == {'conv', 'rsa'}
+    assert set(result['ms']) == {'conv', 'rsa', 'rsa_torch'}
+    assert set(result['saved_mb']) == {'conv', 'rsa'}
     assert result['peak_mb'] is None  # CUDA only
     # inference of both, and of RSA without the native products (built by
     # the install)
@@ -426,11 +447,18 @@ def test_layer_table_formats_a_measured_result():
     columns = dict(reference=False, compare=False, cuda=False, native=True)
     header = tool.layer_header([], **columns)
     row = tool.layer_row(result, [], **columns)
+    assert header.split('|')[1].split()[-4:] == [
+        'RSA/conv', 'no', 'native', '/conv'
+    ]
     assert header.split('|')[2].split() == [
         'inf', 'conv', 'inf', 'RSA', '/conv', 'no', 'native', '/conv'
     ]
     assert len(row) == len(header)
-    assert _row(row, "   16@8  T2 ")[7:9] == [
+    ms = result['ms']
+    assert _row(row, "   16@8  T2 ")[4:6] == [
+        f'{ms["rsa_torch"]:.1f}', f'{ms["rsa_torch"] / ms["conv"]:.2f}'
+    ]
+    assert _row(row, "   16@8  T2 ")[9:11] == [
         f'{infer["rsa_torch"]:.1f}',
         f'{infer["rsa_torch"] / infer["conv"]:.2f}'
     ]

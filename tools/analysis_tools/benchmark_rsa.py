@@ -283,6 +283,8 @@ def layer_header(paths: Sequence[str],
     """The header of the layer table (columns as :func:`layer_row`)."""
     header = (f'{"layer":>12} {"N":>2} | {"conv ms":>8} {"RSA ms":>8} '
               f'{"RSA/conv":>8}')
+    if native:
+        header += f' {"no native":>9} {"/conv":>5}'
     if reference:
         header += f' {"ref ms":>8} {"ref/RSA":>7}'
     if compare:
@@ -301,7 +303,7 @@ def layer_header(paths: Sequence[str],
         header += f' {path + " MB":>12}'
     if cuda:
         header += f' {"RSA peak MB":>11}'
-    header += f' | {"RSA path":<9}'
+    header += f' | {"RSA path":<10}'
     return header
 
 
@@ -318,9 +320,9 @@ def layer_title(paths: Sequence[str],
         f'backward, T={frames} (MB: saved for backward); RSA path = '
         f'its automatic implementation here' +
         (f', beside it forced through {", ".join(paths)}' if paths else ''))
-    title.append('inf = inference under torch.no_grad (RSA: its automatic '
-                 'path; no native: the per-position products in PyTorch, '
-                 'where the native ones are built)')
+    title.append('inf = inference under torch.no_grad; RSA: its automatic '
+                 'path; no native: the same, with the per-position products '
+                 'in PyTorch (where the native ones are built)')
     return title
 
 
@@ -338,6 +340,9 @@ def layer_row(result: Dict[str, Any],
            f'T{result["frames"]:<2} {result["batch"]:>2} | '
            f'{times["conv"]:8.1f} {times["rsa"]:8.1f} '
            f'{times["rsa"] / times["conv"]:8.2f}')
+    if native:
+        row += (f' {times["rsa_torch"]:9.1f} '
+                f'{times["rsa_torch"] / times["conv"]:5.2f}')
     if reference:
         row += f' {times["ref"]:8.1f} {times["ref"] / times["rsa"]:7.2f}'
     if compare:
@@ -359,7 +364,7 @@ def layer_row(result: Dict[str, Any],
         row += f' {mem[path]:12.1f}'
     if cuda:
         row += f' {result["peak_mb"]:11.1f}'
-    row += f' | {result["path"]:<9}'
+    row += f' | {result["path"]:<10}'
     return row
 
 
@@ -379,6 +384,11 @@ def model_table(results: Sequence[Dict[str, Any]], *, input_size: int,
         ('; peak MB = CUDA peak of a train step above what was allocated '
          'before it' if cuda else ''),
     ]
+    if any(r['model'] == benchmark.TORCH_PRODUCTS for r in results):
+        title.insert(
+            2, f'{benchmark.TORCH_PRODUCTS!r} = RSANet-R50 with its '
+            f'per-position products in PyTorch (the native ones switched '
+            f'off)')
     header = (f'{"model":<14} {"N":>2} | {"train ms":>9} {"/TSN":>5} '
               f'{"/TSM":>5} | {"infer ms":>9} {"/TSN":>5} {"/TSM":>5} | '
               f'{"act. MB":>9} {"/TSN":>5} {"/TSM":>5}')
@@ -414,6 +424,16 @@ def model_table(results: Sequence[Dict[str, Any]], *, input_size: int,
             summary += (f' (CUDA peak x'
                         f'{cp["peak_mb"] / plain["peak_mb"]:.2f})')
         summaries.append(summary)
+        torch_products = by_name.get(benchmark.TORCH_PRODUCTS)
+        if torch_products is not None:
+            summaries.append(
+                f'N={batch}: with the native per-position products '
+                f'RSANet-R50 takes x'
+                f'{plain["train_ms"] / torch_products["train_ms"]:.2f} the '
+                f'train time and x'
+                f'{plain["infer_ms"] / torch_products["infer_ms"]:.2f} the '
+                f'inference time it takes without them '
+                f'({benchmark.TORCH_PRODUCTS!r})')
     return table_lines(title, header, rows + [''] + summaries)
 
 
@@ -479,12 +499,11 @@ def run_layer(bench: benchmark.Bench, args: argparse.Namespace,
     compare = (
         load_committed_rsa(args.compare_impl) if args.compare_impl else None)
     paths = benchmark.layer_paths(bench.device, args.paths)
-    from mmrsa.models.common.rsa_native import native_available
     columns = dict(
         reference=args.reference,
         compare=compare is not None,
         cuda=bench.cuda,
-        native=not bench.cuda and native_available())
+        native=bench.native)
     for line in table_lines(
             layer_title(
                 paths, frames=args.frames, compare_rev=args.compare_impl),

@@ -1,5 +1,5 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Native CPU products of RSA for inference (optional, float32).
+"""Native CPU products of RSA and their backward pass (optional, float32).
 
 After its convolutions, an RSA layer multiplies four small matrices at every
 position (Eq. 12): ``kernel = q (XK * H1 + P1)`` ``[L, D]``, the contexts
@@ -14,13 +14,20 @@ context by the kernel before the relational context (``Cq*L*(D + Cq)``
 multiply-adds per position instead of ``Cq*D*(Cq + L)``), the same result
 within float32 rounding.
 
-It runs only where nothing needs it to be differentiable or traced: on the
-CPU, float32, under ``torch.no_grad()``/``torch.inference_mode()``, not
-under autocast, not while tracing, exporting or compiling, for layers with a
+Its backward pass (:func:`native_products_backward`; :func:`products` is
+the differentiable form the layers call) recomputes the kernel and ``t``
+from the operands and writes the gradients of the query (through its
+normalisation), of the filtered key and of the value, position by position,
+in their own layouts; those of ``P1`` and ``I`` are sums over the positions.
+Nothing but the operands is kept for it, fewer bytes than the PyTorch path
+keeps.
+
+It runs on the CPU, in float32, in training and inference, not under
+autocast, not while tracing, exporting or compiling, for layers with a
 relational kernel and context and a multiple of 8 queries (RSANet: 8).
 :func:`~mmrsa.models.common.rsa.select_path` makes that choice
-(``'cpu_native'``); training and every other case run the pure-PyTorch
-path, which is also the fallback.
+(``'cpu_native'``); every other case runs the pure-PyTorch path, which is
+also the fallback.
 
 The library is optional. ``pip install`` builds it where a C compiler with
 OpenMP is found (``setup.py``, plain C: no Python or torch API, loaded with
@@ -36,13 +43,15 @@ import os
 import os.path as osp
 import warnings
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = [
-    'native_available', 'native_status', 'native_products', 'disabled',
-    'DISABLE_ENV', 'MIN_QUERIES'
+    'native_available', 'native_status', 'native_products',
+    'native_products_backward', 'products', 'disabled', 'DISABLE_ENV',
+    'MIN_QUERIES'
 ]
 
 #: Environment variable that keeps the layers on the PyTorch path.
@@ -58,7 +67,7 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 1
+ABI = 2
 
 #: Why the library was given up in this process, or None.
 _failure: Optional[str] = None
@@ -97,15 +106,25 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
                       f'{abi()}, this code speaks {ABI}); reinstall mmrsa '
                       f'(pip install -e .) to rebuild it')
     pointer, size = ctypes.c_void_p, ctypes.c_ssize_t
+    operands = ([pointer] + [size] * 4  # q and its strides (N, T, C, HW)
+                + [pointer] + [size] * 3  # key (position, Cq, D)
+                + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
+                + [pointer] * 2)  # P1, I
+    sizes = ([size] * 6  # N, T, HW, L, Cq, D
+             + [ctypes.c_int, ctypes.c_float, ctypes.c_int])  # norm, eps,
+    # threads
     function.restype = ctypes.c_int
     function.argtypes = (
-        [pointer] + [size] * 4  # q and its strides (N, T, C, HW)
-        + [pointer] + [size] * 3  # key (position, Cq, D)
-        + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
-        + [pointer] * 2  # P1, I
-        + [pointer] + [size] * 3  # out (N, T, C)
-        + [size] * 6  # N, T, HW, L, Cq, D
-        + [ctypes.c_int, ctypes.c_float, ctypes.c_int])  # norm, eps, threads
+        operands + [pointer] + [size] * 3  # out (N, T, C)
+        + sizes)
+    backward = library.mmrsa_rsa_products_backward_f32
+    backward.restype = ctypes.c_int
+    backward.argtypes = (
+        operands + [pointer] + [size] * 4  # gradient of out (N, T, C, HW)
+        + [pointer] + [size] * 3  # gradient of q (N, T, C)
+        + [pointer] + [size] * 3  # gradient of key
+        + [pointer] + [size] * 3  # gradient of value
+        + sizes)
     return library, f'built ({osp.basename(path)})'
 
 
@@ -145,6 +164,58 @@ def _as_pointer(x: Optional[torch.Tensor]) -> Optional[int]:
     return None if x is None else x.data_ptr()
 
 
+def _check_operands(q: torch.Tensor,
+                    key: torch.Tensor,
+                    value: torch.Tensor,
+                    p1: Optional[torch.Tensor],
+                    eye: Optional[torch.Tensor],
+                    out: torch.Tensor,
+                    num_queries: int,
+                    written: bool = True) -> None:
+    """Raise a ValueError naming the expected operands unless they fit;
+    ``out`` needs a unit stride in HW where it is ``written``."""
+    n, t, channels, hw = q.shape
+    nq, cq = num_queries, channels // max(num_queries, 1)
+    positions, dim = n * t * hw, key.shape[-1]
+    tensors = (q, key, value, p1, eye, out)
+    if (nq % MIN_QUERIES or channels != nq * cq
+            or tuple(key.shape) != (positions, cq, dim)
+            or tuple(value.shape) != (positions, cq, dim + cq)
+            or tuple(out.shape) != (n, t, cq * nq, hw)
+            or (written and hw > 1 and out.stride(3) != 1) or any(
+                x is not None and
+                (x.dtype != torch.float32 or x.device.type != 'cpu')
+                for x in tensors)):
+        raise ValueError(
+            f'native_products expects float32 CPU tensors: q [N, T, L*Cq, '
+            f'HW], out [N, T, Cq*L, HW] with a unit stride in HW, L a '
+            f'multiple of {MIN_QUERIES}, key [N*T*HW, Cq, D] and value '
+            f'[N*T*HW, Cq, D + Cq]; got L={num_queries} and '
+            f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
+
+
+def _fixed(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``P1``/``I`` as the library reads them: contiguous, no autograd."""
+    return None if x is None else x.detach().contiguous()
+
+
+def _give_up(status: int, fallback: bool) -> bool:
+    """After a failed call: raise, or (``fallback``) warn once, give the
+    library up for the process and return False."""
+    global _failure
+    reason = ('the library ran out of memory for its scratch buffers'
+              if status == 2 else f'the library returned {status}')
+    if not fallback:
+        raise RuntimeError(f'native RSA products failed: {reason}')
+    _failure = reason
+    warnings.warn(
+        f'RSA: the native CPU products failed ({reason}); the RSA layers '
+        f'compute them in PyTorch for the rest of this process.',
+        RuntimeWarning,
+        stacklevel=3)
+    return False
+
+
 def native_products(q: torch.Tensor,
                     key: torch.Tensor,
                     value: torch.Tensor,
@@ -155,7 +226,8 @@ def native_products(q: torch.Tensor,
                     num_queries: int,
                     query_eps: Optional[float] = None,
                     fallback: bool = True) -> bool:
-    """The per-position products of Eq. 12, written into ``out``.
+    """The per-position products of Eq. 12, written into ``out`` (no
+    autograd: see :func:`products` for a differentiable form).
 
     ``q`` and ``out`` are views in the layout the layer holds them in (a
     clip ``[N, C, T, H, W]`` or frames ``[N*T, C, H, W]``, channels-last
@@ -186,49 +258,188 @@ def native_products(q: torch.Tensor,
     Returns:
         bool: True when ``out`` holds the result.
     """
-    global _failure
     library = _load()[0]
     if library is None:
         raise RuntimeError(f'the native RSA products are {native_status()}')
+    _check_operands(q, key, value, p1, eye, out, num_queries)
     n, t, channels, hw = q.shape
-    nq, cq = num_queries, channels // max(num_queries, 1)
-    positions, dim = n * t * hw, key.shape[-1]
-    tensors = (q, key, value, p1, eye, out)
-    if (nq % MIN_QUERIES or channels != nq * cq
-            or tuple(key.shape) != (positions, cq, dim)
-            or tuple(value.shape) != (positions, cq, dim + cq)
-            or tuple(out.shape) != (n, t, cq * nq, hw)
-            or (hw > 1 and out.stride(3) != 1) or any(
-                x is not None and
-                (x.dtype != torch.float32 or x.device.type != 'cpu')
-                for x in tensors)):
-        raise ValueError(
-            f'native_products expects float32 CPU tensors: q [N, T, L*Cq, '
-            f'HW], out [N, T, Cq*L, HW] with a unit stride in HW, L a '
-            f'multiple of {MIN_QUERIES}, key [N*T*HW, Cq, D] and value '
-            f'[N*T*HW, Cq, D + Cq]; got L={num_queries} and '
-            f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
-    p1 = None if p1 is None else p1.detach().contiguous()
-    eye = None if eye is None else eye.detach().contiguous()
+    cq, dim = channels // num_queries, key.shape[-1]
+    p1, eye = _fixed(p1), _fixed(eye)
     operands = [q.data_ptr(), *q.stride()]
     operands += [key.data_ptr(), *key.stride()]
     operands += [value.data_ptr(), *value.stride()]
     operands += [_as_pointer(p1), _as_pointer(eye)]
     operands += [out.data_ptr(), *out.stride()[:3]]
-    status = library.mmrsa_rsa_products_f32(*operands, n, t, hw, nq, cq, dim,
+    status = library.mmrsa_rsa_products_f32(*operands, n, t, hw,
+                                            num_queries, cq, dim,
                                             int(query_eps is not None),
                                             query_eps or 0.0,
                                             torch.get_num_threads())
-    if status == 0:
-        return True
-    reason = ('the library ran out of memory for its scratch buffers'
-              if status == 2 else f'the library returned {status}')
-    if not fallback:
-        raise RuntimeError(f'native RSA products failed: {reason}')
-    _failure = reason
-    warnings.warn(
-        f'RSA: the native CPU products failed ({reason}); the RSA layers '
-        f'compute them in PyTorch for the rest of this process.',
-        RuntimeWarning,
-        stacklevel=2)
-    return False
+    return status == 0 or _give_up(status, fallback)
+
+
+def native_products_backward(
+    q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    p1: Optional[torch.Tensor], eye: Optional[torch.Tensor],
+    grad: torch.Tensor, *, num_queries: int, query_eps: Optional[float]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of :func:`native_products` with respect to ``q``
+    (before the normalisation, with ``query_eps``), ``key`` and ``value``,
+    given ``grad``, that of ``out`` (``[N, T, Cq*L, H*W]``, any strides).
+    Those of ``P1`` and ``I`` are the sums over the positions of the
+    gradients of ``key`` and of the value's last Cq filters.
+
+    Returns:
+        tuple[torch.Tensor]: ``[N, T, L*Cq, H*W]`` (contiguous), and
+        gradients with the shapes and strides of ``key`` and ``value``.
+
+    Raises:
+        RuntimeError: If the library is not available or fails.
+    """
+    library = _load()[0]
+    if library is None:
+        raise RuntimeError(f'the native RSA products are {native_status()}')
+    _check_operands(q, key, value, p1, eye, grad, num_queries, written=False)
+    n, t, channels, hw = q.shape
+    cq, dim = channels // num_queries, key.shape[-1]
+    p1, eye = _fixed(p1), _fixed(eye)
+    grad_q = torch.empty(q.shape, dtype=q.dtype)
+    # empty_like keeps the strides of a dense layout
+    grad_key, grad_value = torch.empty_like(key), torch.empty_like(value)
+    operands = [q.data_ptr(), *q.stride()]
+    operands += [key.data_ptr(), *key.stride()]
+    operands += [value.data_ptr(), *value.stride()]
+    operands += [_as_pointer(p1), _as_pointer(eye)]
+    operands += [grad.data_ptr(), *grad.stride()]
+    operands += [grad_q.data_ptr(), *grad_q.stride()[:3]]
+    operands += [grad_key.data_ptr(), *grad_key.stride()]
+    operands += [grad_value.data_ptr(), *grad_value.stride()]
+    status = library.mmrsa_rsa_products_backward_f32(
+        *operands, n, t, hw, num_queries, cq, dim, int(query_eps is not None),
+        query_eps or 0.0, torch.get_num_threads())
+    if status != 0:
+        _give_up(status, fallback=False)
+    return grad_q, grad_key, grad_value
+
+
+class _Failed(Exception):
+    """The library failed in a forward pass (and warned)."""
+
+
+class _Products(torch.autograd.Function):
+    """:func:`native_products` into a new output, differentiable."""
+
+    @staticmethod
+    def forward(ctx, q, key, value, p1, eye, layout, num_queries, query_eps,
+                fallback):
+        out, view = _new_output(q, layout)
+        if not native_products(
+                q,
+                key,
+                value,
+                p1,
+                eye,
+                view,
+                num_queries=num_queries,
+                query_eps=query_eps,
+                fallback=fallback):
+            raise _Failed
+        ctx.save_for_backward(q, key, value, p1, eye)
+        ctx.layout, ctx.num_queries = layout, num_queries
+        ctx.query_eps = query_eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        q, key, value, p1, eye = ctx.saved_tensors
+        grad_q, grad_key, grad_value = native_products_backward(
+            q,
+            key,
+            value,
+            p1,
+            eye,
+            _output_view(grad, q.shape, ctx.layout),
+            num_queries=ctx.num_queries,
+            query_eps=ctx.query_eps)
+        grad_p1 = grad_eye = None
+        if ctx.needs_input_grad[3]:
+            grad_p1 = grad_key.sum(0)
+        if ctx.needs_input_grad[4]:
+            grad_eye = grad_value[:, :, key.shape[-1]:].sum(0)
+        return (grad_q, grad_key, grad_value, grad_p1, grad_eye, None, None,
+                None, None)
+
+
+#: Output layouts of :func:`products`.
+LAYOUTS = ('clips', 'frames')
+
+
+def _output_view(out: torch.Tensor, q_shape, layout: str) -> torch.Tensor:
+    """``out`` in its layout (:data:`LAYOUTS`) seen as ``[N, T, C, H*W]``."""
+    n, t, _, hw = q_shape
+    if layout == 'frames':  # [N*T, C, H, W]
+        return out.reshape(n, t, -1, hw)
+    # [N, C, T, H, W] -> [N, C, T, HW] -> [N, T, C, HW]
+    return out.reshape(n, -1, t, hw).transpose(1, 2)
+
+
+def _new_output(q: torch.Tensor, layout: str):
+    """A new output for the query ``q`` ``[N, T, C, HW]`` in ``layout``
+    (without the spatial sizes: ``[N*T, C, HW]`` or ``[N, C, T, HW]``)
+    and its ``[N, T, C, H*W]`` view."""
+    n, t, channels, hw = q.shape
+    if layout == 'frames':
+        out = q.new_empty(n * t, channels, hw)
+    else:
+        out = q.new_empty(n, channels, t, hw)
+    return out, _output_view(out, q.shape, layout)
+
+
+def products(q: torch.Tensor,
+             key: torch.Tensor,
+             value: torch.Tensor,
+             p1: Optional[torch.Tensor],
+             eye: Optional[torch.Tensor],
+             *,
+             layout: str,
+             num_queries: int,
+             query_eps: Optional[float] = None,
+             fallback: bool = True) -> Optional[torch.Tensor]:
+    """:func:`native_products` into a new output, differentiable with respect
+    to ``q``, ``key``, ``value``, ``P1`` and ``I`` (the backward pass runs in
+    the library too).
+
+    Args:
+        q, key, value, p1, eye: As for :func:`native_products`.
+        layout (str): Of the output: ``'frames'`` ``[N*T, Cq*L, H*W]`` or
+            ``'clips'`` ``[N, Cq*L, T, H*W]`` (reshape to the spatial
+            sizes).
+        num_queries, query_eps, fallback: As for :func:`native_products`.
+
+    Returns:
+        torch.Tensor | None: The output, or None after a failure with
+        ``fallback`` (the library then warned and was given up).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
+    if torch.is_grad_enabled() and any(
+            x is not None and x.requires_grad
+            for x in (q, key, value, p1, eye)):
+        try:
+            return _Products.apply(q, key, value, p1, eye, layout, num_queries,
+                                   query_eps, fallback)
+        except _Failed:
+            return None
+    out, view = _new_output(q, layout)
+    done = native_products(
+        q,
+        key,
+        value,
+        p1,
+        eye,
+        view,
+        num_queries=num_queries,
+        query_eps=query_eps,
+        fallback=fallback)
+    return out if done else None

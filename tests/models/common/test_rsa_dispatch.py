@@ -21,7 +21,7 @@ import torch
 
 from mmrsa.models.common import RSA
 from mmrsa.models.common import rsa as rsa_module
-from mmrsa.models.common import rsa_reference, rsa_triton
+from mmrsa.models.common import rsa_native, rsa_reference, rsa_triton
 from mmrsa.models.common.rsa import PATHS, force_path, select_path
 from mmrsa.models.common.rsa_ops import channel_conv3d, grouped_channel_conv3d
 
@@ -83,10 +83,25 @@ def _run(layer: RSA, x: torch.Tensor, path: str):
 # --------------------------------------------------------------------- #
 # choosing a path
 # --------------------------------------------------------------------- #
+def _cpu_auto() -> str:
+    """The automatic CPU path of a float32 layer with Cq = D = 8."""
+    return 'cpu_native' if rsa_native.native_available() else 'cpu_loops'
+
+
 def test_select_path_by_device(monkeypatch):
     cpu, meta = torch.zeros(1), torch.zeros(1, device='meta')
-    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
-    assert select_path(cpu, (8, 32, 32), True) == 'cpu_bmm'
+    # float32 with the native library: its products, whatever the sizes
+    native = rsa_native.native_available()
+    assert select_path(cpu, (8, 8, 8),
+                       True) == ('cpu_native' if native else 'cpu_loops')
+    # the PyTorch paths by matrix size: without the library, in float64,
+    # without a relational kernel
+    with rsa_native.disabled():
+        assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+        assert select_path(cpu, (8, 32, 32), True) == 'cpu_bmm'
+    assert select_path(cpu.double(), (8, 8, 8), True) == 'cpu_loops'
+    assert select_path(cpu.double(), (8, 32, 32), True) == 'cpu_bmm'
+    assert select_path(cpu, (8, 8, 8), False) == 'cpu_loops'
     monkeypatch.setattr(rsa_triton, 'fused_available', lambda device: False)
     assert select_path(meta, (8, 8, 8), True) == 'plain'
     # with a fused kernel for the device: still plain unless asked for;
@@ -98,7 +113,8 @@ def test_select_path_by_device(monkeypatch):
     assert select_path(meta, (8, 8, 8), False, 'fused') == 'plain'
     assert select_path(meta.double(), (8, 8, 8), True, 'fused') == 'plain'
     # the CPU never picks the fused kernel by itself
-    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+    assert select_path(cpu, (8, 8, 8),
+                       True) == ('cpu_native' if native else 'cpu_loops')
 
 
 def test_cuda_default_is_plain_even_with_fused_available(triton_on_cuda):
@@ -176,13 +192,14 @@ def test_fused_unavailable_warns_once(monkeypatch):
 def test_half_precision_on_cpu_takes_bmm():
     """The loops would sum float32 copies; bmm sums bf16 in float32."""
     cpu = torch.zeros(1)
-    assert select_path(cpu, (8, 16, 16), True) == 'cpu_loops'
+    with rsa_native.disabled():  # float32: the loops by size
+        assert select_path(cpu, (8, 16, 16), True) == 'cpu_loops'
     assert select_path(cpu.bfloat16(), (8, 16, 16), True) == 'cpu_bmm'
     assert select_path(cpu.half(), (8, 8, 8), True) == 'cpu_bmm'
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert select_path(cpu, (8, 8, 8), True) == 'cpu_bmm'
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=False):
-        assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+        assert select_path(cpu, (8, 8, 8), True) == _cpu_auto()
 
 
 @pytest.mark.parametrize('filters', [8, 16])  # float32 / bf16 kernels
@@ -217,9 +234,9 @@ def test_force_path_overrides_and_restores():
         with force_path('cpu_bmm'):
             assert select_path(cpu, (8, 8, 8), True) == 'cpu_bmm'
         with force_path(None):
-            assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+            assert select_path(cpu, (8, 8, 8), True) == _cpu_auto()
         assert select_path(cpu, (8, 8, 8), True) == 'plain'
-    assert select_path(cpu, (8, 8, 8), True) == 'cpu_loops'
+    assert select_path(cpu, (8, 8, 8), True) == _cpu_auto()
 
 
 def test_force_path_rejects_what_cannot_run(monkeypatch):

@@ -2,12 +2,15 @@
 """The native CPU products (``'cpu_native'``, :mod:`rsa_native`).
 
 - ``pip install`` builds the library where a C compiler is found (here);
-- inference takes it by itself, and its output equals the PyTorch path's and
-  the float64 literal Eq. 8 within float32 rounding, for every layer option
-  it takes, any number of threads giving the same bits;
-- training, half precision, autocast, tracing, other query counts and
+- inference and training take it by themselves; its output equals the
+  PyTorch path's and the float64 literal Eq. 8 within float32 rounding, its
+  gradients (its own backward pass) those of the PyTorch path and of float64
+  autograd, for every layer option it takes, any number of threads giving
+  the same bits;
+- half precision, autocast, tracing, other query counts and
   ``MMRSA_DISABLE_NATIVE=1`` stay on PyTorch;
-- a failing library warns once and the layer computes the PyTorch result;
+- a failing library warns once and the layer computes the PyTorch result
+  (in a backward pass, where nothing can be recomputed, it raises);
 - its threads are PyTorch's (one OpenMP runtime in the process).
 """
 import ast
@@ -115,31 +118,40 @@ def test_inference_takes_native_and_matches(calls, channels, size, kwargs):
 
 @needs_library
 def test_threads_give_the_same_bits():
-    """Each position is computed alone, whichever thread takes it."""
+    """Each position is computed alone, whichever thread takes it, in the
+    forward and the backward pass (the sums over positions, for P1 and I,
+    are PyTorch's, as are the convolutions' gradients)."""
     layer = _layer(128)
     x = torch.randn(2, 128, 3, 10, 9)
     threads = torch.get_num_threads()
+    operands = _operands(2, 3, 37, 8, 16, 16)
     try:
-        outs = []
+        outs, grads = [], []
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             with torch.no_grad():
                 outs.append(layer(x))
+            grads.append(
+                rsa_native.native_products_backward(
+                    *operands, num_queries=8, query_eps=1e-6))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    for other in grads[1:]:  # the backward pass: every gradient
+        assert all(torch.equal(a, b) for a, b in zip(other, grads[0]))
 
 
 @needs_library
-def test_only_inference_in_float32(calls, monkeypatch):
+def test_float32_training_and_inference(calls, monkeypatch):
     layer = _layer(64)
     x = torch.randn(1, 64, 3, 6, 6)
     cpu = torch.zeros(1)
     sizes = (8, 8, 8)
-    # training: gradients flow, through PyTorch
+    # training: gradients flow through the library's backward pass
     out = layer(x.requires_grad_())
     out.sum().backward()
-    assert x.grad is not None and calls['native'] == 0
+    assert x.grad is not None and calls['native'] == 1
+    assert select_path(cpu, sizes, True) == 'cpu_native'
     with torch.no_grad():
         assert select_path(cpu, sizes, True) == 'cpu_native'
         assert select_path(cpu.bfloat16(), sizes, True) == 'cpu_bmm'
@@ -155,9 +167,85 @@ def test_only_inference_in_float32(calls, monkeypatch):
         with force_path('cpu_native'), pytest.raises(
                 ValueError, match='switched off'):
             select_path(cpu, sizes, True)
+    # training without the library: the loops of small products
+    assert select_path(cpu, sizes, True) == 'cpu_loops'
     with torch.inference_mode():
         monkeypatch.delenv(rsa_native.DISABLE_ENV)
         assert select_path(cpu, sizes, True) == 'cpu_native'
+
+
+def _train_step(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor):
+    """Output and the gradients of the input and of every parameter."""
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_()
+    out = layer(x)
+    out.backward(grad)
+    grads = {'x': x.grad}
+    grads.update({k: p.grad for k, p in layer.named_parameters()})
+    return out.detach(), grads
+
+
+@needs_library
+@pytest.mark.parametrize(
+    'channels,size,kwargs',
+    [
+        (64, (3, 9, 11), {}),  # Cq = 8, positions not a multiple of 16
+        (128, (4, 6, 5), {}),  # Cq = 16
+        (256, (2, 7, 7), {}),  # Cq = 32
+        (64, (3, 9, 8), dict(stride=2)),
+        (64, (3, 5, 6), dict(corr_groups=2)),
+        (128, (2, 5, 5), dict(num_queries=16)),  # two vectors of queries
+        (64, (3, 5, 6), dict(latent_dim=5)),  # D neither Cq nor 8
+        (64, (3, 5, 6), dict(kernel_type='R')),  # no P1
+        (64, (3, 5, 6), dict(context_type='R')),  # no I
+        (64, (3, 5, 6), dict(norm='bn')),
+    ])
+def test_training_takes_native_and_matches(calls, channels, size, kwargs):
+    """A train step through the library's forward and backward passes:
+    the output and every gradient (input, convolutions, P1, I) those of the
+    PyTorch path within float32 rounding."""
+    layer = _layer(channels, **kwargs).train()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, channels, *size, generator=gen)
+    with torch.no_grad():
+        grad = torch.randn(layer(x).shape, generator=gen)
+    calls['native'] = 0
+    got, got_grads = _train_step(layer, x, grad)
+    assert calls['native'] == 1
+    with force_path('cpu_bmm'):
+        want, want_grads = _train_step(layer, x, grad)
+    assert calls['native'] == 1
+    assert _rel_err(got, want) <= 1e-5
+    assert got_grads.keys() == want_grads.keys()
+    for name, want_grad in want_grads.items():
+        assert _rel_err(got_grads[name], want_grad) <= 1e-4, name
+
+
+@needs_library
+@pytest.mark.parametrize('kwargs', [{}, dict(norm='none')])
+def test_training_frames_layer(calls, kwargs):
+    """FrameRSA in training: the query's normalisation inside the library
+    (forward and backward), the output frames written directly; every
+    gradient that of the PyTorch path, channels-last frames too."""
+    from mmrsa.models.backbones.rsanet import FrameRSA
+    torch.manual_seed(0)
+    layer = FrameRSA(128, 128, num_segments=3, **kwargs).train()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(6, 128, 9, 7)  # 2 clips of 3 frames
+    grad = torch.randn(6, 128, 9, 7)
+    got, got_grads = _train_step(layer, x, grad)
+    assert calls['native'] == 1
+    channels_last, cl_grads = _train_step(
+        layer, x.contiguous(memory_format=torch.channels_last), grad)
+    assert calls['native'] == 2
+    with force_path('cpu_bmm'):
+        want, want_grads = _train_step(layer, x, grad)
+    for out, grads in ((got, got_grads), (channels_last, cl_grads)):
+        assert _rel_err(out, want) <= 1e-5
+        for name, want_grad in want_grads.items():
+            assert _rel_err(grads[name], want_grad) <= 1e-4, name
 
 
 @needs_library
@@ -214,6 +302,109 @@ def _products(q, key, value, p1, eye, num_queries, eps=None):
     g = g + (0 if eye is None else eye.double())
     y = g.transpose(1, 2) @ h2 @ kernel.transpose(1, 2)  # [P, Cq, L]
     return y.reshape(n, t, hw, cq * num_queries).transpose(2, 3)
+
+
+def _operands(n, t, hw, nq, cq, dim, seed=0):
+    """q, key, value, P1, I and the gradient of the output, with strides
+    as the layers hold them: the query a slice of the frames' projection,
+    key and value channel-major (the filter banks' output), the gradient in
+    the clip layout."""
+    gen = torch.Generator().manual_seed(seed)
+    positions = n * t * hw
+    q = torch.randn(n, t, nq * cq + 2 * cq, hw, generator=gen)[:, :, :nq * cq]
+    key = torch.randn(cq, positions, dim, generator=gen).transpose(0, 1)
+    value = torch.randn(cq, positions, dim + cq, generator=gen).transpose(0, 1)
+    p1 = torch.randn(cq, dim, generator=gen)
+    eye = torch.randn(cq, cq, generator=gen)
+    grad = torch.randn(n, cq * nq, t, hw, generator=gen).transpose(1, 2)
+    return q, key, value, p1, eye, grad
+
+
+@needs_library
+@pytest.mark.parametrize('eps', [None, 1e-6])
+@pytest.mark.parametrize(
+    'sizes',
+    [
+        (2, 3, 21, 8, 8, 8),  # HW: one block and a part
+        (1, 2, 16, 16, 4, 5),  # two vectors of queries, D != Cq
+        (1, 2, 9, 8, 12, 20),  # sizes not multiples of 8
+    ])
+@pytest.mark.parametrize('with_p1_eye', [True, False])
+def test_backward_equals_float64_autograd(eps, sizes, with_p1_eye):
+    """products() in a graph: its gradients (the library's backward pass,
+    through the query's normalisation with ``eps``) equal float64 autograd
+    of the literal products, with the strides of the operands kept."""
+    nq = sizes[3]
+    q, key, value, p1, eye, grad = _operands(*sizes)
+    if not with_p1_eye:
+        p1 = eye = None
+    inputs = [
+        x if x is None else x.detach().requires_grad_()
+        for x in (q, key, value, p1, eye)
+    ]
+    out = rsa_native.products(
+        *inputs, layout='clips', num_queries=nq, query_eps=eps)
+    # clips [N, Cq*L, T, HW]
+    out.transpose(1, 2).backward(grad)
+    reference = [
+        x if x is None else x.detach().double().requires_grad_()
+        for x in (q, key, value, p1, eye)
+    ]
+    want = _products(*reference, nq, eps)
+    want.backward(grad.double())
+    assert _rel_err(out.transpose(1, 2), want.float()) <= 1e-6
+    for name, got, ref in zip(('q', 'key', 'value', 'P1', 'I'), inputs,
+                              reference):
+        if got is None:
+            continue
+        assert _rel_err(got.grad, ref.grad.float()) <= 1e-6, name
+    assert inputs[1].grad.stride() == key.stride()
+    assert inputs[2].grad.stride() == value.stride()
+
+
+@needs_library
+def test_products_frames_and_no_grad(calls):
+    """products(): frames or clips out, a new tensor; without gradients
+    no graph; a bad layout named."""
+    q, key, value, p1, eye, _ = _operands(2, 3, 10, 8, 8, 8)
+    n, t, _, hw = q.shape
+    frames = rsa_native.products(
+        q, key, value, p1, eye, layout='frames', num_queries=8)
+    clips = rsa_native.products(
+        q, key, value, p1, eye, layout='clips', num_queries=8)
+    assert frames.shape == (n * t, 64, hw) and clips.shape == (n, 64, t, hw)
+    assert not frames.requires_grad and calls['native'] == 2
+    assert torch.equal(frames.view(n, t, 64, hw), clips.transpose(1, 2))
+    with pytest.raises(ValueError, match='layout'):
+        rsa_native.products(
+            q, key, value, p1, eye, layout='rows', num_queries=8)
+
+
+@needs_library
+def test_training_failure(monkeypatch):
+    """A forward pass that fails warns once and the layer trains on the
+    PyTorch path; a failing backward pass raises (nothing to fall back
+    on)."""
+    layer = _layer(64).train()
+    x = torch.randn(1, 64, 3, 6, 6)
+    grad = torch.randn(1, 64, 3, 6, 6)
+    with force_path('cpu_bmm'):
+        want, want_grads = _train_step(layer, x, grad)
+    library = rsa_native._load()[0]
+    backward = library.mmrsa_rsa_products_backward_f32
+    monkeypatch.setattr(library, 'mmrsa_rsa_products_backward_f32',
+                        lambda *args: 2)
+    out = layer(x.requires_grad_())
+    with pytest.raises(RuntimeError, match='out of memory'):
+        out.backward(grad)
+    monkeypatch.setattr(library, 'mmrsa_rsa_products_backward_f32', backward)
+    monkeypatch.setattr(library, 'mmrsa_rsa_products_f32', lambda *args: 2)
+    with pytest.warns(RuntimeWarning, match='out of memory'):
+        got, got_grads = _train_step(layer, x, grad)
+    assert 'given up' in rsa_native.native_status()
+    assert torch.equal(got, want)
+    for name, g in want_grads.items():
+        assert torch.equal(got_grads[name], g), name
 
 
 @needs_library
