@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK 16  // consecutive positions of a frame per block
+#define BLOCK 32  // consecutive positions of a frame per block
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned
@@ -183,6 +183,23 @@ static inline __attribute__((always_inline)) void prefetch_position(
 
 #define PREFETCH_AHEAD 4  // positions
 
+// Ask for the rows of the next block of positions of `channels` channels
+// (stride sc) from `x` on, where a channel's positions are consecutive (a
+// unit stride sp): one stream per channel, too many for the hardware
+// prefetcher (measured 1.5x faster at Cq = 8 with L = 8, 64 + 64 channels).
+static inline __attribute__((always_inline)) void prefetch_rows(
+    const float *x, ptrdiff_t sp, ptrdiff_t sc, ptrdiff_t channels,
+    int write) {
+  if (sp != 1) return;
+  for (ptrdiff_t j = 0; j < channels; ++j)
+    for (ptrdiff_t i = 0; i < BLOCK; i += 16) {
+      if (write)
+        __builtin_prefetch(x + i + j * sc, 1);
+      else
+        __builtin_prefetch(x + i + j * sc, 0);
+    }
+}
+
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 // AVX2 + FMA where the CPU has them (chosen when the library loads)
 #define MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -200,13 +217,18 @@ MULTIVERSION static void run_job(const Job *job, const Scratch *w) {
     const ptrdiff_t count = hw - s0 < BLOCK ? hw - s0 : BLOCK;
     const float *qf =
         job->q + ni * job->q_sn + ti * job->q_st + s0 * job->q_shw;
+    float *of = job->out + ni * job->out_sn + ti * job->out_st + s0;
     const ptrdiff_t last = job->n * job->t * hw;
+    if (s0 + BLOCK < hw) {  // the next block of this frame
+      prefetch_rows(qf + BLOCK * job->q_shw, job->q_shw, job->q_sc, channels,
+                    0);
+      prefetch_rows(of + BLOCK, 1, job->out_sc, channels, 1);
+    }
     for (ptrdiff_t i = 0; i < count; ++i) {
       const ptrdiff_t p = frame * hw + s0 + i;
       if (p + PREFETCH_AHEAD < last) prefetch_position(job, p + PREFETCH_AHEAD);
       one_position(job, p, qf + i * job->q_shw, w->yb + i, w);
     }
-    float *of = job->out + ni * job->out_sn + ti * job->out_st + s0;
     for (ptrdiff_t j = 0; j < channels; ++j)
       memcpy(of + j * job->out_sc, w->yb + j * BLOCK, sizeof(float) * count);
   }
@@ -444,6 +466,14 @@ MULTIVERSION static void run_job_backward(const Job *job,
         job->q + ni * job->q_sn + ti * job->q_st + s0 * job->q_shw;
     const float *gyf =
         job->gy + ni * job->gy_sn + ti * job->gy_st + s0 * job->gy_shw;
+    float *gf = job->gq + ni * job->gq_sn + ti * job->gq_st + s0;
+    if (s0 + BLOCK < hw) {  // the next block of this frame
+      prefetch_rows(qf + BLOCK * job->q_shw, job->q_shw, job->q_sc, channels,
+                    0);
+      prefetch_rows(gyf + BLOCK * job->gy_shw, job->gy_shw, job->gy_sc,
+                    channels, 0);
+      prefetch_rows(gf + BLOCK, 1, job->gq_sc, channels, 1);
+    }
     for (ptrdiff_t i = 0; i < count; ++i) {
       const ptrdiff_t p = frame * hw + s0 + i;
       if (p + PREFETCH_AHEAD < last) prefetch_position(job, p + PREFETCH_AHEAD);
@@ -456,7 +486,6 @@ MULTIVERSION static void run_job_backward(const Job *job,
     store_block(job->gvalue + p0 * job->gvalue_sp, job->gvalue_sp,
                 job->gvalue_sc, job->gvalue_so, w->gvb, cols, job->cq, count,
                 cols);
-    float *gf = job->gq + ni * job->gq_sn + ti * job->gq_st + s0;
     for (ptrdiff_t j = 0; j < channels; ++j)
       memcpy(gf + j * job->gq_sc, w->gqb + j * BLOCK, sizeof(float) * count);
   }
