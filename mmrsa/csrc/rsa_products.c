@@ -266,9 +266,10 @@ int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 // competing with its spinning workers.
 int mmrsa_rsa_products_f32(
     const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
-    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc, ptrdiff_t key_sd,
-    const float *value, ptrdiff_t value_sp, ptrdiff_t value_sc,
-    ptrdiff_t value_so, const float *p1, const float *eye, float *out,
+    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
+    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
+    ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
+    float *out,
     ptrdiff_t out_sn, ptrdiff_t out_st, ptrdiff_t out_sc, ptrdiff_t n,
     ptrdiff_t t, ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim,
     int normalize, float eps, int threads) {
@@ -326,10 +327,10 @@ typedef struct {
   float *gqb;    // [L * Cq, BLOCK]: of q
 } GradScratch;
 
-// acc[r * sr + j] += sum_l a[r][l] bt[l, j] for r < rows, j < cols, l < 8, with
-// a[r] a vector over 8 queries and bt [8, cols] (the sum over the queries of
-// outer products: the gradient of a product's right factor). Vectors of 8
-// j, each accumulated in a register.
+// acc[r * sr + j] += sum_l a[r][l] bt[l, j] for r < rows, j < cols,
+// l < 8, with a[r] a vector over 8 queries and bt [8, cols] (the sum over
+// the queries of outer products: the gradient of a product's right factor).
+// Vectors of 8 j, each accumulated in a register.
 static inline __attribute__((always_inline)) void add_outer(
     float *restrict acc, ptrdiff_t sr, const v8 *a, const float *restrict bt,
     ptrdiff_t rows, ptrdiff_t cols) {
@@ -339,7 +340,8 @@ static inline __attribute__((always_inline)) void add_outer(
     ptrdiff_t j = 0;
     for (; j + 8 <= cols; j += 8) {
       v8u sum = *(const v8u *)(accr + j);
-      for (int l = 0; l < 8; ++l) sum += ar[l] * *(const v8u *)(bt + l * cols + j);
+      for (int l = 0; l < 8; ++l)
+        sum += ar[l] * *(const v8u *)(bt + l * cols + j);
       *(v8u *)(accr + j) = sum;
     }
     for (; j < cols; ++j)

@@ -110,9 +110,8 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
                 + [pointer] + [size] * 3  # key (position, Cq, D)
                 + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
                 + [pointer] * 2)  # P1, I
-    sizes = ([size] * 6  # N, T, HW, L, Cq, D
-             + [ctypes.c_int, ctypes.c_float, ctypes.c_int])  # norm, eps,
-    # threads
+    # N, T, HW, L, Cq, D; normalise, eps, threads
+    sizes = [size] * 6 + [ctypes.c_int, ctypes.c_float, ctypes.c_int]
     function.restype = ctypes.c_int
     function.argtypes = (
         operands + [pointer] + [size] * 3  # out (N, T, C)
@@ -194,6 +193,19 @@ def _check_operands(q: torch.Tensor,
             f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
 
 
+def _operands(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              p1: Optional[torch.Tensor], eye: Optional[torch.Tensor]) -> list:
+    """The arguments both library functions start with: pointers and
+    strides of q, key and value, then the pointers of P1 and I."""
+    return [
+        q.data_ptr(), *q.stride(),
+        key.data_ptr(), *key.stride(),
+        value.data_ptr(), *value.stride(),
+        _as_pointer(p1),
+        _as_pointer(eye)
+    ]
+
+
 def _fixed(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``P1``/``I`` as the library reads them: contiguous, no autograd."""
     return None if x is None else x.detach().contiguous()
@@ -264,11 +276,8 @@ def native_products(q: torch.Tensor,
     _check_operands(q, key, value, p1, eye, out, num_queries)
     n, t, channels, hw = q.shape
     cq, dim = channels // num_queries, key.shape[-1]
-    p1, eye = _fixed(p1), _fixed(eye)
-    operands = [q.data_ptr(), *q.stride()]
-    operands += [key.data_ptr(), *key.stride()]
-    operands += [value.data_ptr(), *value.stride()]
-    operands += [_as_pointer(p1), _as_pointer(eye)]
+    p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
+    operands = _operands(q, key, value, p1, eye)
     operands += [out.data_ptr(), *out.stride()[:3]]
     status = library.mmrsa_rsa_products_f32(*operands, n, t, hw,
                                             num_queries, cq, dim,
@@ -302,14 +311,11 @@ def native_products_backward(
     _check_operands(q, key, value, p1, eye, grad, num_queries, written=False)
     n, t, channels, hw = q.shape
     cq, dim = channels // num_queries, key.shape[-1]
-    p1, eye = _fixed(p1), _fixed(eye)
+    p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
     grad_q = torch.empty(q.shape, dtype=q.dtype)
     # empty_like keeps the strides of a dense layout
     grad_key, grad_value = torch.empty_like(key), torch.empty_like(value)
-    operands = [q.data_ptr(), *q.stride()]
-    operands += [key.data_ptr(), *key.stride()]
-    operands += [value.data_ptr(), *value.stride()]
-    operands += [_as_pointer(p1), _as_pointer(eye)]
+    operands = _operands(q, key, value, p1, eye)
     operands += [grad.data_ptr(), *grad.stride()]
     operands += [grad_q.data_ptr(), *grad_q.stride()[:3]]
     operands += [grad_key.data_ptr(), *grad_key.stride()]
