@@ -302,7 +302,7 @@ class FrameRSA(RSA):
         # [N*T, C, H, W] -> [N*T, P, H, W] -> [N, P, T, H, W]
         weight = self.projection.weight
         proj = F.conv2d(x, weight.view(weight.shape[:2] + (1, 1)))
-        # inference on the CPU: the native products read and write frames
+        # float32 on the CPU: the native products read and write frames
         out = self.attend_frames(proj, t)
         if out is not None:
             return out

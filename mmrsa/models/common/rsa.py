@@ -131,7 +131,7 @@ def select_path(x: torch.Tensor,
             raise ValueError(
                 f'RSA path \'cpu_native\' needs a relational kernel and '
                 f'context, a multiple of {rsa_native.MIN_QUERIES} queries, '
-                f'float32 without gradients and the native library (it is '
+                f'float32 outside autocast and the native library (it is '
                 f'{rsa_native.native_status()}).')
         return forced
     _check_path_choice(requested, 'path')
