@@ -257,52 +257,6 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
 
 int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 
-// Returns 0 on success, 1 for sizes it does not handle (the number of
-// queries must be a multiple of 8), 2 when memory is short (out is then
-// incomplete). Positions are numbered (n * T + t) * HW + hw for key and
-// value. The threads are those of the OpenMP runtime PyTorch loaded: this
-// library needs libgomp.so.1, which resolves to PyTorch's copy when torch is
-// imported first, so the products share PyTorch's thread pool instead of
-// competing with its spinning workers.
-int mmrsa_rsa_products_f32(
-    const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
-    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
-    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
-    ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
-    float *out,
-    ptrdiff_t out_sn, ptrdiff_t out_st, ptrdiff_t out_sc, ptrdiff_t n,
-    ptrdiff_t t, ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim,
-    int normalize, float eps, int threads) {
-  if (n < 1 || t < 1 || hw < 1 || nq < 8 || nq % 8 != 0 || cq < 1 ||
-      dim < 1)
-    return 1;
-  const ptrdiff_t blocks = n * t * ((hw + BLOCK - 1) / BLOCK);
-  if (threads < 1) threads = 1;
-  if (threads > blocks) threads = (int)blocks;
-  int status = 0;
-#pragma omp parallel num_threads(threads) reduction(max : status)
-  {
-    const ptrdiff_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-    Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,    key_sp,
-               key_sc, key_sd,   value,    value_sp, value_sc, value_so,
-               p1,     eye,      out,      out_sn,   out_st, out_sc,
-               n,      t,        hw,       nq,       cq,     dim,
-               normalize, eps,   blocks * part / parts,
-               blocks * (part + 1) / parts,
-               NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
-               NULL, 0, 0, 0, NULL, 0, 0, 0};
-    Scratch w;
-    void *memory = scratch_alloc(&job, &w);
-    if (memory == NULL) {
-      status = 2;
-    } else {
-      run_job(&job, &w);
-      free(memory);
-    }
-  }
-  return status;
-}
-
 // ---------------------------------------------------------------------- //
 // backward
 // ---------------------------------------------------------------------- //
@@ -520,6 +474,69 @@ static void *grad_scratch_alloc(const Job *job, GradScratch *w) {
   return memory;
 }
 
+// Runs `job` (the forward pass, or the backward pass where job->gy is set)
+// on up to `threads` OpenMP threads, each on a contiguous range of blocks
+// with scratch of its own. Returns 0, 1 for sizes the library does not
+// handle (L must be a multiple of 8), 2 when memory is short.
+static int run_parallel(const Job *job, int threads) {
+  if (job->n < 1 || job->t < 1 || job->hw < 1 || job->nq < 8 ||
+      job->nq % 8 != 0 || job->cq < 1 || job->dim < 1)
+    return 1;
+  const ptrdiff_t blocks =
+      job->n * job->t * ((job->hw + BLOCK - 1) / BLOCK);
+  if (threads < 1) threads = 1;
+  if (threads > blocks) threads = (int)blocks;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    const ptrdiff_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    Job own = *job;
+    own.first_block = blocks * part / parts;
+    own.last_block = blocks * (part + 1) / parts;
+    void *memory;
+    if (own.gy == NULL) {
+      Scratch w;
+      memory = scratch_alloc(&own, &w);
+      if (memory != NULL) run_job(&own, &w);
+    } else {
+      GradScratch w;
+      memory = grad_scratch_alloc(&own, &w);
+      if (memory != NULL) run_job_backward(&own, &w);
+    }
+    if (memory == NULL)
+      status = 2;
+    else
+      free(memory);
+  }
+  return status;
+}
+
+// Returns 0 on success, 1 for sizes it does not handle (the number of
+// queries must be a multiple of 8), 2 when memory is short (out is then
+// incomplete). Positions are numbered (n * T + t) * HW + hw for key and
+// value. The threads are those of the OpenMP runtime PyTorch loaded: this
+// library needs libgomp.so.1, which resolves to PyTorch's copy when torch is
+// imported first, so the products share PyTorch's thread pool instead of
+// competing with its spinning workers.
+int mmrsa_rsa_products_f32(
+    const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
+    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
+    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
+    ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
+    float *out,
+    ptrdiff_t out_sn, ptrdiff_t out_st, ptrdiff_t out_sc, ptrdiff_t n,
+    ptrdiff_t t, ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim,
+    int normalize, float eps, int threads) {
+  const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
+                   key_sp, key_sc,   key_sd,   value,    value_sp,
+                   value_sc, value_so, p1,     eye,      out,    out_sn,
+                   out_st, out_sc,   n,        t,        hw,     nq,
+                   cq,     dim,      normalize, eps,     0,      0,
+                   NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
+                   NULL, 0, 0, 0, NULL, 0, 0, 0};
+  return run_parallel(&job, threads);
+}
+
 // The gradients of mmrsa_rsa_products_f32 with the same operands: gy the
 // gradient of out (its layout, any strides), written into gq (q's layout,
 // a unit stride within a frame), gkey and gvalue (the layouts of key and
@@ -536,34 +553,14 @@ int mmrsa_rsa_products_backward_f32(
     ptrdiff_t gvalue_sc, ptrdiff_t gvalue_so, ptrdiff_t n, ptrdiff_t t,
     ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim, int normalize,
     float eps, int threads) {
-  if (n < 1 || t < 1 || hw < 1 || nq < 8 || nq % 8 != 0 || cq < 1 ||
-      dim < 1)
-    return 1;
-  const ptrdiff_t blocks = n * t * ((hw + BLOCK - 1) / BLOCK);
-  if (threads < 1) threads = 1;
-  if (threads > blocks) threads = (int)blocks;
-  int status = 0;
-#pragma omp parallel num_threads(threads) reduction(max : status)
-  {
-    const ptrdiff_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-    Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,    key_sp,
-               key_sc, key_sd,   value,    value_sp, value_sc, value_so,
-               p1,     eye,      NULL,     0,        0,      0,
-               n,      t,        hw,       nq,       cq,     dim,
-               normalize, eps,   blocks * part / parts,
-               blocks * (part + 1) / parts,
-               gy,     gy_sn,    gy_st,    gy_sc,    gy_shw,
-               gq,     gq_sn,    gq_st,    gq_sc,
-               gkey,   gkey_sp,  gkey_sc,  gkey_sd,
-               gvalue, gvalue_sp, gvalue_sc, gvalue_so};
-    GradScratch w;
-    void *memory = grad_scratch_alloc(&job, &w);
-    if (memory == NULL) {
-      status = 2;
-    } else {
-      run_job_backward(&job, &w);
-      free(memory);
-    }
-  }
-  return status;
+  const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
+                   key_sp, key_sc,   key_sd,   value,    value_sp,
+                   value_sc, value_so, p1,     eye,      NULL,   0,
+                   0,      0,        n,        t,        hw,     nq,
+                   cq,     dim,      normalize, eps,     0,      0,
+                   gy,     gy_sn,    gy_st,    gy_sc,    gy_shw,
+                   gq,     gq_sn,    gq_st,    gq_sc,
+                   gkey,   gkey_sp,  gkey_sc,  gkey_sd,
+                   gvalue, gvalue_sp, gvalue_sc, gvalue_so};
+  return run_parallel(&job, threads);
 }

@@ -193,17 +193,26 @@ def _check_operands(q: torch.Tensor,
             f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
 
 
-def _operands(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              p1: Optional[torch.Tensor], eye: Optional[torch.Tensor]) -> list:
-    """The arguments both library functions start with: pointers and
-    strides of q, key and value, then the pointers of P1 and I."""
-    return [
-        q.data_ptr(), *q.stride(),
-        key.data_ptr(), *key.stride(),
-        value.data_ptr(), *value.stride(),
-        _as_pointer(p1),
-        _as_pointer(eye)
-    ]
+def _call(function: str, q: torch.Tensor, key: torch.Tensor,
+          value: torch.Tensor, p1: Optional[torch.Tensor],
+          eye: Optional[torch.Tensor], outputs: list, num_queries: int,
+          query_eps: Optional[float]) -> int:
+    """Call the library's ``function`` on checked operands: q, key, value,
+    P1 and I, then ``outputs`` (pointers and strides), then the sizes, the
+    normalisation and PyTorch's thread count. Returns its status."""
+    library = _load()[0]
+    if library is None:
+        raise RuntimeError(f'the native RSA products are {native_status()}')
+    n, t, channels, hw = q.shape
+    p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
+    return getattr(library,
+                   function)(q.data_ptr(), *q.stride(), key.data_ptr(),
+                             *key.stride(), value.data_ptr(), *value.stride(),
+                             _as_pointer(p1), _as_pointer(eye), *outputs, n, t,
+                             hw, num_queries,
+                             channels // num_queries, key.shape[-1],
+                             int(query_eps is not None), query_eps or 0.0,
+                             torch.get_num_threads())
 
 
 def _fixed(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -270,20 +279,9 @@ def native_products(q: torch.Tensor,
     Returns:
         bool: True when ``out`` holds the result.
     """
-    library = _load()[0]
-    if library is None:
-        raise RuntimeError(f'the native RSA products are {native_status()}')
     _check_operands(q, key, value, p1, eye, out, num_queries)
-    n, t, channels, hw = q.shape
-    cq, dim = channels // num_queries, key.shape[-1]
-    p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
-    operands = _operands(q, key, value, p1, eye)
-    operands += [out.data_ptr(), *out.stride()[:3]]
-    status = library.mmrsa_rsa_products_f32(*operands, n, t, hw,
-                                            num_queries, cq, dim,
-                                            int(query_eps is not None),
-                                            query_eps or 0.0,
-                                            torch.get_num_threads())
+    status = _call('mmrsa_rsa_products_f32', q, key, value, p1, eye,
+                   [out.data_ptr(), *out.stride()[:3]], num_queries, query_eps)
     return status == 0 or _give_up(status, fallback)
 
 
@@ -305,24 +303,18 @@ def native_products_backward(
     Raises:
         RuntimeError: If the library is not available or fails.
     """
-    library = _load()[0]
-    if library is None:
-        raise RuntimeError(f'the native RSA products are {native_status()}')
     _check_operands(q, key, value, p1, eye, grad, num_queries, written=False)
-    n, t, channels, hw = q.shape
-    cq, dim = channels // num_queries, key.shape[-1]
-    p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
     grad_q = torch.empty(q.shape, dtype=q.dtype)
     # empty_like keeps the strides of a dense layout
     grad_key, grad_value = torch.empty_like(key), torch.empty_like(value)
-    operands = _operands(q, key, value, p1, eye)
-    operands += [grad.data_ptr(), *grad.stride()]
-    operands += [grad_q.data_ptr(), *grad_q.stride()[:3]]
-    operands += [grad_key.data_ptr(), *grad_key.stride()]
-    operands += [grad_value.data_ptr(), *grad_value.stride()]
-    status = library.mmrsa_rsa_products_backward_f32(
-        *operands, n, t, hw, num_queries, cq, dim, int(query_eps is not None),
-        query_eps or 0.0, torch.get_num_threads())
+    outputs = [
+        grad.data_ptr(), *grad.stride(),
+        grad_q.data_ptr(), *grad_q.stride()[:3],
+        grad_key.data_ptr(), *grad_key.stride(),
+        grad_value.data_ptr(), *grad_value.stride()
+    ]
+    status = _call('mmrsa_rsa_products_backward_f32', q, key, value, p1, eye,
+                   outputs, num_queries, query_eps)
     if status != 0:
         _give_up(status, fallback=False)
     return grad_q, grad_key, grad_value

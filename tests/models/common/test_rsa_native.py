@@ -84,21 +84,24 @@ def test_library_is_built_by_the_install():
     assert rsa_native.native_status().startswith('built')
 
 
+#: Layer options the native products take: (channels, (T, H, W), kwargs).
+LAYER_CASES = [
+    (64, (3, 9, 11), {}),  # Cq = 8, positions not a multiple of 32
+    (128, (4, 6, 5), {}),  # Cq = 16
+    (256, (2, 7, 7), {}),  # Cq = 32, H1 as taps in inference
+    (64, (3, 9, 8), dict(stride=2)),
+    (64, (3, 5, 6), dict(corr_groups=2)),
+    (128, (2, 5, 5), dict(num_queries=16)),  # two vectors of queries
+    (64, (3, 5, 6), dict(latent_dim=5)),  # D neither Cq nor 8
+    (64, (3, 5, 6), dict(kernel_type='R')),  # no P1
+    (64, (3, 5, 6), dict(context_type='R')),  # no I
+]
+
+
 @needs_library
 @pytest.mark.parametrize(
     'channels,size,kwargs',
-    [
-        (64, (3, 9, 11), {}),  # Cq = 8, positions not a multiple of 16
-        (128, (4, 6, 5), {}),  # Cq = 16
-        (256, (2, 7, 7), {}),  # Cq = 32, H1 as taps (16 filters and more)
-        (64, (3, 9, 8), dict(stride=2)),
-        (64, (3, 5, 6), dict(corr_groups=2)),
-        (128, (2, 5, 5), dict(num_queries=16)),  # two vectors of queries
-        (64, (3, 5, 6), dict(latent_dim=5)),  # D neither Cq nor 8
-        (64, (3, 5, 6), dict(kernel_type='R')),  # no P1
-        (64, (3, 5, 6), dict(context_type='R')),  # no I
-        (64, (3, 5, 6), dict(kernel_size=(3, 3, 3))),
-    ])
+    LAYER_CASES + [(64, (3, 5, 6), dict(kernel_size=(3, 3, 3)))])
 def test_inference_takes_native_and_matches(calls, channels, size, kwargs):
     layer = _layer(channels, **kwargs)
     x = torch.randn(2, channels, *size)
@@ -186,20 +189,8 @@ def _train_step(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor):
 
 
 @needs_library
-@pytest.mark.parametrize(
-    'channels,size,kwargs',
-    [
-        (64, (3, 9, 11), {}),  # Cq = 8, positions not a multiple of 16
-        (128, (4, 6, 5), {}),  # Cq = 16
-        (256, (2, 7, 7), {}),  # Cq = 32
-        (64, (3, 9, 8), dict(stride=2)),
-        (64, (3, 5, 6), dict(corr_groups=2)),
-        (128, (2, 5, 5), dict(num_queries=16)),  # two vectors of queries
-        (64, (3, 5, 6), dict(latent_dim=5)),  # D neither Cq nor 8
-        (64, (3, 5, 6), dict(kernel_type='R')),  # no P1
-        (64, (3, 5, 6), dict(context_type='R')),  # no I
-        (64, (3, 5, 6), dict(norm='bn')),
-    ])
+@pytest.mark.parametrize('channels,size,kwargs',
+                         LAYER_CASES + [(64, (3, 5, 6), dict(norm='bn'))])
 def test_training_takes_native_and_matches(calls, channels, size, kwargs):
     """A train step through the library's forward and backward passes:
     the output and every gradient (input, convolutions, P1, I) those of the
