@@ -128,12 +128,11 @@ class Bench:
 
     @property
     def native(self) -> bool:
-        """Whether RSA layers run the native products here (the CPU in
-        float32, the library built): then the sections also time them
-        switched off."""
+        """Whether RSA layers run the native products here (the CPU, in
+        float32 or under autocast, whose RSA transform is float32; the
+        library built): then the sections also time them switched off."""
         from mmrsa.models.common.rsa_native import native_available
-        return self.device.type == 'cpu' and not self.amp and (
-            native_available())
+        return self.device.type == 'cpu' and native_available()
 
     def autocast(self) -> torch.autocast:
         """Autocast in the AMP dtype when ``amp`` is set, else a no-op."""
@@ -210,7 +209,7 @@ def iter_layer_section(
         ``peak_mb`` (the RSA layer's CUDA peak, None off CUDA) and ``path``
         (the RSA layer's automatic implementation).
     """
-    from mmrsa.models.common.rsa import RSA, force_path, select_path
+    from mmrsa.models.common.rsa import RSA, force_path
     from mmrsa.models.common.rsa_reference import RSAReference
     device = bench.device
     paths = layer_paths(device, paths)
@@ -272,9 +271,7 @@ def iter_layer_section(
             }
             rsa = models['rsa']
             with bench.autocast():  # as the train step runs it
-                auto_path = select_path(
-                    x, (rsa.num_queries, rsa.query_channels, rsa.latent_dim),
-                    rsa.use_relational_kernel and rsa.use_relational_context)
+                auto_path = rsa.transform_path(x)
             peak = bench.cuda_peak_mb(steps['rsa']) if bench.cuda else None
             yield dict(
                 batch=batch,

@@ -10,6 +10,7 @@ checkpointing.
 - ``with_cp=True``: the same outputs and gradients as without, with far
   fewer bytes saved for backward.
 """
+import contextlib
 import shutil
 from typing import Dict
 
@@ -152,6 +153,71 @@ def test_autocast_output_dtype(name):
         dtype, expected = layer(x).dtype, reference(x).dtype
     assert expected == BF16
     assert dtype == expected
+
+
+@pytest.mark.parametrize('amx', [False, True], ids=['fp32-filters', 'amx'])
+@pytest.mark.parametrize('native', [True, False],
+                         ids=['native', 'no-native'])
+@pytest.mark.parametrize('name', ['default', 'VR-VR-Cq32', 'V-V'])
+def test_autocast_transform_is_float32(name, native, amx, monkeypatch):
+    """Under CPU bf16 autocast the projection runs in bf16 and the rest of
+    the layer with autocast off, its output rounded to bf16: bit for bit the
+    float32 transform of the bf16 projection, forward and backward, on the
+    float32 path the layer reports (the native products where they are
+    built, or without them). With AMX (:func:`amx_filters`, forced here on
+    any CPU) the single-channel filters of the positions-first paths run as
+    the taps convolution in bf16."""
+    from mmrsa.models.common import rsa as rsa_module
+    from mmrsa.models.common import rsa_native
+    monkeypatch.setattr(rsa_module, 'amx_filters', lambda: amx)
+    taps_dtypes = []
+    taps = rsa_module.taps_channel_conv
+
+    def spy(x, weight, padding):
+        taps_dtypes.append(x.dtype)
+        return taps(x, weight, padding)
+
+    monkeypatch.setattr(rsa_module, 'taps_channel_conv', spy)
+    layer, x, _ = _layer_case(name)
+    torch.manual_seed(2)
+    grad = torch.randn(x.shape).to(BF16)
+    switch = rsa_native.disabled() if not native else contextlib.nullcontext()
+    with switch:
+        with torch.autocast('cpu', dtype=BF16):
+            got = layer(x)
+            path = layer.transform_path(x)
+        got.backward(grad)
+        got_grads, got_grad_x = _grads(layer), x.grad.clone()
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        autocast_taps, taps_dtypes[:] = list(taps_dtypes), []
+        # the same by hand: bf16 projection, float32 transform (with the
+        # filters' dtype the layer set for it)
+        proj = torch.nn.functional.conv3d(
+            x.to(BF16), layer.projection.weight.to(BF16))
+        monkeypatch.setattr(rsa_module, '_filter_dtype', BF16 if amx else None)
+        want = layer.attend(proj.float()).to(BF16)
+        monkeypatch.setattr(rsa_module, '_filter_dtype', None)
+        want.backward(grad)
+        float32_path = layer.transform_path(x)
+    assert got.dtype == BF16
+    assert torch.equal(got, want)
+    assert torch.equal(x.grad, got_grad_x)
+    want_grads = _grads(layer)
+    assert set(got_grads) == set(want_grads)
+    for param_name, want_grad in want_grads.items():
+        assert torch.equal(got_grads[param_name], want_grad), param_name
+    assert path == float32_path
+    fast = 'cpu_native' if native and rsa_native.native_available() else None
+    if name == 'default' and fast:  # native: R kernel and context, L = 8
+        assert path == fast
+    else:
+        assert path in ('cpu_loops', 'cpu_bmm')
+    # bf16 taps for the key (if any) and the value, on positions-first paths
+    filters = 1 + (name != 'V-V')
+    bf16_taps = [BF16] * filters if amx and path != 'cpu_loops' else []
+    assert autocast_taps == bf16_taps
+    assert rsa_module._filter_dtype is None  # restored
 
 
 def test_autocast_disabled_inside_is_float32():

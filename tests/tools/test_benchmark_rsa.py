@@ -200,7 +200,11 @@ def test_model_section_amp(capsys):
     out = capsys.readouterr().out
     assert 'AMP=on (torch.bfloat16)' in out
     rows = {r['model']: r for r in results['model']}
-    assert len(rows) == 4
+    # the RSA transform runs in float32 under CPU autocast: with the
+    # native products where they are built, also timed without them
+    native = rsa_native.native_available()
+    assert len(rows) == 4 + native
+    assert ('RSANet no nat.' in rows) == native
     assert all(r['train_ms'] > 0 and r['saved_mb'] > 0 for r in rows.values())
     assert rows['RSANet-R50 cp']['saved_mb'] < rows['RSANet-R50']['saved_mb']
 
@@ -313,23 +317,33 @@ def test_layer_section_amp_with_forced_paths(capsys):
     assert 'AMP=on (torch.bfloat16)' in out
     assert 'forced through cpu_bmm, plain' in out
     small, large = results['layer']
-    # Cq = 2 and 32 under bf16 autocast: the bmm layout (bf16 kernels) for
-    # both, as the layer runs them under the bench's autocast
-    assert (small['path'], large['path']) == ('cpu_bmm', 'cpu_bmm')
+    # Cq = 2 and 32 under bf16 autocast: the layer's float32 transform, as
+    # it runs under the bench's autocast (the native products, or without
+    # them the loops for Cq = 2 and bmm for Cq = 32), also without native
+    # products where they are built
+    native = rsa_native.native_available()
+    assert (small['path'], large['path']) == (('cpu_native', 'cpu_native')
+                                              if native else
+                                              ('cpu_loops', 'cpu_bmm'))
     for result in results['layer']:
         assert result['batch'] == 2
-        assert set(result['ms']) == {'conv', 'rsa', 'cpu_bmm', 'plain'}
+        assert set(result['ms']) == {'conv', 'rsa', 'cpu_bmm', 'plain'
+                                     } | ({'rsa_torch'} if native else set())
         assert all(ms > 0 for ms in result['ms'].values())
-        assert set(result['saved_mb']) == set(result['ms'])
+        assert set(result['saved_mb']) == {'conv', 'rsa', 'cpu_bmm', 'plain'}
     fields = _row(out, '   16@8  T2 ')
     assert fields[0] == '2'  # N
     ms = small['ms']
-    assert float(fields[4]) == pytest.approx(ms['cpu_bmm'], abs=0.06)
-    assert float(fields[5]) == pytest.approx(
+    i = 6 if native else 4  # after 'no native /conv' where it is shown
+    if native:
+        assert float(fields[4]) == pytest.approx(ms['rsa_torch'], abs=0.06)
+    assert float(fields[i]) == pytest.approx(ms['cpu_bmm'], abs=0.06)
+    assert float(fields[i + 1]) == pytest.approx(
         ms['cpu_bmm'] / ms['rsa'], abs=0.01)
-    assert float(fields[7]) == pytest.approx(ms['plain'] / ms['rsa'], abs=0.01)
-    assert fields[-1] == 'cpu_bmm'
-    assert _row(out, '  256@4  T2 ')[-1] == 'cpu_bmm'
+    assert float(fields[i + 3]) == pytest.approx(
+        ms['plain'] / ms['rsa'], abs=0.01)
+    assert fields[-1] == small['path']
+    assert _row(out, '  256@4  T2 ')[-1] == large['path']
 
 
 def _torch_alone(tmp_path: Path) -> dict:
@@ -354,7 +368,9 @@ def test_layer_section_runs_with_torch_alone(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'AMP=on (torch.bfloat16)' in result.stdout
     fields = _row(result.stdout, '   16@8  T2 ')
-    assert fields[0] == '2' and fields[-1] == 'cpu_bmm'  # autocast
+    # autocast: the layer's float32 transform
+    auto = 'cpu_native' if rsa_native.native_available() else 'cpu_loops'
+    assert fields[0] == '2' and fields[-1] == auto
 
     # the model section needs the stack, and says how to bring it
     result = run_tool([script, *GPU_COMMAND[2:], '--device', 'cpu'],

@@ -25,8 +25,8 @@ from .rsa_ops import (channel_conv3d, contiguous_grad, export_channel_conv3d,
                       taps_channel_conv, use_position_loops, use_taps_conv)
 
 __all__ = [
-    'RSA', 'l2_normalize', 'force_path', 'select_path', 'PATHS',
-    'PATH_CHOICES', 'PATH_ENV'
+    'RSA', 'l2_normalize', 'force_path', 'select_path', 'float32_transform',
+    'amx_filters', 'PATHS', 'PATH_CHOICES', 'PATH_ENV'
 ]
 
 KERNEL_TYPES = ('V', 'R', 'VR')
@@ -177,6 +177,61 @@ def _native_applies(x: torch.Tensor, sizes: Sequence[int],
             and not torch.compiler.is_compiling()
             and not torch.onnx.is_in_onnx_export()
             and rsa_native.native_available())
+
+
+#: Half dtypes of CPU autocast that the transform does not run in.
+_HALF = (torch.bfloat16, torch.float16)
+
+#: The dtype of the single-channel filters inside a float32 transform
+#: (:func:`float32_transform`), or None for float32; set while a layer runs
+#: one.
+_filter_dtype: Optional[torch.dtype] = None
+
+
+def float32_transform(x: torch.Tensor) -> bool:
+    """Whether an RSA layer, given its projection ``x``, computes the rest
+    (normalisation, filters, products) with autocast off: under CPU
+    autocast to a half dtype.
+
+    The projection keeps the autocast dtype (a dense 1x1 convolution). The
+    per-position products run in float32 (the native ones are float32).
+    The single-channel filters run in float32 too, except under bfloat16
+    autocast where oneDNN has AMX tiles (:func:`amx_filters`): there they
+    run as :func:`~mmrsa.models.common.rsa_ops.taps_channel_conv` in
+    bfloat16, their output cast to float32. Autocast's own choice, all
+    bfloat16, ran 1.4-4x slower at every RSANet-R50 stage, training and
+    inference (``docs/benchmarks.md``). The layer returns the autocast
+    dtype, as the convolution it stands for would.
+    """
+    return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') in _HALF)
+
+
+def amx_filters() -> bool:
+    """Whether a float32 transform under bfloat16 autocast runs its
+    single-channel filters in bfloat16 (the taps convolution), i.e. whether
+    this CPU has AMX tiles: with them the filters' train step took x0.4-0.7
+    the float32 time at the RSANet-R50 stages 1-3 (x0.6-1.2 at stage 4);
+    without them (AVX-512 bf16 or older) 1.8-11x the float32 time."""
+    check = getattr(torch.cpu, '_is_amx_tile_supported', None)
+    return bool(check is not None and check())
+
+
+@contextlib.contextmanager
+def _transform_in_float32() -> Iterator[None]:
+    """Autocast off for a float32 transform (:func:`float32_transform`),
+    the filters' dtype set for :meth:`RSA._filter_channels`."""
+    global _filter_dtype
+    previous = _filter_dtype
+    half = (
+        torch.get_autocast_dtype('cpu') == torch.bfloat16 and amx_filters()
+        and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+    _filter_dtype = torch.bfloat16 if half else None
+    try:
+        with torch.autocast('cpu', enabled=False):
+            yield
+    finally:
+        _filter_dtype = previous
 
 
 @contextlib.contextmanager
@@ -594,6 +649,19 @@ class RSA(nn.Module):
         self.check_input(x)
         return self.attend(self.projection(x))
 
+    def transform_path(self, proj: torch.Tensor) -> str:
+        """The implementation (:data:`PATHS`) that :meth:`attend` and
+        :meth:`attend_frames` run on the projection ``proj`` here (under the
+        current autocast state; see :func:`float32_transform`)."""
+        if float32_transform(proj):
+            with _transform_in_float32():
+                return self.transform_path(
+                    proj.new_empty(0, dtype=torch.float32))
+        return select_path(
+            proj, (self.num_queries, self.query_channels, self.latent_dim),
+            self.use_relational_kernel and self.use_relational_context,
+            self.path)
+
     def attend(self, proj: torch.Tensor) -> torch.Tensor:
         """The layer after its input projection: normalisation, kernels,
         contexts and their product (Eq. 12), and the stride.
@@ -603,8 +671,13 @@ class RSA(nn.Module):
                 ``[N, L*Cq + Ck + Cq, T, H, W]``.
 
         Returns:
-            torch.Tensor: ``[N, out_channels, T, H', W']``.
+            torch.Tensor: ``[N, out_channels, T, H', W']``, float32 under
+            CPU autocast (:func:`float32_transform`).
         """
+        if float32_transform(proj):
+            with _transform_in_float32():
+                out = self.attend(proj.float())
+            return out.to(torch.get_autocast_dtype('cpu'))
         n, _, t, h, w = proj.shape
         nq, cq = self.num_queries, self.query_channels
         q, k, v = self.split_embedding(proj)
@@ -612,9 +685,7 @@ class RSA(nn.Module):
         # vectorised loops for small per-position matrices on CPU,
         # positions first with batched matrix products otherwise; the
         # device-specific choices are all made by select_path.
-        path = select_path(
-            proj, (nq, cq, self.latent_dim), self.use_relational_kernel
-            and self.use_relational_context, self.path)
+        path = self.transform_path(proj)
         if torch.onnx.is_in_onnx_export():
             # what the exported graph computes is onnxruntime's to run:
             # positions first, its fast convolutions (see
@@ -707,6 +778,12 @@ class RSA(nn.Module):
         ``filters`` ``[banks, O, k...]``, positions first: ``[N*THW, C, O]``
         (a strided view on the CPU path, where C is the outer dimension)."""
         channels = x.shape[1]
+        if _filter_dtype is not None and path == 'cpu_bmm':
+            # a float32 transform under bf16 autocast with AMX: the taps
+            # convolution in bfloat16 (float32 = [N*THW, C, O], contiguous)
+            dtype = _filter_dtype
+            return taps_channel_conv(x.to(dtype), filters.to(dtype),
+                                     self.padding).float()
         if path == 'onnx':
             return export_channel_conv3d(x, filters, self.padding)
         if path == 'cpu_bmm':
@@ -766,16 +843,18 @@ class RSA(nn.Module):
         Returns:
             torch.Tensor | None: ``[N*T, out_channels, H, W]``, or None when
             the layer's path is not ``'cpu_native'`` (see
-            :func:`select_path`), for a stride or ``norm='bn'``, or when the
-            library failed.
+            :meth:`transform_path`), for a stride or ``norm='bn'``, or when
+            the library failed.
         """
+        if (self.stride != 1 or self.norm == 'bn'
+                or self.transform_path(proj) != 'cpu_native'):
+            return None
+        if float32_transform(proj):
+            with _transform_in_float32():
+                out = self.attend_frames(proj.float(), num_segments)
+            return None if out is None else out.to(
+                torch.get_autocast_dtype('cpu'))
         nq, cq = self.num_queries, self.query_channels
-        fusable = self.use_relational_kernel and self.use_relational_context
-        if self.stride != 1 or self.norm == 'bn':
-            return None
-        sizes = (nq, cq, self.latent_dim)
-        if select_path(proj, sizes, fusable, self.path) != 'cpu_native':
-            return None
         frames, channels, h, w = proj.shape
         n, t = frames // num_segments, num_segments
         # the query channels of [N*T, P, H, W] seen as [N, T, L*Cq, HW]

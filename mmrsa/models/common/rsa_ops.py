@@ -318,7 +318,9 @@ def use_taps_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def taps_channel_conv(x: torch.Tensor, weight: torch.Tensor,
                       padding: Sequence[int]) -> torch.Tensor:
     """:func:`channel_conv3d` as one grouped 2D convolution over temporal
-    taps, positions first (for inference on the CPU).
+    taps, positions first (on the CPU: for inference, and in bfloat16 under
+    autocast with AMX, see :func:`~mmrsa.models.common.rsa.amx_filters`;
+    autograd differentiates it).
 
     The ``kt`` frames around each frame of a channel become that channel's
     ``kt`` input channels (``[N*T, C*kt, H, W]``, channels-last), and every

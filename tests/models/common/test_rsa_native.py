@@ -7,8 +7,9 @@
   gradients (its own backward pass) those of the PyTorch path and of float64
   autograd, for every layer option it takes, any number of threads giving
   the same bits;
-- half precision, autocast, tracing, other query counts and
-  ``MMRSA_DISABLE_NATIVE=1`` stay on PyTorch;
+- half precision, tracing, other query counts and
+  ``MMRSA_DISABLE_NATIVE=1`` stay on PyTorch; under CPU autocast the
+  layer's transform is float32 and takes the library;
 - a failing library warns once and the layer computes the PyTorch result
   (in a backward pass, where nothing can be recomputed, it raises);
 - its threads are PyTorch's (one OpenMP runtime in the process).
@@ -491,6 +492,31 @@ def test_one_openmp_runtime():
     runtimes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert len(runtimes) == 1, runtimes
     assert 'torch' in runtimes[0], runtimes
+
+
+@needs_library
+def test_autocast_frames_layer(calls):
+    """FrameRSA under CPU bf16 autocast, training: the projection in bf16,
+    the native products in float32 (reading the projection's frames), a bf16
+    output close to the float32 layer's, float32 gradients close to its."""
+    from mmrsa.models.backbones.rsanet import FrameRSA
+    torch.manual_seed(0)
+    layer = FrameRSA(64, 64, num_segments=3).train()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(6, 64, 9, 7)  # 2 clips of 3 frames
+    grad = torch.randn(6, 64, 9, 7)
+    want, want_grads = _train_step(layer, x, grad)
+    assert calls['native'] == 1
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got, got_grads = _train_step(layer, x, grad)
+    assert calls['native'] == 2
+    assert got.dtype == torch.bfloat16
+    assert _rel_err(got.float(), want) <= 2e-2
+    for name, want_grad in want_grads.items():
+        assert got_grads[name].dtype == torch.float32
+        assert _rel_err(got_grads[name], want_grad) <= 5e-2, name
 
 
 @needs_library
