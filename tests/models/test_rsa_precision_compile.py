@@ -156,8 +156,7 @@ def test_autocast_output_dtype(name):
 
 
 @pytest.mark.parametrize('amx', [False, True], ids=['fp32-filters', 'amx'])
-@pytest.mark.parametrize('native', [True, False],
-                         ids=['native', 'no-native'])
+@pytest.mark.parametrize('native', [True, False], ids=['native', 'no-native'])
 @pytest.mark.parametrize('name', ['default', 'VR-VR-Cq32', 'V-V'])
 def test_autocast_transform_is_float32(name, native, amx, monkeypatch):
     """Under CPU bf16 autocast the projection runs in bf16 and the rest of

@@ -782,8 +782,8 @@ class RSA(nn.Module):
             # a float32 transform under bf16 autocast with AMX: the taps
             # convolution in bfloat16 (float32 = [N*THW, C, O], contiguous)
             dtype = _filter_dtype
-            return taps_channel_conv(x.to(dtype), filters.to(dtype),
-                                     self.padding).float()
+            return taps_channel_conv(
+                x.to(dtype), filters.to(dtype), self.padding).float()
         if path == 'onnx':
             return export_channel_conv3d(x, filters, self.padding)
         if path == 'cpu_bmm':
