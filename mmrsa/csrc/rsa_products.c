@@ -24,7 +24,11 @@
 // normalisation, if asked), of the key and of the value, position by
 // position; the kernel and t are computed again rather than kept. The
 // gradients of P1 and I are the sums over the positions of those of the
-// key and of VG, left to the caller. Plain C with no
+// key and of VG, left to the caller. The key and the value, and their
+// gradients, may be bfloat16 (`half`; what the filters give under bfloat16
+// autocast): they are widened to float32 on the way in and the gradients
+// rounded to nearest even on the way out; every sum is float32. Plain C
+// with no
 // Python or torch API, loaded with ctypes by
 // mmrsa/models/common/rsa_native.py; the PyTorch layer is the fallback.
 #include <math.h>
@@ -41,9 +45,9 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned
 typedef struct {
   const float *q;                 // (n, t, l * Cq + c, hw)
   ptrdiff_t q_sn, q_st, q_sc, q_shw;
-  const float *key;               // (position, c, d)
+  const void *key;                // (position, c, d)
   ptrdiff_t key_sp, key_sc, key_sd;
-  const float *value;             // (position, c, o): o < D H2, then G
+  const void *value;              // (position, c, o): o < D H2, then G
   ptrdiff_t value_sp, value_sc, value_so;
   const float *p1;                // [Cq, D] or NULL
   const float *eye;               // [Cq, Cq] or NULL
@@ -60,11 +64,36 @@ typedef struct {
   ptrdiff_t gy_sn, gy_st, gy_sc, gy_shw;
   float *gq;                      // (n, t, l * Cq + c, hw)
   ptrdiff_t gq_sn, gq_st, gq_sc;
-  float *gkey;                    // (position, c, d)
+  void *gkey;                     // (position, c, d)
   ptrdiff_t gkey_sp, gkey_sc, gkey_sd;
-  float *gvalue;                  // (position, c, o)
+  void *gvalue;                   // (position, c, o)
   ptrdiff_t gvalue_sp, gvalue_sc, gvalue_so;
+  int half;  // key, value, gkey and gvalue are bfloat16, else float32
 } Job;
+
+typedef unsigned short bf16;
+
+static inline float widen(bf16 h) {
+  const unsigned int u = (unsigned int)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// Round to nearest even, NaN to the quiet NaN 0x7fc0 (as PyTorch does).
+static inline bf16 narrow(float f) {
+  unsigned int u;
+  memcpy(&u, &f, sizeof(u));
+  if (f != f) return 0x7fc0;
+  return (bf16)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// Element i of a key/value-like tensor of the job's dtype.
+static inline const void *element(const Job *job, const void *x,
+                                  ptrdiff_t i) {
+  return job->half ? (const void *)((const bf16 *)x + i)
+                   : (const void *)((const float *)x + i);
+}
 
 // out[j] = sum_k w[j * sj + k * sk] x[k] for j < J (a compile-time 8 or 1),
 // every x[k] and out[j] a vector over 8 queries; the J sums stay in
@@ -93,6 +122,7 @@ static inline __attribute__((always_inline)) void product(
 
 typedef struct {
   float *key;    // [Cq, D]: K + P1
+  float *v2;     // [Cq, D]: V2 (bfloat16 widened)
   float *mix;    // [Cq, Cq]: VG + I
   v8 *qt;        // [Cq]: the query, 8 queries per vector
   v8 *kern;      // [D]
@@ -112,6 +142,21 @@ static inline __attribute__((always_inline)) void add_strided(
           a[r * sr + c * sc] + (b == NULL ? 0.0f : b[r * cols + c]);
 }
 
+// add_strided from a bfloat16 (half) or float32 matrix a.
+static inline __attribute__((always_inline)) void add_strided_any(
+    float *out, const void *a, int half, ptrdiff_t sr, ptrdiff_t sc,
+    const float *b, ptrdiff_t rows, ptrdiff_t cols) {
+  if (!half) {
+    add_strided(out, (const float *)a, sr, sc, b, rows, cols);
+    return;
+  }
+  const bf16 *h = (const bf16 *)a;
+  for (ptrdiff_t r = 0; r < rows; ++r)
+    for (ptrdiff_t c = 0; c < cols; ++c)
+      out[r * cols + c] =
+          widen(h[r * sr + c * sc]) + (b == NULL ? 0.0f : b[r * cols + c]);
+}
+
 // One position p with its query at qp: y[c', l] into
 // yb[(c' * L + l) * BLOCK].
 static inline __attribute__((always_inline)) void one_position(
@@ -119,20 +164,32 @@ static inline __attribute__((always_inline)) void one_position(
     const Scratch *w) {
   const ptrdiff_t cq = job->cq, dim = job->dim, nq = job->nq;
   const ptrdiff_t q_sc = job->q_sc;
-  const float *key = job->key + p * job->key_sp;
-  const float *value = job->value + p * job->value_sp;
-  const ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
-  const float *gram = value + dim * value_so;
   ptrdiff_t key_sc = job->key_sc, key_sd = job->key_sd;
+  ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
   ptrdiff_t mix_sc = value_sc, mix_so = value_so;
-  if (job->p1 != NULL) {  // K + P1, [Cq, D]
-    add_strided(w->key, key, key_sc, key_sd, job->p1, cq, dim);
+  const void *key_at = element(job, job->key, p * job->key_sp);
+  const void *value_at = element(job, job->value, p * job->value_sp);
+  const void *gram_at = element(job, value_at, dim * value_so);
+  // float32 read in place; bfloat16, and sums with P1 or I, widened first
+  const float *key = (const float *)key_at;
+  const float *value = (const float *)value_at;
+  const float *gram = (const float *)gram_at;
+  if (job->p1 != NULL || job->half) {  // K + P1, [Cq, D]
+    add_strided_any(w->key, key_at, job->half, key_sc, key_sd, job->p1, cq,
+                    dim);
     key = w->key;
     key_sc = dim;
     key_sd = 1;
   }
-  if (job->eye != NULL) {  // VG + I, [Cq, Cq]
-    add_strided(w->mix, gram, mix_sc, mix_so, job->eye, cq, cq);
+  if (job->half) {  // V2, [Cq, D]
+    add_strided_any(w->v2, value_at, 1, value_sc, value_so, NULL, cq, dim);
+    value = w->v2;
+    value_sc = dim;
+    value_so = 1;
+  }
+  if (job->eye != NULL || job->half) {  // VG + I, [Cq, Cq]
+    add_strided_any(w->mix, gram_at, job->half, mix_sc, mix_so, job->eye, cq,
+                    cq);
     gram = w->mix;
     mix_sc = cq;
     mix_so = 1;
@@ -168,16 +225,17 @@ static inline __attribute__((always_inline)) void one_position(
 // position that the hardware prefetcher does not follow on its own.
 static inline __attribute__((always_inline)) void prefetch_position(
     const Job *job, ptrdiff_t p) {
-  const float *key = job->key + p * job->key_sp;
-  const float *value = job->value + p * job->value_sp;
   const ptrdiff_t key_len = job->key_sd == 1 ? job->dim : 1;
   const ptrdiff_t value_len =
       job->value_so == 1 ? job->dim + job->cq : 1;
+  const ptrdiff_t line = job->half ? 32 : 16;  // elements per cache line
   for (ptrdiff_t c = 0; c < job->cq; ++c) {
-    for (ptrdiff_t i = 0; i < key_len; i += 16)
-      __builtin_prefetch(key + c * job->key_sc + i);
-    for (ptrdiff_t i = 0; i < value_len; i += 16)
-      __builtin_prefetch(value + c * job->value_sc + i);
+    for (ptrdiff_t i = 0; i < key_len; i += line)
+      __builtin_prefetch(element(
+          job, job->key, p * job->key_sp + c * job->key_sc + i));
+    for (ptrdiff_t i = 0; i < value_len; i += line)
+      __builtin_prefetch(element(
+          job, job->value, p * job->value_sp + c * job->value_sc + i));
   }
 }
 
@@ -238,7 +296,7 @@ MULTIVERSION static void run_job(const Job *job, const Scratch *w) {
 static void *scratch_alloc(const Job *job, Scratch *w) {
   const ptrdiff_t cq = job->cq, dim = job->dim;
   void *memory = NULL;
-  const size_t floats = cq * dim + cq * cq + 8 * (3 * cq + dim) +
+  const size_t floats = 2 * cq * dim + cq * cq + 8 * (3 * cq + dim) +
                         cq * job->nq * BLOCK;
   if (posix_memalign(&memory, 64, sizeof(float) * floats) != 0) return NULL;
   w->qt = (v8 *)memory;
@@ -246,14 +304,15 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
   w->t = w->kern + dim;
   w->y = w->t + cq;
   w->key = (float *)(w->y + cq);
-  w->mix = w->key + cq * dim;
+  w->v2 = w->key + cq * dim;
+  w->mix = w->v2 + cq * dim;
   w->yb = w->mix + cq * cq;
   return memory;
 }
 
 // The calling convention of mmrsa_rsa_products_f32; rsa_native.py refuses a
 // library built from another version of this file (a stale editable build).
-#define MMRSA_RSA_PRODUCTS_ABI 2
+#define MMRSA_RSA_PRODUCTS_ABI 3
 
 int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 
@@ -314,15 +373,29 @@ static inline __attribute__((always_inline)) void transpose8(
 
 // The gradient rows of a block of positions, b[r, i, j] for r < rows,
 // i < count, j < cols (rows of `stride` floats), into out[(p0 + i) * sp +
-// r * sr + j * sj]: one copy per row where out's positions are contiguous
-// rows, as in the layer (a channel's filter outputs, filters innermost).
+// r * sr + j * sj] (bfloat16 where half, rounded): one copy per row where
+// out's positions are contiguous rows, as in the layer (a channel's filter
+// outputs, filters innermost).
 static inline __attribute__((always_inline)) void store_block(
-    float *out, ptrdiff_t sp, ptrdiff_t sr, ptrdiff_t sj, const float *b,
-    ptrdiff_t stride, ptrdiff_t rows, ptrdiff_t count, ptrdiff_t cols) {
+    void *out, int half, ptrdiff_t sp, ptrdiff_t sr, ptrdiff_t sj,
+    const float *b, ptrdiff_t stride, ptrdiff_t rows, ptrdiff_t count,
+    ptrdiff_t cols) {
+  const int dense = sj == 1 && sp == cols && stride == cols;
   for (ptrdiff_t r = 0; r < rows; ++r) {
     const float *br = b + r * BLOCK * stride;
-    float *outr = out + r * sr;
-    if (sj == 1 && sp == cols && stride == cols) {
+    if (half) {
+      bf16 *outr = (bf16 *)out + r * sr;
+      if (dense) {
+        for (ptrdiff_t k = 0; k < count * cols; ++k) outr[k] = narrow(br[k]);
+        continue;
+      }
+      for (ptrdiff_t i = 0; i < count; ++i)
+        for (ptrdiff_t j = 0; j < cols; ++j)
+          outr[i * sp + j * sj] = narrow(br[i * stride + j]);
+      continue;
+    }
+    float *outr = (float *)out + r * sr;
+    if (dense) {
       memcpy(outr, br, sizeof(float) * count * cols);
       continue;
     }
@@ -349,13 +422,15 @@ static inline __attribute__((always_inline)) void one_position_backward(
     ptrdiff_t i, const GradScratch *w) {
   const ptrdiff_t cq = job->cq, dim = job->dim, nq = job->nq;
   const ptrdiff_t q_sc = job->q_sc, gy_sc = job->gy_sc;
-  const float *key = job->key + p * job->key_sp;
-  const float *value = job->value + p * job->value_sp;
+  const void *key = element(job, job->key, p * job->key_sp);
+  const void *value = element(job, job->value, p * job->value_sp);
   const ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
-  add_strided(w->key, key, job->key_sc, job->key_sd, job->p1, cq, dim);
-  add_strided(w->v2, value, value_sc, value_so, NULL, cq, dim);
-  add_strided(w->mix, value + dim * value_so, value_sc, value_so, job->eye,
-              cq, cq);
+  add_strided_any(w->key, key, job->half, job->key_sc, job->key_sd, job->p1,
+                  cq, dim);
+  add_strided_any(w->v2, value, job->half, value_sc, value_so, NULL, cq,
+                  dim);
+  add_strided_any(w->mix, element(job, value, dim * value_so), job->half,
+                  value_sc, value_so, job->eye, cq, cq);
   const ptrdiff_t cols = dim + cq;  // of a value row
   float *gk = w->gkb + i * dim, *gv = w->gvb + i * cols, *gqb = w->gqb + i;
   for (ptrdiff_t c = 0; c < cq; ++c) {
@@ -437,11 +512,12 @@ MULTIVERSION static void run_job_backward(const Job *job,
                             gyf + i * job->gy_shw, i, w);
     }
     const ptrdiff_t p0 = frame * hw + s0, cols = job->dim + job->cq;
-    store_block(job->gkey + p0 * job->gkey_sp, job->gkey_sp, job->gkey_sc,
-                job->gkey_sd, w->gkb, job->dim, job->cq, count, job->dim);
-    store_block(job->gvalue + p0 * job->gvalue_sp, job->gvalue_sp,
-                job->gvalue_sc, job->gvalue_so, w->gvb, cols, job->cq, count,
-                cols);
+    store_block((void *)element(job, job->gkey, p0 * job->gkey_sp),
+                job->half, job->gkey_sp, job->gkey_sc, job->gkey_sd, w->gkb,
+                job->dim, job->cq, count, job->dim);
+    store_block((void *)element(job, job->gvalue, p0 * job->gvalue_sp),
+                job->half, job->gvalue_sp, job->gvalue_sc, job->gvalue_so,
+                w->gvb, cols, job->cq, count, cols);
     for (ptrdiff_t j = 0; j < channels; ++j)
       memcpy(gf + j * job->gq_sc, w->gqb + j * BLOCK, sizeof(float) * count);
   }
@@ -513,27 +589,27 @@ static int run_parallel(const Job *job, int threads) {
 
 // Returns 0 on success, 1 for sizes it does not handle (the number of
 // queries must be a multiple of 8), 2 when memory is short (out is then
-// incomplete). Positions are numbered (n * T + t) * HW + hw for key and
+// incomplete). key and value are bfloat16 where half is 1, else float32. Positions are numbered (n * T + t) * HW + hw for key and
 // value. The threads are those of the OpenMP runtime PyTorch loaded: this
 // library needs libgomp.so.1, which resolves to PyTorch's copy when torch is
 // imported first, so the products share PyTorch's thread pool instead of
 // competing with its spinning workers.
 int mmrsa_rsa_products_f32(
     const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
-    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
-    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
+    ptrdiff_t q_shw, const void *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
+    ptrdiff_t key_sd, const void *value, ptrdiff_t value_sp,
     ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
     float *out,
     ptrdiff_t out_sn, ptrdiff_t out_st, ptrdiff_t out_sc, ptrdiff_t n,
     ptrdiff_t t, ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim,
-    int normalize, float eps, int threads) {
+    int normalize, float eps, int half, int threads) {
   const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
                    key_sp, key_sc,   key_sd,   value,    value_sp,
                    value_sc, value_so, p1,     eye,      out,    out_sn,
                    out_st, out_sc,   n,        t,        hw,     nq,
                    cq,     dim,      normalize, eps,     0,      0,
                    NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
-                   NULL, 0, 0, 0, NULL, 0, 0, 0};
+                   NULL, 0, 0, 0, NULL, 0, 0, 0, half};
   return run_parallel(&job, threads);
 }
 
@@ -543,16 +619,16 @@ int mmrsa_rsa_products_f32(
 // value, any strides). Returns as mmrsa_rsa_products_f32.
 int mmrsa_rsa_products_backward_f32(
     const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
-    ptrdiff_t q_shw, const float *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
-    ptrdiff_t key_sd, const float *value, ptrdiff_t value_sp,
+    ptrdiff_t q_shw, const void *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
+    ptrdiff_t key_sd, const void *value, ptrdiff_t value_sp,
     ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
     const float *gy, ptrdiff_t gy_sn, ptrdiff_t gy_st, ptrdiff_t gy_sc,
     ptrdiff_t gy_shw, float *gq, ptrdiff_t gq_sn, ptrdiff_t gq_st,
-    ptrdiff_t gq_sc, float *gkey, ptrdiff_t gkey_sp, ptrdiff_t gkey_sc,
-    ptrdiff_t gkey_sd, float *gvalue, ptrdiff_t gvalue_sp,
+    ptrdiff_t gq_sc, void *gkey, ptrdiff_t gkey_sp, ptrdiff_t gkey_sc,
+    ptrdiff_t gkey_sd, void *gvalue, ptrdiff_t gvalue_sp,
     ptrdiff_t gvalue_sc, ptrdiff_t gvalue_so, ptrdiff_t n, ptrdiff_t t,
     ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim, int normalize,
-    float eps, int threads) {
+    float eps, int half, int threads) {
   const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
                    key_sp, key_sc,   key_sd,   value,    value_sp,
                    value_sc, value_so, p1,     eye,      NULL,   0,
@@ -561,6 +637,6 @@ int mmrsa_rsa_products_backward_f32(
                    gy,     gy_sn,    gy_st,    gy_sc,    gy_shw,
                    gq,     gq_sn,    gq_st,    gq_sc,
                    gkey,   gkey_sp,  gkey_sc,  gkey_sd,
-                   gvalue, gvalue_sp, gvalue_sc, gvalue_so};
+                   gvalue, gvalue_sp, gvalue_sc, gvalue_so, half};
   return run_parallel(&job, threads);
 }

@@ -482,6 +482,29 @@ def test_layer_table_formats_a_measured_result():
     assert title[1].endswith(', beside it forced through plain')
 
 
+def test_compare_impl_loads_the_committed_layer_and_library():
+    """--compare-impl: the layer at a git revision, its native library
+    built from that revision's source where a compiler exists, computes
+    what the working tree's layer computes with the same weights; each call
+    loads its own copy."""
+    from mmrsa.models.common import RSA
+    committed = tool.load_committed_rsa('HEAD')
+    assert committed is not tool.load_committed_rsa('HEAD')
+    native = sys.modules[committed.__module__.replace('.rsa', '.rsa_native')]
+    assert native.native_available() == rsa_native.native_available(), (
+        native.native_status())
+    torch.manual_seed(0)
+    layer = RSA(64).eval()
+    old = committed(64).eval()
+    old.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 64, 3, 6, 6)
+    with torch.no_grad():
+        want, got = layer(x), old(x)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-5
+    with pytest.raises(SystemExit, match='cannot read'):
+        tool.load_committed_rsa('no-such-revision')
+
+
 def test_model_table_with_cuda_peaks():
     rows = [
         dict(

@@ -46,8 +46,9 @@ section also times the opt-in ``fused`` Triton kernel beside the automatic
 choice, ``plain`` (grouped ``conv3d`` + ``bmm``).
 
 ``--compare-impl REV`` loads the layer (``rsa.py`` and, where they exist,
-``rsa_ops.py`` and ``rsa_triton.py``) as committed at git revision ``REV``
-and times it beside the working tree's, with the same weights, to measure a
+``rsa_ops.py``, ``rsa_triton.py``, ``rsa_native.py`` with its library built
+from ``mmrsa/csrc/rsa_products.c``) as committed at git revision ``REV`` and
+times it beside the working tree's, with the same weights, to measure a
 change of the layer.
 """
 import argparse
@@ -61,6 +62,7 @@ import sys
 import tempfile
 import types
 import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -234,28 +236,58 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _git_show(rev: str, path: str) -> Optional[str]:
+    """The text of ``path`` at git revision ``rev``, or None."""
+    result = subprocess.run(['git', 'show', f'{rev}:{path}'],
+                            capture_output=True,
+                            text=True,
+                            cwd=REPO_ROOT)
+    return result.stdout if result.returncode == 0 else None
+
+
 def load_committed_rsa(rev: str) -> type:
     """The ``RSA`` class of ``mmrsa/models/common`` at git revision ``rev``.
 
-    ``rsa.py`` and ``rsa_ops.py`` and ``rsa_triton.py`` (when the revision
-    has them) are written to a temporary package and imported from there.
+    ``rsa.py``, and ``rsa_ops.py``, ``rsa_triton.py`` and ``rsa_native.py``
+    when the revision has them, are written to a temporary package laid out
+    as ``mmrsa`` (``rsa_rev_*/models/common``, a new name per call) and
+    imported from there. The
+    revision's native library, where it has one, is built into the package
+    with the flags of ``setup.py`` (``cc``); without a compiler that
+    revision's layers run their PyTorch path, as an install would.
     """
-    package = Path(tempfile.mkdtemp(prefix='rsa_rev_')) / 'rsa_rev'
-    package.mkdir()
-    (package / '__init__.py').write_text('')
-    for name in ('rsa.py', 'rsa_ops.py', 'rsa_triton.py'):
-        result = subprocess.run(
-            ['git', 'show', f'{rev}:mmrsa/models/common/{name}'],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT)
-        if result.returncode == 0:
-            (package / name).write_text(result.stdout)
+    root = Path(tempfile.mkdtemp(prefix='rsa_rev_'))
+    package = root / root.name  # a name of its own, e.g. rsa_rev_a1b2c3
+    common = package / 'models' / 'common'
+    common.mkdir(parents=True)
+    for folder in (package, common.parent, common):
+        (folder / '__init__.py').write_text('')
+    for name in ('rsa.py', 'rsa_ops.py', 'rsa_triton.py', 'rsa_native.py'):
+        text = _git_show(rev, f'mmrsa/models/common/{name}')
+        if text is not None:
+            (common / name).write_text(text)
         elif name == 'rsa.py':
             sys.exit(f'--compare-impl: cannot read mmrsa/models/common/rsa.py '
-                     f'at {rev!r}: {result.stderr.strip()}')
-    sys.path.insert(0, str(package.parent))
-    return importlib.import_module('rsa_rev.rsa').RSA
+                     f'at {rev!r}')
+    source = _git_show(rev, 'mmrsa/csrc/rsa_products.c')
+    if source is not None:
+        (root / 'rsa_products.c').write_text(source)
+        library = package / ('_rsa_products' + EXTENSION_SUFFIXES[0])
+        command = [
+            'cc', '-O3', '-fopenmp', '-std=gnu11', '-shared', '-fPIC',
+            str(root / 'rsa_products.c'), '-o',
+            str(library), '-lm'
+        ]
+        try:
+            built = subprocess.run(command, capture_output=True, text=True)
+            error = built.stderr.strip()[-300:] if built.returncode else None
+        except OSError as failure:  # no compiler
+            error = str(failure)
+        if error is not None:
+            print(f'--compare-impl: the native library of {rev!r} was not '
+                  f'built ({error}); its layers run their PyTorch path')
+    sys.path.insert(0, str(root))
+    return importlib.import_module(f'{root.name}.models.common.rsa').RSA
 
 
 # ---------------------------------------------------------------------- #

@@ -211,8 +211,9 @@ def amx_filters() -> bool:
     """Whether a float32 transform under bfloat16 autocast runs its
     single-channel filters in bfloat16 (the taps convolution), i.e. whether
     this CPU has AMX tiles: with them the filters' train step took x0.4-0.7
-    the float32 time at the RSANet-R50 stages 1-3 (x0.6-1.2 at stage 4);
-    without them (AVX-512 bf16 or older) 1.8-11x the float32 time."""
+    the float32 time at the RSANet-R50 stages 1-3 (x0.6-1.2 at stage 4, the
+    whole layer there the same within 4 %); without them (AVX-512 bf16 or
+    older) 1.8-11x the float32 time."""
     check = getattr(torch.cpu, '_is_amx_tile_supported', None)
     return bool(check is not None and check())
 
@@ -776,17 +777,21 @@ class RSA(nn.Module):
                          path: str) -> torch.Tensor:
         """Single-channel convolutions of ``x`` ``[N, C, T, H, W]`` with
         ``filters`` ``[banks, O, k...]``, positions first: ``[N*THW, C, O]``
-        (a strided view on the CPU path, where C is the outer dimension)."""
+        (a strided view on the CPU paths, where C is the outer dimension),
+        float32 except for ``'cpu_native'`` in a transform with bfloat16
+        filters (:func:`float32_transform`)."""
         channels = x.shape[1]
-        if _filter_dtype is not None and path == 'cpu_bmm':
+        if _filter_dtype is not None and path in ('cpu_bmm', 'cpu_native'):
             # a float32 transform under bf16 autocast with AMX: the taps
-            # convolution in bfloat16 (float32 = [N*THW, C, O], contiguous)
+            # convolution in bfloat16, [N*THW, C, O], contiguous (the native
+            # products read bfloat16, bmm gets float32)
             dtype = _filter_dtype
-            return taps_channel_conv(
-                x.to(dtype), filters.to(dtype), self.padding).float()
+            out = taps_channel_conv(
+                x.to(dtype), filters.to(dtype), self.padding)
+            return out if path == 'cpu_native' else out.float()
         if path == 'onnx':
             return export_channel_conv3d(x, filters, self.padding)
-        if path == 'cpu_bmm':
+        if path in ('cpu_bmm', 'cpu_native'):
             if use_taps_conv(x, filters):
                 # inference: contiguous [N*THW, C, O]
                 return taps_channel_conv(x, filters, self.padding)
@@ -809,8 +814,8 @@ class RSA(nn.Module):
         """
         n, nq, cq, t, h, w = q.shape
         # [N, Cq, T, H, W] -> [N*THW, Cq, D] and [N*THW, Cq, D + Cq]
-        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
-        value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
+        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_native')
+        value = self._filter_channels(v, self._value_filters(), 'cpu_native')
         # q [N, L, Cq, T, H, W] seen as [N, T, L*Cq, HW]; out
         # [N, Cq*L, T, HW]
         out = rsa_native.products(
@@ -866,8 +871,8 @@ class RSA(nn.Module):
         if self.norm == 'l2':
             k, v = l2_normalize(k, dim=1), l2_normalize(v, dim=1)
         # [N, Cq, T, H, W] -> [N*THW, Cq, D] and [N*THW, Cq, D + Cq]
-        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_bmm')
-        value = self._filter_channels(v, self._value_filters(), 'cpu_bmm')
+        key_h1 = self._filter_channels(k, self._key_filters(), 'cpu_native')
+        value = self._filter_channels(v, self._value_filters(), 'cpu_native')
         # the output frames [N*T, Cq*L, HW]
         out = rsa_native.products(
             q,

@@ -1,5 +1,6 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
-"""Native CPU products of RSA and their backward pass (optional, float32).
+"""Native CPU products of RSA and their backward pass (optional, float32
+sums).
 
 After its convolutions, an RSA layer multiplies four small matrices at every
 position (Eq. 12): ``kernel = q (XK * H1 + P1)`` ``[L, D]``, the contexts
@@ -22,9 +23,12 @@ in their own layouts; those of ``P1`` and ``I`` are sums over the positions.
 Nothing but the operands is kept for it, fewer bytes than the PyTorch path
 keeps.
 
-It runs on the CPU, in float32, in training and inference, not under
-autocast, not while tracing, exporting or compiling, for layers with a
-relational kernel and context and a multiple of 8 queries (RSANet: 8).
+It runs on the CPU, in float32, in training and inference (under CPU
+autocast too, whose RSA transform is float32; there the filtered key and
+value may be bfloat16, see
+:func:`~mmrsa.models.common.rsa.float32_transform`), not while tracing,
+exporting or compiling, for layers with a relational kernel and context and
+a multiple of 8 queries (RSANet: 8).
 :func:`~mmrsa.models.common.rsa.select_path` makes that choice
 (``'cpu_native'``); every other case runs the pure-PyTorch path, which is
 also the fallback.
@@ -67,7 +71,11 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 2
+ABI = 3
+
+#: The dtypes of the filtered key and value the library reads (their
+#: gradients have the same); the query, P1, I and the output are float32.
+KEY_DTYPES = (torch.float32, torch.bfloat16)
 
 #: Why the library was given up in this process, or None.
 _failure: Optional[str] = None
@@ -110,8 +118,8 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
                 + [pointer] + [size] * 3  # key (position, Cq, D)
                 + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
                 + [pointer] * 2)  # P1, I
-    # N, T, HW, L, Cq, D; normalise, eps, threads
-    sizes = [size] * 6 + [ctypes.c_int, ctypes.c_float, ctypes.c_int]
+    # N, T, HW, L, Cq, D; normalise, eps, bfloat16 key and value, threads
+    sizes = [size] * 6 + [ctypes.c_int, ctypes.c_float] + [ctypes.c_int] * 2
     function.restype = ctypes.c_int
     function.argtypes = (
         operands + [pointer] + [size] * 3  # out (N, T, C)
@@ -177,20 +185,25 @@ def _check_operands(q: torch.Tensor,
     nq, cq = num_queries, channels // max(num_queries, 1)
     positions, dim = n * t * hw, key.shape[-1]
     tensors = (q, key, value, p1, eye, out)
+    floats = (q, p1, eye, out)
     if (nq % MIN_QUERIES or channels != nq * cq
             or tuple(key.shape) != (positions, cq, dim)
             or tuple(value.shape) != (positions, cq, dim + cq)
             or tuple(out.shape) != (n, t, cq * nq, hw)
-            or (written and hw > 1 and out.stride(3) != 1) or any(
-                x is not None and
-                (x.dtype != torch.float32 or x.device.type != 'cpu')
-                for x in tensors)):
+            or (written and hw > 1 and out.stride(3) != 1)
+            or any(x is not None and x.device.type != 'cpu' for x in tensors)
+            or any(x is not None and x.dtype != torch.float32 for x in floats)
+            or key.dtype not in KEY_DTYPES or value.dtype != key.dtype):
+        got = [
+            None if x is None else (tuple(x.shape), str(x.dtype))
+            for x in tensors
+        ]
         raise ValueError(
-            f'native_products expects float32 CPU tensors: q [N, T, L*Cq, '
-            f'HW], out [N, T, Cq*L, HW] with a unit stride in HW, L a '
-            f'multiple of {MIN_QUERIES}, key [N*T*HW, Cq, D] and value '
-            f'[N*T*HW, Cq, D + Cq]; got L={num_queries} and '
-            f'{[None if x is None else tuple(x.shape) for x in tensors]}.')
+            f'native_products expects CPU tensors: q [N, T, L*Cq, HW], out '
+            f'[N, T, Cq*L, HW] with a unit stride in HW, L a multiple of '
+            f'{MIN_QUERIES}, key [N*T*HW, Cq, D] and value [N*T*HW, Cq, '
+            f'D + Cq] (both float32 or both bfloat16; the others float32); '
+            f'got L={num_queries} and {got}.')
 
 
 def _call(function: str, q: torch.Tensor, key: torch.Tensor,
@@ -212,6 +225,7 @@ def _call(function: str, q: torch.Tensor, key: torch.Tensor,
                              hw, num_queries,
                              channels // num_queries, key.shape[-1],
                              int(query_eps is not None), query_eps or 0.0,
+                             int(key.dtype == torch.bfloat16),
                              torch.get_num_threads())
 
 
@@ -259,9 +273,10 @@ def native_products(q: torch.Tensor,
         q (torch.Tensor): Query ``[N, T, L*Cq, H*W]`` (channel
             ``l * Cq + c``).
         key (torch.Tensor): The key filtered by ``H1``, positions first
-            ``[N*T*H*W, Cq, D]``, any strides.
+            ``[N*T*H*W, Cq, D]``, any strides, float32 or bfloat16 (widened
+            on the way in; every sum is float32).
         value (torch.Tensor): The value filtered by ``H2`` and ``G``
-            ``[N*T*H*W, Cq, D + Cq]``, any strides.
+            ``[N*T*H*W, Cq, D + Cq]``, any strides, the dtype of ``key``.
         p1 (torch.Tensor, optional): ``P1`` ``[Cq, D]``, added to ``key``.
         eye (torch.Tensor, optional): ``I`` ``[Cq, Cq]``, added to the
             relational context.
@@ -294,7 +309,9 @@ def native_products_backward(
     (before the normalisation, with ``query_eps``), ``key`` and ``value``,
     given ``grad``, that of ``out`` (``[N, T, Cq*L, H*W]``, any strides).
     Those of ``P1`` and ``I`` are the sums over the positions of the
-    gradients of ``key`` and of the value's last Cq filters.
+    gradients of ``key`` and of the value's last Cq filters. The gradients of
+    a bfloat16 ``key`` and ``value`` are bfloat16 (rounded to nearest even
+    from float32 sums).
 
     Returns:
         tuple[torch.Tensor]: ``[N, T, L*Cq, H*W]`` (contiguous), and
@@ -362,9 +379,10 @@ class _Products(torch.autograd.Function):
             query_eps=ctx.query_eps)
         grad_p1 = grad_eye = None
         if ctx.needs_input_grad[3]:
-            grad_p1 = grad_key.sum(0)
+            grad_p1 = grad_key.sum(0, dtype=torch.float32)
         if ctx.needs_input_grad[4]:
-            grad_eye = grad_value[:, :, key.shape[-1]:].sum(0)
+            grad_eye = grad_value[:, :, key.shape[-1]:].sum(
+                0, dtype=torch.float32)
         return (grad_q, grad_key, grad_value, grad_p1, grad_eye, None, None,
                 None, None)
 

@@ -355,6 +355,44 @@ def test_backward_equals_float64_autograd(eps, sizes, with_p1_eye):
 
 
 @needs_library
+@pytest.mark.parametrize('with_p1_eye', [True, False])
+def test_bfloat16_key_and_value(with_p1_eye):
+    """bfloat16 key and value (the filters under autocast with AMX), read
+    with any strides: the output is bit for bit that of their float32
+    values; the gradients of the query too, those of key and value are the
+    float32 gradients rounded to nearest even (bfloat16, the operands'
+    strides), and those of P1 and I their float32 sums (bf16 precision)."""
+    nq = 8
+    q, key, value, p1, eye, grad = _operands(2, 3, 21, nq, 8, 8)
+    if not with_p1_eye:
+        p1 = eye = None
+    # bfloat16 in the filters' positions-first layout (channel-major)
+    key = key.transpose(0, 1).bfloat16().transpose(0, 1)
+    value = value.transpose(0, 1).bfloat16().transpose(0, 1)
+    results = []
+    for k, v in ((key, value), (key.float(), value.float())):
+        inputs = [
+            x if x is None else x.detach().requires_grad_()
+            for x in (q, k, v, p1, eye)
+        ]
+        out = rsa_native.products(
+            *inputs, layout='clips', num_queries=nq, query_eps=1e-6)
+        out.transpose(1, 2).backward(grad)
+        results.append((out, inputs))
+    (got, half), (want, full) = results
+    assert torch.equal(got, want)
+    assert torch.equal(half[0].grad, full[0].grad)  # q
+    for i in (1, 2):  # key, value
+        assert half[i].grad.dtype == torch.bfloat16
+        assert half[i].grad.stride() == (key, value)[i - 1].stride()
+        assert torch.equal(half[i].grad, full[i].grad.bfloat16())
+    for i in (3, 4):  # P1, I
+        if with_p1_eye:
+            assert half[i].grad.dtype == torch.float32
+            assert _rel_err(half[i].grad, full[i].grad) <= 1e-2
+
+
+@needs_library
 def test_products_frames_and_no_grad(calls):
     """products(): frames or clips out, a new tensor; without gradients
     no graph; a bad layout named."""
@@ -449,6 +487,8 @@ def test_products_and_their_checks(eps):
         call(q=q.double())
     with pytest.raises(ValueError, match='D \\+ Cq'):
         call(value=value[..., :-1])
+    with pytest.raises(ValueError, match='both float32 or both bfloat16'):
+        call(key=key.bfloat16())  # the value float32
     # a channels-last query
     assert rsa_native.native_products(
         q.transpose(2, 3).contiguous().transpose(2, 3),
