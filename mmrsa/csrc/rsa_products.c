@@ -25,10 +25,10 @@
 // position; the kernel and t are computed again rather than kept. The
 // gradients of P1 and I are the sums over the positions of those of the
 // key and of VG, left to the caller. The key and the value, and their
-// gradients, may be bfloat16 (`half`; what the filters give under bfloat16
-// autocast): they are widened to float32 on the way in and the gradients
-// rounded to nearest even on the way out; every sum is float32. Plain C
-// with no
+// gradients, may be bfloat16 (MMRSA_HALF_KV), and so may the query, y and
+// their gradients (MMRSA_HALF_QY): what the layer holds under bfloat16
+// autocast. They are widened to float32 on the way in and rounded to
+// nearest even on the way out; every sum is float32. Plain C with no
 // Python or torch API, loaded with ctypes by
 // mmrsa/models/common/rsa_native.py; the PyTorch layer is the fallback.
 #include <math.h>
@@ -43,7 +43,7 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned
 
 typedef struct {
-  const float *q;                 // (n, t, l * Cq + c, hw)
+  const void *q;                  // (n, t, l * Cq + c, hw)
   ptrdiff_t q_sn, q_st, q_sc, q_shw;
   const void *key;                // (position, c, d)
   ptrdiff_t key_sp, key_sc, key_sd;
@@ -51,7 +51,7 @@ typedef struct {
   ptrdiff_t value_sp, value_sc, value_so;
   const float *p1;                // [Cq, D] or NULL
   const float *eye;               // [Cq, Cq] or NULL
-  float *out;                     // (n, t, c * L + l, hw)
+  void *out;                      // (n, t, c * L + l, hw)
   ptrdiff_t out_sn, out_st, out_sc;
   ptrdiff_t n, t, hw, nq, cq, dim;
   int normalize;
@@ -60,16 +60,20 @@ typedef struct {
   // backward only (NULL otherwise): the gradient of out in out's layout
   // (any strides), and those of q (unit stride within a frame), key and
   // value, written
-  const float *gy;                // (n, t, c * L + l, hw)
+  const void *gy;                 // (n, t, c * L + l, hw)
   ptrdiff_t gy_sn, gy_st, gy_sc, gy_shw;
-  float *gq;                      // (n, t, l * Cq + c, hw)
+  void *gq;                       // (n, t, l * Cq + c, hw)
   ptrdiff_t gq_sn, gq_st, gq_sc;
   void *gkey;                     // (position, c, d)
   ptrdiff_t gkey_sp, gkey_sc, gkey_sd;
   void *gvalue;                   // (position, c, o)
   ptrdiff_t gvalue_sp, gvalue_sc, gvalue_so;
-  int half;  // key, value, gkey and gvalue are bfloat16, else float32
+  int half_kv;  // key, value, gkey and gvalue are bfloat16, else float32
+  int half_qy;  // q, out, gy and gq are bfloat16, else float32
 } Job;
+
+#define MMRSA_HALF_KV 1  // bits of the `dtypes` argument
+#define MMRSA_HALF_QY 2
 
 typedef unsigned short bf16;
 
@@ -88,11 +92,25 @@ static inline bf16 narrow(float f) {
   return (bf16)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
-// Element i of a key/value-like tensor of the job's dtype.
-static inline const void *element(const Job *job, const void *x,
-                                  ptrdiff_t i) {
-  return job->half ? (const void *)((const bf16 *)x + i)
-                   : (const void *)((const float *)x + i);
+// Element i of x, bfloat16 (half) or float32.
+static inline const void *offset(const void *x, ptrdiff_t i, int half) {
+  return half ? (const void *)((const bf16 *)x + i)
+              : (const void *)((const float *)x + i);
+}
+
+static inline float load(const void *x, ptrdiff_t i, int half) {
+  return half ? widen(((const bf16 *)x)[i]) : ((const float *)x)[i];
+}
+
+// count floats from src to dst, bfloat16 (rounded) where half.
+static inline void store_row(void *dst, const float *src, ptrdiff_t count,
+                             int half) {
+  if (!half) {
+    memcpy(dst, src, sizeof(float) * count);
+    return;
+  }
+  bf16 *d = (bf16 *)dst;
+  for (ptrdiff_t k = 0; k < count; ++k) d[k] = narrow(src[k]);
 }
 
 // out[j] = sum_k w[j * sj + k * sk] x[k] for j < J (a compile-time 8 or 1),
@@ -160,36 +178,35 @@ static inline __attribute__((always_inline)) void add_strided_any(
 // One position p with its query at qp: y[c', l] into
 // yb[(c' * L + l) * BLOCK].
 static inline __attribute__((always_inline)) void one_position(
-    const Job *job, ptrdiff_t p, const float *qp, float *yb,
+    const Job *job, ptrdiff_t p, const void *qp, float *yb,
     const Scratch *w) {
   const ptrdiff_t cq = job->cq, dim = job->dim, nq = job->nq;
   const ptrdiff_t q_sc = job->q_sc;
   ptrdiff_t key_sc = job->key_sc, key_sd = job->key_sd;
   ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
   ptrdiff_t mix_sc = value_sc, mix_so = value_so;
-  const void *key_at = element(job, job->key, p * job->key_sp);
-  const void *value_at = element(job, job->value, p * job->value_sp);
-  const void *gram_at = element(job, value_at, dim * value_so);
+  const int half = job->half_kv;
+  const void *key_at = offset(job->key, p * job->key_sp, half);
+  const void *value_at = offset(job->value, p * job->value_sp, half);
+  const void *gram_at = offset(value_at, dim * value_so, half);
   // float32 read in place; bfloat16, and sums with P1 or I, widened first
   const float *key = (const float *)key_at;
   const float *value = (const float *)value_at;
   const float *gram = (const float *)gram_at;
-  if (job->p1 != NULL || job->half) {  // K + P1, [Cq, D]
-    add_strided_any(w->key, key_at, job->half, key_sc, key_sd, job->p1, cq,
-                    dim);
+  if (job->p1 != NULL || half) {  // K + P1, [Cq, D]
+    add_strided_any(w->key, key_at, half, key_sc, key_sd, job->p1, cq, dim);
     key = w->key;
     key_sc = dim;
     key_sd = 1;
   }
-  if (job->half) {  // V2, [Cq, D]
+  if (half) {  // V2, [Cq, D]
     add_strided_any(w->v2, value_at, 1, value_sc, value_so, NULL, cq, dim);
     value = w->v2;
     value_sc = dim;
     value_so = 1;
   }
-  if (job->eye != NULL || job->half) {  // VG + I, [Cq, Cq]
-    add_strided_any(w->mix, gram_at, job->half, mix_sc, mix_so, job->eye, cq,
-                    cq);
+  if (job->eye != NULL || half) {  // VG + I, [Cq, Cq]
+    add_strided_any(w->mix, gram_at, half, mix_sc, mix_so, job->eye, cq, cq);
     gram = w->mix;
     mix_sc = cq;
     mix_so = 1;
@@ -199,7 +216,8 @@ static inline __attribute__((always_inline)) void one_position(
     v8 sum = {0, 0, 0, 0, 0, 0, 0, 0};
     for (ptrdiff_t c = 0; c < cq; ++c) {
       float *qc = (float *)&w->qt[c];
-      for (int l = 0; l < 8; ++l) qc[l] = qp[((l0 + l) * cq + c) * q_sc];
+      for (int l = 0; l < 8; ++l)
+        qc[l] = load(qp, ((l0 + l) * cq + c) * q_sc, job->half_qy);
       sum += w->qt[c] * w->qt[c];
     }
     if (job->normalize) {
@@ -228,14 +246,15 @@ static inline __attribute__((always_inline)) void prefetch_position(
   const ptrdiff_t key_len = job->key_sd == 1 ? job->dim : 1;
   const ptrdiff_t value_len =
       job->value_so == 1 ? job->dim + job->cq : 1;
-  const ptrdiff_t line = job->half ? 32 : 16;  // elements per cache line
+  const int half = job->half_kv;
+  const ptrdiff_t line = half ? 32 : 16;  // elements per cache line
   for (ptrdiff_t c = 0; c < job->cq; ++c) {
     for (ptrdiff_t i = 0; i < key_len; i += line)
-      __builtin_prefetch(element(
-          job, job->key, p * job->key_sp + c * job->key_sc + i));
+      __builtin_prefetch(
+          offset(job->key, p * job->key_sp + c * job->key_sc + i, half));
     for (ptrdiff_t i = 0; i < value_len; i += line)
-      __builtin_prefetch(element(
-          job, job->value, p * job->value_sp + c * job->value_sc + i));
+      __builtin_prefetch(offset(
+          job->value, p * job->value_sp + c * job->value_sc + i, half));
   }
 }
 
@@ -246,15 +265,15 @@ static inline __attribute__((always_inline)) void prefetch_position(
 // unit stride sp): one stream per channel, too many for the hardware
 // prefetcher (measured 1.5x faster at Cq = 8 with L = 8, 64 + 64 channels).
 static inline __attribute__((always_inline)) void prefetch_rows(
-    const float *x, ptrdiff_t sp, ptrdiff_t sc, ptrdiff_t channels,
+    const void *x, int half, ptrdiff_t sp, ptrdiff_t sc, ptrdiff_t channels,
     int write) {
   if (sp != 1) return;
   for (ptrdiff_t j = 0; j < channels; ++j)
-    for (ptrdiff_t i = 0; i < BLOCK; i += 16) {
+    for (ptrdiff_t i = 0; i < BLOCK; i += half ? 32 : 16) {
       if (write)
-        __builtin_prefetch(x + i + j * sc, 1);
+        __builtin_prefetch(offset(x, i + j * sc, half), 1);
       else
-        __builtin_prefetch(x + i + j * sc, 0);
+        __builtin_prefetch(offset(x, i + j * sc, half), 0);
     }
 }
 
@@ -273,22 +292,26 @@ MULTIVERSION static void run_job(const Job *job, const Scratch *w) {
     const ptrdiff_t ni = frame / job->t, ti = frame % job->t;
     const ptrdiff_t s0 = (b % per_frame) * BLOCK;
     const ptrdiff_t count = hw - s0 < BLOCK ? hw - s0 : BLOCK;
-    const float *qf =
-        job->q + ni * job->q_sn + ti * job->q_st + s0 * job->q_shw;
-    float *of = job->out + ni * job->out_sn + ti * job->out_st + s0;
+    const int half = job->half_qy;
+    const void *qf = offset(
+        job->q, ni * job->q_sn + ti * job->q_st + s0 * job->q_shw, half);
+    void *of = (void *)offset(
+        job->out, ni * job->out_sn + ti * job->out_st + s0, half);
     const ptrdiff_t last = job->n * job->t * hw;
     if (s0 + BLOCK < hw) {  // the next block of this frame
-      prefetch_rows(qf + BLOCK * job->q_shw, job->q_shw, job->q_sc, channels,
-                    0);
-      prefetch_rows(of + BLOCK, 1, job->out_sc, channels, 1);
+      prefetch_rows(offset(qf, BLOCK * job->q_shw, half), half, job->q_shw,
+                    job->q_sc, channels, 0);
+      prefetch_rows(offset(of, BLOCK, half), half, 1, job->out_sc, channels,
+                    1);
     }
     for (ptrdiff_t i = 0; i < count; ++i) {
       const ptrdiff_t p = frame * hw + s0 + i;
       if (p + PREFETCH_AHEAD < last) prefetch_position(job, p + PREFETCH_AHEAD);
-      one_position(job, p, qf + i * job->q_shw, w->yb + i, w);
+      one_position(job, p, offset(qf, i * job->q_shw, half), w->yb + i, w);
     }
     for (ptrdiff_t j = 0; j < channels; ++j)
-      memcpy(of + j * job->out_sc, w->yb + j * BLOCK, sizeof(float) * count);
+      store_row((void *)offset(of, j * job->out_sc, half), w->yb + j * BLOCK,
+                count, half);
   }
 }
 
@@ -312,7 +335,7 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
 
 // The calling convention of mmrsa_rsa_products_f32; rsa_native.py refuses a
 // library built from another version of this file (a stale editable build).
-#define MMRSA_RSA_PRODUCTS_ABI 3
+#define MMRSA_RSA_PRODUCTS_ABI 4
 
 int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 
@@ -418,18 +441,18 @@ static inline __attribute__((always_inline)) void store_block(
 //
 // and through the normalisation gq <- (gq - q (q . gq)) / |q|, q normalised.
 static inline __attribute__((always_inline)) void one_position_backward(
-    const Job *job, ptrdiff_t p, const float *qp, const float *gyp,
+    const Job *job, ptrdiff_t p, const void *qp, const void *gyp,
     ptrdiff_t i, const GradScratch *w) {
   const ptrdiff_t cq = job->cq, dim = job->dim, nq = job->nq;
   const ptrdiff_t q_sc = job->q_sc, gy_sc = job->gy_sc;
-  const void *key = element(job, job->key, p * job->key_sp);
-  const void *value = element(job, job->value, p * job->value_sp);
+  const int half = job->half_kv;
+  const void *key = offset(job->key, p * job->key_sp, half);
+  const void *value = offset(job->value, p * job->value_sp, half);
   const ptrdiff_t value_sc = job->value_sc, value_so = job->value_so;
-  add_strided_any(w->key, key, job->half, job->key_sc, job->key_sd, job->p1,
-                  cq, dim);
-  add_strided_any(w->v2, value, job->half, value_sc, value_so, NULL, cq,
+  add_strided_any(w->key, key, half, job->key_sc, job->key_sd, job->p1, cq,
                   dim);
-  add_strided_any(w->mix, element(job, value, dim * value_so), job->half,
+  add_strided_any(w->v2, value, half, value_sc, value_so, NULL, cq, dim);
+  add_strided_any(w->mix, offset(value, dim * value_so, half), half,
                   value_sc, value_so, job->eye, cq, cq);
   const ptrdiff_t cols = dim + cq;  // of a value row
   float *gk = w->gkb + i * dim, *gv = w->gvb + i * cols, *gqb = w->gqb + i;
@@ -442,7 +465,8 @@ static inline __attribute__((always_inline)) void one_position_backward(
     v8 scale = {1, 1, 1, 1, 1, 1, 1, 1};
     for (ptrdiff_t c = 0; c < cq; ++c) {
       float *qc = (float *)&w->qt[c];
-      for (int l = 0; l < 8; ++l) qc[l] = qp[((l0 + l) * cq + c) * q_sc];
+      for (int l = 0; l < 8; ++l)
+        qc[l] = load(qp, ((l0 + l) * cq + c) * q_sc, job->half_qy);
       sum += w->qt[c] * w->qt[c];
     }
     if (job->normalize) {
@@ -452,7 +476,7 @@ static inline __attribute__((always_inline)) void one_position_backward(
     for (ptrdiff_t c = 0; c < cq; ++c) {
       float *gc = (float *)&w->gy[c];
       for (int l = 0; l < 8; ++l) {
-        gc[l] = gyp[(c * nq + l0 + l) * gy_sc];
+        gc[l] = load(gyp, (c * nq + l0 + l) * gy_sc, job->half_qy);
         w->gyT[l * cq + c] = gc[l];
       }
     }
@@ -493,33 +517,38 @@ MULTIVERSION static void run_job_backward(const Job *job,
     const ptrdiff_t ni = frame / job->t, ti = frame % job->t;
     const ptrdiff_t s0 = (b % per_frame) * BLOCK;
     const ptrdiff_t count = hw - s0 < BLOCK ? hw - s0 : BLOCK;
-    const float *qf =
-        job->q + ni * job->q_sn + ti * job->q_st + s0 * job->q_shw;
-    const float *gyf =
-        job->gy + ni * job->gy_sn + ti * job->gy_st + s0 * job->gy_shw;
-    float *gf = job->gq + ni * job->gq_sn + ti * job->gq_st + s0;
+    const int half = job->half_qy;
+    const void *qf = offset(
+        job->q, ni * job->q_sn + ti * job->q_st + s0 * job->q_shw, half);
+    const void *gyf = offset(
+        job->gy, ni * job->gy_sn + ti * job->gy_st + s0 * job->gy_shw, half);
+    void *gf = (void *)offset(
+        job->gq, ni * job->gq_sn + ti * job->gq_st + s0, half);
     if (s0 + BLOCK < hw) {  // the next block of this frame
-      prefetch_rows(qf + BLOCK * job->q_shw, job->q_shw, job->q_sc, channels,
-                    0);
-      prefetch_rows(gyf + BLOCK * job->gy_shw, job->gy_shw, job->gy_sc,
-                    channels, 0);
-      prefetch_rows(gf + BLOCK, 1, job->gq_sc, channels, 1);
+      prefetch_rows(offset(qf, BLOCK * job->q_shw, half), half, job->q_shw,
+                    job->q_sc, channels, 0);
+      prefetch_rows(offset(gyf, BLOCK * job->gy_shw, half), half,
+                    job->gy_shw, job->gy_sc, channels, 0);
+      prefetch_rows(offset(gf, BLOCK, half), half, 1, job->gq_sc, channels,
+                    1);
     }
     for (ptrdiff_t i = 0; i < count; ++i) {
       const ptrdiff_t p = frame * hw + s0 + i;
       if (p + PREFETCH_AHEAD < last) prefetch_position(job, p + PREFETCH_AHEAD);
-      one_position_backward(job, p, qf + i * job->q_shw,
-                            gyf + i * job->gy_shw, i, w);
+      one_position_backward(job, p, offset(qf, i * job->q_shw, half),
+                            offset(gyf, i * job->gy_shw, half), i, w);
     }
     const ptrdiff_t p0 = frame * hw + s0, cols = job->dim + job->cq;
-    store_block((void *)element(job, job->gkey, p0 * job->gkey_sp),
-                job->half, job->gkey_sp, job->gkey_sc, job->gkey_sd, w->gkb,
+    const int half_kv = job->half_kv;
+    store_block((void *)offset(job->gkey, p0 * job->gkey_sp, half_kv),
+                half_kv, job->gkey_sp, job->gkey_sc, job->gkey_sd, w->gkb,
                 job->dim, job->cq, count, job->dim);
-    store_block((void *)element(job, job->gvalue, p0 * job->gvalue_sp),
-                job->half, job->gvalue_sp, job->gvalue_sc, job->gvalue_so,
+    store_block((void *)offset(job->gvalue, p0 * job->gvalue_sp, half_kv),
+                half_kv, job->gvalue_sp, job->gvalue_sc, job->gvalue_so,
                 w->gvb, cols, job->cq, count, cols);
     for (ptrdiff_t j = 0; j < channels; ++j)
-      memcpy(gf + j * job->gq_sc, w->gqb + j * BLOCK, sizeof(float) * count);
+      store_row((void *)offset(gf, j * job->gq_sc, half), w->gqb + j * BLOCK,
+                count, half);
   }
 }
 
@@ -589,27 +618,29 @@ static int run_parallel(const Job *job, int threads) {
 
 // Returns 0 on success, 1 for sizes it does not handle (the number of
 // queries must be a multiple of 8), 2 when memory is short (out is then
-// incomplete). key and value are bfloat16 where half is 1, else float32. Positions are numbered (n * T + t) * HW + hw for key and
+// incomplete). dtypes: MMRSA_HALF_KV for bfloat16 key and value,
+// MMRSA_HALF_QY for a bfloat16 query and output; float32 otherwise. Positions are numbered (n * T + t) * HW + hw for key and
 // value. The threads are those of the OpenMP runtime PyTorch loaded: this
 // library needs libgomp.so.1, which resolves to PyTorch's copy when torch is
 // imported first, so the products share PyTorch's thread pool instead of
 // competing with its spinning workers.
 int mmrsa_rsa_products_f32(
-    const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
+    const void *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
     ptrdiff_t q_shw, const void *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
     ptrdiff_t key_sd, const void *value, ptrdiff_t value_sp,
     ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
-    float *out,
+    void *out,
     ptrdiff_t out_sn, ptrdiff_t out_st, ptrdiff_t out_sc, ptrdiff_t n,
     ptrdiff_t t, ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim,
-    int normalize, float eps, int half, int threads) {
+    int normalize, float eps, int dtypes, int threads) {
   const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
                    key_sp, key_sc,   key_sd,   value,    value_sp,
                    value_sc, value_so, p1,     eye,      out,    out_sn,
                    out_st, out_sc,   n,        t,        hw,     nq,
                    cq,     dim,      normalize, eps,     0,      0,
                    NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
-                   NULL, 0, 0, 0, NULL, 0, 0, 0, half};
+                   NULL, 0, 0, 0, NULL, 0, 0, 0,
+                   (dtypes & MMRSA_HALF_KV) != 0, (dtypes & MMRSA_HALF_QY) != 0};
   return run_parallel(&job, threads);
 }
 
@@ -618,17 +649,17 @@ int mmrsa_rsa_products_f32(
 // a unit stride within a frame), gkey and gvalue (the layouts of key and
 // value, any strides). Returns as mmrsa_rsa_products_f32.
 int mmrsa_rsa_products_backward_f32(
-    const float *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
+    const void *q, ptrdiff_t q_sn, ptrdiff_t q_st, ptrdiff_t q_sc,
     ptrdiff_t q_shw, const void *key, ptrdiff_t key_sp, ptrdiff_t key_sc,
     ptrdiff_t key_sd, const void *value, ptrdiff_t value_sp,
     ptrdiff_t value_sc, ptrdiff_t value_so, const float *p1, const float *eye,
-    const float *gy, ptrdiff_t gy_sn, ptrdiff_t gy_st, ptrdiff_t gy_sc,
-    ptrdiff_t gy_shw, float *gq, ptrdiff_t gq_sn, ptrdiff_t gq_st,
+    const void *gy, ptrdiff_t gy_sn, ptrdiff_t gy_st, ptrdiff_t gy_sc,
+    ptrdiff_t gy_shw, void *gq, ptrdiff_t gq_sn, ptrdiff_t gq_st,
     ptrdiff_t gq_sc, void *gkey, ptrdiff_t gkey_sp, ptrdiff_t gkey_sc,
     ptrdiff_t gkey_sd, void *gvalue, ptrdiff_t gvalue_sp,
     ptrdiff_t gvalue_sc, ptrdiff_t gvalue_so, ptrdiff_t n, ptrdiff_t t,
     ptrdiff_t hw, ptrdiff_t nq, ptrdiff_t cq, ptrdiff_t dim, int normalize,
-    float eps, int half, int threads) {
+    float eps, int dtypes, int threads) {
   const Job job = {q,      q_sn,     q_st,     q_sc,     q_shw,  key,
                    key_sp, key_sc,   key_sd,   value,    value_sp,
                    value_sc, value_so, p1,     eye,      NULL,   0,
@@ -637,6 +668,7 @@ int mmrsa_rsa_products_backward_f32(
                    gy,     gy_sn,    gy_st,    gy_sc,    gy_shw,
                    gq,     gq_sn,    gq_st,    gq_sc,
                    gkey,   gkey_sp,  gkey_sc,  gkey_sd,
-                   gvalue, gvalue_sp, gvalue_sc, gvalue_so, half};
+                   gvalue, gvalue_sp, gvalue_sc, gvalue_so,
+                   (dtypes & MMRSA_HALF_KV) != 0, (dtypes & MMRSA_HALF_QY) != 0};
   return run_parallel(&job, threads);
 }

@@ -854,19 +854,30 @@ class RSA(nn.Module):
         if (self.stride != 1 or self.norm == 'bn'
                 or self.transform_path(proj) != 'cpu_native'):
             return None
-        if float32_transform(proj):
-            with _transform_in_float32():
-                out = self.attend_frames(proj.float(), num_segments)
-            return None if out is None else out.to(
-                torch.get_autocast_dtype('cpu'))
+        if not float32_transform(proj):
+            return self._native_frames(proj, num_segments)
+        # CPU autocast: the library reads the query from a bfloat16
+        # projection and writes bfloat16 frames (float32 sums); the key and
+        # the value are normalised in float32
+        if proj.dtype not in rsa_native.DTYPES:
+            proj = proj.float()
+        with _transform_in_float32():
+            out = self._native_frames(proj, num_segments)
+        return None if out is None else out.to(torch.get_autocast_dtype('cpu'))
+
+    def _native_frames(self, proj: torch.Tensor,
+                       num_segments: int) -> Optional[torch.Tensor]:
+        """:meth:`attend_frames` once it applies: the output frames in the
+        dtype of ``proj``, or None if the library failed."""
         nq, cq = self.num_queries, self.query_channels
         frames, channels, h, w = proj.shape
         n, t = frames // num_segments, num_segments
         # the query channels of [N*T, P, H, W] seen as [N, T, L*Cq, HW]
         q = proj.view(n, t, channels, h * w)[:, :, :nq * cq]
-        # key and value: [N*T, 2 Cq, H, W] -> [N, 2 Cq, T, H, W]
+        # key and value: [N*T, 2 Cq, H, W] -> [N, 2 Cq, T, H, W], float32
         kv = proj.view(n, t, channels, h, w)[:, :, nq * cq:]
-        kv = kv.transpose(1, 2).contiguous()
+        kv = kv.transpose(1, 2).to(
+            torch.float32, memory_format=torch.contiguous_format)
         k, v = torch.split(kv, [cq, cq], dim=1)
         if self.norm == 'l2':
             k, v = l2_normalize(k, dim=1), l2_normalize(v, dim=1)

@@ -71,11 +71,12 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 3
+ABI = 4
 
-#: The dtypes of the filtered key and value the library reads (their
-#: gradients have the same); the query, P1, I and the output are float32.
-KEY_DTYPES = (torch.float32, torch.bfloat16)
+#: The dtypes the library reads and writes: the filtered key and value (and
+#: their gradients) have one of them, the query and the output (and their
+#: gradients) one of them; P1 and I are float32. Every sum is float32.
+DTYPES = (torch.float32, torch.bfloat16)
 
 #: Why the library was given up in this process, or None.
 _failure: Optional[str] = None
@@ -118,7 +119,8 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
                 + [pointer] + [size] * 3  # key (position, Cq, D)
                 + [pointer] + [size] * 3  # value (position, Cq, D + Cq)
                 + [pointer] * 2)  # P1, I
-    # N, T, HW, L, Cq, D; normalise, eps, bfloat16 key and value, threads
+    # N, T, HW, L, Cq, D; normalise, eps, bfloat16 operands (bits: key and
+    # value 1, query and output 2), threads
     sizes = [size] * 6 + [ctypes.c_int, ctypes.c_float] + [ctypes.c_int] * 2
     function.restype = ctypes.c_int
     function.argtypes = (
@@ -185,7 +187,7 @@ def _check_operands(q: torch.Tensor,
     nq, cq = num_queries, channels // max(num_queries, 1)
     positions, dim = n * t * hw, key.shape[-1]
     tensors = (q, key, value, p1, eye, out)
-    floats = (q, p1, eye, out)
+    floats = (p1, eye)
     if (nq % MIN_QUERIES or channels != nq * cq
             or tuple(key.shape) != (positions, cq, dim)
             or tuple(value.shape) != (positions, cq, dim + cq)
@@ -193,7 +195,8 @@ def _check_operands(q: torch.Tensor,
             or (written and hw > 1 and out.stride(3) != 1)
             or any(x is not None and x.device.type != 'cpu' for x in tensors)
             or any(x is not None and x.dtype != torch.float32 for x in floats)
-            or key.dtype not in KEY_DTYPES or value.dtype != key.dtype):
+            or key.dtype not in DTYPES or value.dtype != key.dtype
+            or q.dtype not in DTYPES or out.dtype != q.dtype):
         got = [
             None if x is None else (tuple(x.shape), str(x.dtype))
             for x in tensors
@@ -202,7 +205,8 @@ def _check_operands(q: torch.Tensor,
             f'native_products expects CPU tensors: q [N, T, L*Cq, HW], out '
             f'[N, T, Cq*L, HW] with a unit stride in HW, L a multiple of '
             f'{MIN_QUERIES}, key [N*T*HW, Cq, D] and value [N*T*HW, Cq, '
-            f'D + Cq] (both float32 or both bfloat16; the others float32); '
+            f'D + Cq] (both float32 or both bfloat16, and so q and out; P1 '
+            f'and I float32); '
             f'got L={num_queries} and {got}.')
 
 
@@ -218,15 +222,13 @@ def _call(function: str, q: torch.Tensor, key: torch.Tensor,
         raise RuntimeError(f'the native RSA products are {native_status()}')
     n, t, channels, hw = q.shape
     p1, eye = _fixed(p1), _fixed(eye)  # referenced until the call returns
-    return getattr(library,
-                   function)(q.data_ptr(), *q.stride(), key.data_ptr(),
-                             *key.stride(), value.data_ptr(), *value.stride(),
-                             _as_pointer(p1), _as_pointer(eye), *outputs, n, t,
-                             hw, num_queries,
-                             channels // num_queries, key.shape[-1],
-                             int(query_eps is not None), query_eps or 0.0,
-                             int(key.dtype == torch.bfloat16),
-                             torch.get_num_threads())
+    return getattr(library, function)(
+        q.data_ptr(), *q.stride(), key.data_ptr(), *key.stride(),
+        value.data_ptr(), *value.stride(), _as_pointer(p1), _as_pointer(eye),
+        *outputs, n, t, hw, num_queries, channels // num_queries,
+        key.shape[-1], int(query_eps is not None), query_eps or 0.0,
+        int(key.dtype == torch.bfloat16) + 2 * int(q.dtype == torch.bfloat16),
+        torch.get_num_threads())
 
 
 def _fixed(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -271,10 +273,10 @@ def native_products(q: torch.Tensor,
 
     Args:
         q (torch.Tensor): Query ``[N, T, L*Cq, H*W]`` (channel
-            ``l * Cq + c``).
+            ``l * Cq + c``), float32 or bfloat16 (:data:`DTYPES`: widened on
+            the way in, every sum is float32).
         key (torch.Tensor): The key filtered by ``H1``, positions first
-            ``[N*T*H*W, Cq, D]``, any strides, float32 or bfloat16 (widened
-            on the way in; every sum is float32).
+            ``[N*T*H*W, Cq, D]``, any strides, float32 or bfloat16.
         value (torch.Tensor): The value filtered by ``H2`` and ``G``
             ``[N*T*H*W, Cq, D + Cq]``, any strides, the dtype of ``key``.
         p1 (torch.Tensor, optional): ``P1`` ``[Cq, D]``, added to ``key``.
@@ -282,7 +284,8 @@ def native_products(q: torch.Tensor,
             relational context.
         out (torch.Tensor): ``y`` ``[N, T, Cq*L, H*W]`` (channel
             ``c * L + l`` for value channel ``c`` and query ``l``),
-            written.
+            written, the dtype of ``q`` (bfloat16: rounded to nearest
+            even).
         num_queries (int): L, a multiple of :data:`MIN_QUERIES`.
         query_eps (float, optional): L2-normalise each query over its Cq
             channels on the way in, ``q / sqrt(sum(q ** 2) + eps)``; None
@@ -309,9 +312,9 @@ def native_products_backward(
     (before the normalisation, with ``query_eps``), ``key`` and ``value``,
     given ``grad``, that of ``out`` (``[N, T, Cq*L, H*W]``, any strides).
     Those of ``P1`` and ``I`` are the sums over the positions of the
-    gradients of ``key`` and of the value's last Cq filters. The gradients of
-    a bfloat16 ``key`` and ``value`` are bfloat16 (rounded to nearest even
-    from float32 sums).
+    gradients of ``key`` and of the value's last Cq filters. Every gradient
+    has the dtype of its operand (bfloat16 ones are rounded to nearest even
+    from float32 sums); ``grad`` has the dtype of ``q``.
 
     Returns:
         tuple[torch.Tensor]: ``[N, T, L*Cq, H*W]`` (contiguous), and
@@ -374,7 +377,7 @@ class _Products(torch.autograd.Function):
             value,
             p1,
             eye,
-            _output_view(grad, q.shape, ctx.layout),
+            _output_view(grad.to(q.dtype), q.shape, ctx.layout),
             num_queries=ctx.num_queries,
             query_eps=ctx.query_eps)
         grad_p1 = grad_eye = None

@@ -48,12 +48,14 @@ def fresh_state(monkeypatch):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the layer's calls of the native products."""
-    counter = {'native': 0}
+    """Counts the layer's calls of the native products (and records the
+    dtypes of their query and key)."""
+    counter = {'native': 0, 'dtypes': []}
     original = rsa_native.native_products
 
     def counting(*args, **kwargs):
         counter['native'] += 1
+        counter['dtypes'].append((args[0].dtype, args[1].dtype))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(rsa_native, 'native_products', counting)
@@ -356,40 +358,48 @@ def test_backward_equals_float64_autograd(eps, sizes, with_p1_eye):
 
 @needs_library
 @pytest.mark.parametrize('with_p1_eye', [True, False])
-def test_bfloat16_key_and_value(with_p1_eye):
-    """bfloat16 key and value (the filters under autocast with AMX), read
-    with any strides: the output is bit for bit that of their float32
-    values; the gradients of the query too, those of key and value are the
-    float32 gradients rounded to nearest even (bfloat16, the operands'
-    strides), and those of P1 and I their float32 sums (bf16 precision)."""
+@pytest.mark.parametrize('half', ['kv', 'qy', 'both'])
+def test_bfloat16_operands(half, with_p1_eye):
+    """bfloat16 key and value (the filters under autocast with AMX) and/or
+    a bfloat16 query and output (the projection under autocast), read with
+    any strides: the output is bit for bit the float32 one of the same
+    values, rounded to nearest even where bfloat16; so is every gradient of
+    a bfloat16 operand (the operands' dtypes and strides), those of the
+    float32 ones equal; those of P1 and I are float32 sums of the rounded
+    gradients (bf16 precision)."""
     nq = 8
     q, key, value, p1, eye, grad = _operands(2, 3, 21, nq, 8, 8)
     if not with_p1_eye:
         p1 = eye = None
-    # bfloat16 in the filters' positions-first layout (channel-major)
-    key = key.transpose(0, 1).bfloat16().transpose(0, 1)
-    value = value.transpose(0, 1).bfloat16().transpose(0, 1)
+    if half in ('kv', 'both'):  # the filters' channel-major layout
+        key = key.transpose(0, 1).bfloat16().transpose(0, 1)
+        value = value.transpose(0, 1).bfloat16().transpose(0, 1)
+    if half in ('qy', 'both'):  # a slice of a bfloat16 projection
+        q, grad = q.bfloat16(), grad.bfloat16()
     results = []
-    for k, v in ((key, value), (key.float(), value.float())):
+    for operands in ((q, key, value), (q.float(), key.float(), value.float())):
         inputs = [
             x if x is None else x.detach().requires_grad_()
-            for x in (q, k, v, p1, eye)
+            for x in (*operands, p1, eye)
         ]
         out = rsa_native.products(
             *inputs, layout='clips', num_queries=nq, query_eps=1e-6)
-        out.transpose(1, 2).backward(grad)
+        out.transpose(
+            1,
+            2).backward(grad.float() if out.dtype == torch.float32 else grad)
         results.append((out, inputs))
-    (got, half), (want, full) = results
-    assert torch.equal(got, want)
-    assert torch.equal(half[0].grad, full[0].grad)  # q
-    for i in (1, 2):  # key, value
-        assert half[i].grad.dtype == torch.bfloat16
-        assert half[i].grad.stride() == (key, value)[i - 1].stride()
-        assert torch.equal(half[i].grad, full[i].grad.bfloat16())
+    (got, low), (want, full) = results
+    assert got.dtype == q.dtype
+    assert torch.equal(got, want.to(q.dtype))
+    for i, operand in enumerate((q, key, value)):
+        assert low[i].grad.dtype == operand.dtype
+        assert torch.equal(low[i].grad, full[i].grad.to(operand.dtype))
+    for i, operand in ((1, key), (2, value)):
+        assert low[i].grad.stride() == operand.stride()
     for i in (3, 4):  # P1, I
         if with_p1_eye:
-            assert half[i].grad.dtype == torch.float32
-            assert _rel_err(half[i].grad, full[i].grad) <= 1e-2
+            assert low[i].grad.dtype == torch.float32
+            assert _rel_err(low[i].grad, full[i].grad) <= 1e-2
 
 
 @needs_library
@@ -489,6 +499,8 @@ def test_products_and_their_checks(eps):
         call(value=value[..., :-1])
     with pytest.raises(ValueError, match='both float32 or both bfloat16'):
         call(key=key.bfloat16())  # the value float32
+    with pytest.raises(ValueError, match='and so q and out'):
+        call(q=q.bfloat16())  # out float32
     # a channels-last query
     assert rsa_native.native_products(
         q.transpose(2, 3).contiguous().transpose(2, 3),
@@ -535,11 +547,15 @@ def test_one_openmp_runtime():
 
 
 @needs_library
-def test_autocast_frames_layer(calls):
+@pytest.mark.parametrize('amx', [True, False], ids=['amx', 'fp32-filters'])
+def test_autocast_frames_layer(calls, amx, monkeypatch):
     """FrameRSA under CPU bf16 autocast, training: the projection in bf16,
-    the native products in float32 (reading the projection's frames), a bf16
-    output close to the float32 layer's, float32 gradients close to its."""
+    the native products (float32 sums) reading the query from the bf16
+    projection's frames, the key and value in bf16 where the filters run in
+    bf16 (AMX), writing bf16 frames close to the float32 layer's output;
+    float32 gradients close to its."""
     from mmrsa.models.backbones.rsanet import FrameRSA
+    monkeypatch.setattr(rsa_module, 'amx_filters', lambda: amx)
     torch.manual_seed(0)
     layer = FrameRSA(64, 64, num_segments=3).train()
     with torch.no_grad():
@@ -552,6 +568,9 @@ def test_autocast_frames_layer(calls):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         got, got_grads = _train_step(layer, x, grad)
     assert calls['native'] == 2
+    bf16 = torch.bfloat16
+    filters = bf16 if amx else torch.float32
+    assert calls['dtypes'] == [(torch.float32, ) * 2, (bf16, filters)]
     assert got.dtype == torch.bfloat16
     assert _rel_err(got.float(), want) <= 2e-2
     for name, want_grad in want_grads.items():
