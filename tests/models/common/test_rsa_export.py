@@ -210,6 +210,39 @@ def test_taps_conv_is_the_channel_conv_positions_first(banks, kernel):
     assert not use_taps_conv(x, weight)
 
 
+@pytest.mark.parametrize('frames', [1, 2, 5])
+@pytest.mark.parametrize('banks,kernel', [(4, (5, 3, 3)), (1, (3, 3, 5)),
+                                          (4, (7, 1, 3))])
+def test_taps_conv_gradients(frames, banks, kernel):
+    """taps_channel_conv differentiated (its temporal taps have their own
+    backward pass): in float64 the input and weight gradients of the bank
+    loop, clips shorter than the kernel included; in bfloat16 (as under
+    autocast with AMX) close to them."""
+    from mmrsa.models.common.rsa_ops import taps_channel_conv
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, frames, 5, 6, dtype=torch.float64)
+    weight = torch.randn(banks, 3, *kernel, dtype=torch.float64)
+    padding = tuple(k // 2 for k in kernel)
+    x.requires_grad_()
+    weight.requires_grad_()
+    got = taps_channel_conv(x, weight, padding)
+    # [N, C, O, T, H, W] -> [N*THW, C, O]
+    want = channel_conv3d(x, weight, padding).permute(0, 3, 4, 5, 1,
+                                                      2).reshape(got.shape)
+    torch.testing.assert_close(got, want)
+    grad = torch.randn(got.shape, dtype=torch.float64)
+    got_grads = torch.autograd.grad(got, (x, weight), grad)
+    want_grads = torch.autograd.grad(want, (x, weight), grad)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w)
+    half = taps_channel_conv(x.bfloat16(), weight.bfloat16(), padding)
+    assert half.dtype == torch.bfloat16
+    (grad_x, ) = torch.autograd.grad(half, x, grad.bfloat16())
+    # bf16 weights and gradient: ~2**-9 relative each
+    error = (grad_x - want_grads[0]).norm() / want_grads[0].norm()
+    assert error.item() <= 1e-2
+
+
 @pytest.mark.parametrize('corr_groups,context_type', [(None, 'VR'), (2, 'VR'),
                                                       (None, 'V')])
 def test_exported_graph_form(corr_groups, context_type, tmp_path):
