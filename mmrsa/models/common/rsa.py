@@ -77,7 +77,8 @@ def select_path(x: torch.Tensor,
       (:mod:`~mmrsa.models.common.rsa_native`), in training and inference,
       for float32 outside autocast, with a relational kernel and context and
       a multiple of 8 queries, where the library is built and not switched
-      off (``MMRSA_DISABLE_NATIVE=1``). Where it applies it replaces the
+      off (``MMRSA_DISABLE_NATIVE=1``); a layer under CPU autocast asks
+      with autocast off (:func:`float32_transform`). Where it applies it replaces the
       two above (measured faster at every RSANet-R50 stage, training and
       inference).
     - ``'plain'`` (every other device, CUDA included): positions first,
@@ -199,7 +200,7 @@ def float32_transform(x: torch.Tensor) -> bool:
     autocast where oneDNN has AMX tiles (:func:`amx_filters`): there they
     run as :func:`~mmrsa.models.common.rsa_ops.taps_channel_conv` in
     bfloat16, their output cast to float32. Autocast's own choice, all
-    bfloat16, ran 1.4-4x slower at every RSANet-R50 stage, training and
+    bfloat16, ran 1.5-4x slower at every RSANet-R50 stage, training and
     inference (``docs/benchmarks.md``). The layer returns the autocast
     dtype, as the convolution it stands for would.
     """
@@ -340,7 +341,10 @@ class RSA(nn.Module):
       writes the output in place (:meth:`attend_frames` for frame batches);
       otherwise (half precision, no library, other layer options)
       ``'cpu_loops'`` or ``'cpu_bmm'``, by the matrix sizes and the dtype;
-      oneDNN's generic kernels are slow on these shapes.
+      oneDNN's generic kernels are slow on these shapes. Under CPU
+      autocast everything after the projection runs with autocast off
+      (:func:`float32_transform`), so these float32 choices apply there
+      too.
     - CUDA (default): ``'plain'``, grouped ``conv3d`` + ``bmm`` (cuDNN and
       cuBLAS, autograd's own backward).
     - ``'fused'`` (opt-in): the three per-position products in one Triton
