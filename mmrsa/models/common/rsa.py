@@ -78,9 +78,9 @@ def select_path(x: torch.Tensor,
       for float32 outside autocast, with a relational kernel and context and
       a multiple of 8 queries, where the library is built and not switched
       off (``MMRSA_DISABLE_NATIVE=1``); a layer under CPU autocast asks
-      with autocast off (:func:`float32_transform`). Where it applies it replaces the
-      two above (measured faster at every RSANet-R50 stage, training and
-      inference).
+      with autocast off (:func:`float32_transform`). Where it applies it
+      replaces the two above (measured faster at every RSANet-R50 stage,
+      training and inference).
     - ``'plain'`` (every other device, CUDA included): positions first,
       each filter set as one grouped ``conv3d`` and the products as
       ``bmm``, with autograd's own backward: what cuDNN and cuBLAS are built
