@@ -367,6 +367,25 @@ def test_compiled_rsa_layer_inductor(fresh_dynamo):
     _compare_compiled(layer, x, backend='inductor')
 
 
+@pytest.mark.parametrize('name', ['default', 'VR-VR-Cq32'])
+def test_compiled_layer_under_cpu_autocast(name, fresh_dynamo):
+    """torch.compile of the layer under CPU bf16 autocast, in one graph
+    (``aot_eager``): the float32 transform with its float32 filters (no
+    native products, no AMX check while compiling), bf16 out, as close to
+    eager under autocast as bf16 allows, gradients for every parameter."""
+    layer, x, _ = _layer_case(name)
+    with torch.autocast('cpu', dtype=BF16):
+        eager = layer(x)
+        compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
+        out = compiled(x)
+    assert out.dtype == eager.dtype == BF16
+    assert _rel_err(out, eager) < LAYER_FWD_TOL
+    out.float().sum().backward()
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in layer.parameters())
+
+
 def test_compiled_rsanet_aot_eager(fresh_dynamo):
     """A whole tiny RSANet captured in one graph, forward and backward
     (``aot_eager``: the capture without inductor's slow C++ build)."""

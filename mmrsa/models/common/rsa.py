@@ -225,9 +225,9 @@ def _transform_in_float32() -> Iterator[None]:
     the filters' dtype set for :meth:`RSA._filter_channels`."""
     global _filter_dtype
     previous = _filter_dtype
-    half = (
-        torch.get_autocast_dtype('cpu') == torch.bfloat16 and amx_filters()
-        and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+    half = (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            and amx_filters())
     _filter_dtype = torch.bfloat16 if half else None
     try:
         with torch.autocast('cpu', enabled=False):
