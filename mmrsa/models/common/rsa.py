@@ -195,14 +195,17 @@ def float32_transform(x: torch.Tensor) -> bool:
     autocast to a half dtype.
 
     The projection keeps the autocast dtype (a dense 1x1 convolution). The
-    per-position products run in float32 (the native ones are float32).
-    The single-channel filters run in float32 too, except under bfloat16
-    autocast where oneDNN has AMX tiles (:func:`amx_filters`): there they
-    run as :func:`~mmrsa.models.common.rsa_ops.taps_channel_conv` in
-    bfloat16, their output cast to float32. Autocast's own choice, all
-    bfloat16, ran 1.5-4x slower at every RSANet-R50 stage, training and
-    inference (``docs/benchmarks.md``). The layer returns the autocast
-    dtype, as the convolution it stands for would.
+    per-position products sum in float32 (the native ones read the bfloat16
+    query of :meth:`RSA.attend_frames` and write bfloat16 frames; otherwise
+    the projection is cast to float32). The single-channel filters run in
+    float32 too, except under bfloat16 autocast where oneDNN has AMX tiles
+    (:func:`amx_filters`): there they run as
+    :func:`~mmrsa.models.common.rsa_ops.taps_channel_conv` in bfloat16,
+    whose output the native products read as it is (``bmm`` gets it cast to
+    float32). Autocast's own choice, all bfloat16, ran 1.5-4x slower at
+    every RSANet-R50 stage, training and inference
+    (``docs/benchmarks.md``). The layer returns the autocast dtype, as the
+    convolution it stands for would.
     """
     return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
             and torch.get_autocast_dtype('cpu') in _HALF)
@@ -676,8 +679,8 @@ class RSA(nn.Module):
                 ``[N, L*Cq + Ck + Cq, T, H, W]``.
 
         Returns:
-            torch.Tensor: ``[N, out_channels, T, H', W']``, float32 under
-            CPU autocast (:func:`float32_transform`).
+            torch.Tensor: ``[N, out_channels, T, H', W']``; under CPU
+            autocast in its dtype, computed by :func:`float32_transform`.
         """
         if float32_transform(proj):
             with _transform_in_float32():
