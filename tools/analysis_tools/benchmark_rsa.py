@@ -47,7 +47,7 @@ choice, ``plain`` (grouped ``conv3d`` + ``bmm``).
 
 ``--compare-impl REV`` loads the layer (``rsa.py`` and, where they exist,
 ``rsa_ops.py``, ``rsa_triton.py``, ``rsa_native.py`` with its library built
-from ``mmrsa/csrc/rsa_products.c``) as committed at git revision ``REV`` and
+by that revision's ``setup.py``) as committed at git revision ``REV`` and
 times it beside the working tree's, with the same weights, to measure a
 change of the layer.
 """
@@ -56,13 +56,15 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import io
 import math
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import types
 import warnings
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -245,16 +247,43 @@ def _git_show(rev: str, path: str) -> Optional[str]:
     return result.stdout if result.returncode == 0 else None
 
 
+def _build_committed_library(rev: str, tree: Path,
+                             package: Path) -> Optional[str]:
+    """Build the native library of revision ``rev`` with that revision's
+    own ``setup.py`` (its flags) in ``tree`` and copy it into ``package``;
+    None, or why it was not built (no library at ``rev``: an empty
+    string)."""
+    if _git_show(rev, 'mmrsa/csrc/rsa_products.c') is None:
+        return ''
+    archive = subprocess.run(['git', 'archive', '--format=tar', rev],
+                             capture_output=True,
+                             cwd=REPO_ROOT)
+    # the 'data' filter where this Python has it (3.9.17+, 3.11.4+)
+    safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tree, **safe)
+    built = subprocess.run(
+        [sys.executable, 'setup.py', '-q', 'build_ext', '--inplace'],
+        capture_output=True,
+        text=True,
+        cwd=tree)
+    libraries = sorted((tree / 'mmrsa').glob('_rsa_products*'))
+    if not libraries:  # setup.py warns and goes on without a compiler
+        return (built.stdout + built.stderr).strip()[-300:]
+    shutil.copy(libraries[0], package / libraries[0].name)
+    return None
+
+
 def load_committed_rsa(rev: str) -> type:
     """The ``RSA`` class of ``mmrsa/models/common`` at git revision ``rev``.
 
     ``rsa.py``, and ``rsa_ops.py``, ``rsa_triton.py`` and ``rsa_native.py``
     when the revision has them, are written to a temporary package laid out
     as ``mmrsa`` (``rsa_rev_*/models/common``, a new name per call) and
-    imported from there. The
-    revision's native library, where it has one, is built into the package
-    with the flags of ``setup.py`` (``cc``); without a compiler that
-    revision's layers run their PyTorch path, as an install would.
+    imported from there. The revision's native library, where it has one, is
+    built by that revision's ``setup.py`` into the package; without a
+    compiler that revision's layers run their PyTorch path, as an install
+    would.
     """
     root = Path(tempfile.mkdtemp(prefix='rsa_rev_'))
     package = root / root.name  # a name of its own, e.g. rsa_rev_a1b2c3
@@ -269,23 +298,10 @@ def load_committed_rsa(rev: str) -> type:
         elif name == 'rsa.py':
             sys.exit(f'--compare-impl: cannot read mmrsa/models/common/rsa.py '
                      f'at {rev!r}')
-    source = _git_show(rev, 'mmrsa/csrc/rsa_products.c')
-    if source is not None:
-        (root / 'rsa_products.c').write_text(source)
-        library = package / ('_rsa_products' + EXTENSION_SUFFIXES[0])
-        command = [
-            'cc', '-O3', '-fopenmp', '-std=gnu11', '-shared', '-fPIC',
-            str(root / 'rsa_products.c'), '-o',
-            str(library), '-lm'
-        ]
-        try:
-            built = subprocess.run(command, capture_output=True, text=True)
-            error = built.stderr.strip()[-300:] if built.returncode else None
-        except OSError as failure:  # no compiler
-            error = str(failure)
-        if error is not None:
-            print(f'--compare-impl: the native library of {rev!r} was not '
-                  f'built ({error}); its layers run their PyTorch path')
+    error = _build_committed_library(rev, root / 'tree', package)
+    if error:
+        print(f'--compare-impl: the native library of {rev!r} was not '
+              f'built ({error}); its layers run their PyTorch path')
     sys.path.insert(0, str(root))
     return importlib.import_module(f'{root.name}.models.common.rsa').RSA
 
