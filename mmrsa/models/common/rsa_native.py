@@ -24,8 +24,8 @@ Nothing but the operands is kept for it, fewer bytes than the PyTorch path
 keeps.
 
 It runs on the CPU, in float32, in training and inference (under CPU
-autocast too, whose RSA transform is float32; there the filtered key and
-value may be bfloat16, see
+autocast too, whose RSA transform sums in float32; there the query and
+the output, and the filtered key and value, may be bfloat16, see
 :func:`~mmrsa.models.common.rsa.float32_transform`), not while tracing,
 exporting or compiling, for layers with a relational kernel and context and
 a multiple of 8 queries (RSANet: 8).
