@@ -66,7 +66,8 @@ import tempfile
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # mmrsa from this checkout
@@ -247,15 +248,13 @@ def _git_show(rev: str, path: str) -> Optional[str]:
     return result.stdout if result.returncode == 0 else None
 
 
-def _build_committed_library(rev: str, tree: Path,
-                             package: Path) -> Optional[str]:
-    """Build the native library of revision ``rev`` with that revision's
-    own ``setup.py`` (its flags) in ``tree`` and copy it into ``package``;
-    None, or why it was not built (no library at ``rev``: an empty
-    string)."""
-    if _git_show(rev, 'mmrsa/csrc/rsa_products.c') is None:
-        return ''
-    archive = subprocess.run(['git', 'archive', '--format=tar', rev],
+@functools.lru_cache(maxsize=None)
+def _committed_library(commit: str) -> Tuple[Optional[Path], str]:
+    """The native library of ``commit`` (a full hash), built once per
+    process by that commit's own ``setup.py`` (its flags) in a temporary
+    checkout: its path, or None and why it was not built."""
+    tree = Path(tempfile.mkdtemp(prefix='rsa_rev_tree_'))
+    archive = subprocess.run(['git', 'archive', '--format=tar', commit],
                              capture_output=True,
                              cwd=REPO_ROOT)
     # the 'data' filter where this Python has it (3.9.17+, 3.11.4+)
@@ -269,9 +268,8 @@ def _build_committed_library(rev: str, tree: Path,
         cwd=tree)
     libraries = sorted((tree / 'mmrsa').glob('_rsa_products*'))
     if not libraries:  # setup.py warns and goes on without a compiler
-        return (built.stdout + built.stderr).strip()[-300:]
-    shutil.copy(libraries[0], package / libraries[0].name)
-    return None
+        return None, (built.stdout + built.stderr).strip()[-300:]
+    return libraries[0], ''
 
 
 def load_committed_rsa(rev: str) -> type:
@@ -281,9 +279,9 @@ def load_committed_rsa(rev: str) -> type:
     when the revision has them, are written to a temporary package laid out
     as ``mmrsa`` (``rsa_rev_*/models/common``, a new name per call) and
     imported from there. The revision's native library, where it has one, is
-    built by that revision's ``setup.py`` into the package; without a
-    compiler that revision's layers run their PyTorch path, as an install
-    would.
+    built by that revision's ``setup.py`` (once per process and commit) and
+    copied into the package; without a compiler that revision's layers run
+    their PyTorch path, as an install would.
     """
     root = Path(tempfile.mkdtemp(prefix='rsa_rev_'))
     package = root / root.name  # a name of its own, e.g. rsa_rev_a1b2c3
@@ -298,10 +296,17 @@ def load_committed_rsa(rev: str) -> type:
         elif name == 'rsa.py':
             sys.exit(f'--compare-impl: cannot read mmrsa/models/common/rsa.py '
                      f'at {rev!r}')
-    error = _build_committed_library(rev, root / 'tree', package)
-    if error:
-        print(f'--compare-impl: the native library of {rev!r} was not '
-              f'built ({error}); its layers run their PyTorch path')
+    if _git_show(rev, 'mmrsa/csrc/rsa_products.c') is not None:
+        commit = subprocess.run(['git', 'rev-parse', '--verify', rev],
+                                capture_output=True,
+                                text=True,
+                                cwd=REPO_ROOT).stdout.strip()
+        library, why = _committed_library(commit)
+        if library is not None:
+            shutil.copy(library, package / library.name)
+        else:
+            print(f'--compare-impl: the native library of {rev!r} was not '
+                  f'built ({why}); its layers run their PyTorch path')
     sys.path.insert(0, str(root))
     return importlib.import_module(f'{root.name}.models.common.rsa').RSA
 
