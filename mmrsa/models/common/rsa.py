@@ -215,9 +215,9 @@ def amx_filters() -> bool:
     """Whether a float32 transform under bfloat16 autocast runs its
     single-channel filters in bfloat16 (the taps convolution), i.e. whether
     this CPU has AMX tiles: with them the filters' train step took x0.4-0.7
-    the float32 time at the RSANet-R50 stages 1-3 (x0.6-1.2 at stage 4, the
-    whole layer there the same within 4 %); without them (AVX-512 bf16 or
-    older) 1.8-11x the float32 time."""
+    the float32 time at the RSANet-R50 stages 1-3 (x0.6-1.2 at stage 4,
+    where the whole layer took 3-7 % longer, one layer of seven); without
+    them (AVX-512 bf16 or older) 1.8-11x the float32 time."""
     check = getattr(torch.cpu, '_is_amx_tile_supported', None)
     return bool(check is not None and check())
 
