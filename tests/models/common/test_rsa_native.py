@@ -216,19 +216,27 @@ def test_training_takes_native_and_matches(calls, channels, size, kwargs):
 
 
 @needs_library
+def _frames_case(channels: int, **kwargs):
+    """A FrameRSA layer (train mode) of ``channels`` with every parameter
+    moved off its initial value, frames of 2 clips of 3 frames and an output
+    gradient."""
+    from mmrsa.models.backbones.rsanet import FrameRSA
+    torch.manual_seed(0)
+    layer = FrameRSA(channels, channels, num_segments=3, **kwargs).train()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(6, channels, 9, 7)  # [N*T, C, H, W]
+    grad = torch.randn(6, channels, 9, 7)
+    return layer, x, grad
+
+
 @pytest.mark.parametrize('kwargs', [{}, dict(norm='none')])
 def test_training_frames_layer(calls, kwargs):
     """FrameRSA in training: the query's normalisation inside the library
     (forward and backward), the output frames written directly; every
     gradient that of the PyTorch path, channels-last frames too."""
-    from mmrsa.models.backbones.rsanet import FrameRSA
-    torch.manual_seed(0)
-    layer = FrameRSA(128, 128, num_segments=3, **kwargs).train()
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-    x = torch.randn(6, 128, 9, 7)  # 2 clips of 3 frames
-    grad = torch.randn(6, 128, 9, 7)
+    layer, x, grad = _frames_case(128, **kwargs)
     got, got_grads = _train_step(layer, x, grad)
     assert calls['native'] == 1
     channels_last, cl_grads = _train_step(
@@ -554,15 +562,8 @@ def test_autocast_frames_layer(calls, amx, monkeypatch):
     projection's frames, the key and value in bf16 where the filters run in
     bf16 (AMX), writing bf16 frames close to the float32 layer's output;
     float32 gradients close to its."""
-    from mmrsa.models.backbones.rsanet import FrameRSA
     monkeypatch.setattr(rsa_module, 'amx_filters', lambda: amx)
-    torch.manual_seed(0)
-    layer = FrameRSA(64, 64, num_segments=3).train()
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-    x = torch.randn(6, 64, 9, 7)  # 2 clips of 3 frames
-    grad = torch.randn(6, 64, 9, 7)
+    layer, x, grad = _frames_case(64)
     want, want_grads = _train_step(layer, x, grad)
     assert calls['native'] == 1
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -588,13 +589,9 @@ def test_frames_layer(calls, kwargs):
     stride 1 the native products read the query from the projection of the
     frames and write the output frames (attend_frames); otherwise they run
     inside attend. Either way: the PyTorch result."""
-    from mmrsa.models.backbones.rsanet import FrameRSA
-    torch.manual_seed(0)
-    layer = FrameRSA(64, 64, num_segments=3, **kwargs).eval()
+    layer, x, _ = _frames_case(64, **kwargs)
+    layer.eval()
     with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-        x = torch.randn(6, 64, 9, 7)  # 2 clips of 3 frames
         frames = layer.attend_frames(
             layer.projection.weight.new_zeros(6, layer.projection.out_channels,
                                               9, 7), 3)
