@@ -316,6 +316,9 @@ def _fake_repo(tmp_path, stubs):
         textwrap.dedent(f'''\
         #!/usr/bin/env bash
         if [[ "$1" == -m && "$2" == pip ]]; then exec "{python}" "$@"; fi
+        if [[ "$1" == -m && "$2" == pytest ]]; then
+          echo "pytest ${{*:3}}"; exit 0
+        fi
         if [[ "$1" == -c && "$2" == *"import torch"* ]]; then
           if [[ -f "{state}/cpu" ]]; then v=2.13.0+cpu
           elif [[ -f "{state}/cuda" ]]; then v=2.13.0
@@ -383,3 +386,66 @@ def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config, build):
         timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(Path(env['STUB_LOG']).read_text().splitlines()) == before
+
+
+@pytest.mark.parametrize('cpus,variable,workers', [('8', None, '4'),
+                                                   ('2', None, '2'),
+                                                   ('1', None, '0'),
+                                                   ('8', '0', '0'),
+                                                   ('1', '3', '3')])
+def test_run_sh_test_runs_files_in_parallel(stubs, tmp_path, cpus, variable,
+                                            workers):
+    """``run.sh test`` gives pytest ``-n``: one process per CPU (nproc,
+    stubbed here, without OMP_NUM_THREADS), at most 4, none on one CPU, or
+    MMRSA_TEST_WORKERS; the caller's arguments come after (a later ``-n``
+    or ``-m`` wins)."""
+    _, clean_path, _ = stubs
+    repo, state = _fake_repo(tmp_path, stubs)
+    # GNU nproc answers OMP_NUM_THREADS where it is set; run.sh unsets it
+    bin_dir = tmp_path / 'nproc_bin'
+    bin_dir.mkdir()
+    _write_exe(bin_dir / 'nproc',
+               f'#!/bin/sh\necho "${{OMP_NUM_THREADS:-{cpus}}}"\n')
+    extra = {'MMRSA_TEST_WORKERS': variable} if variable else {}
+    env = _env(
+        tmp_path,
+        f'{bin_dir}{os.pathsep}{clean_path}',
+        STUB_CONFIG='cpu',
+        STUB_STATE=state,
+        OMP_NUM_THREADS='1',
+        **extra)
+    if variable is None:
+        env.pop('MMRSA_TEST_WORKERS', None)  # the caller's setting
+    result = subprocess.run(
+        ['bash',
+         str(repo / 'tools' / 'run.sh'), 'test', '-x', 'tests/a.py'],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == (
+        f"pytest -m not slow and not gpu -n {workers} -x tests/a.py")
+
+
+def test_run_sh_test_names_a_bad_worker_count(stubs, tmp_path):
+    _, clean_path, _ = stubs
+    repo, state = _fake_repo(tmp_path, stubs)
+    env = _env(
+        tmp_path,
+        clean_path,
+        STUB_CONFIG='cpu',
+        STUB_STATE=state,
+        MMRSA_TEST_WORKERS='auto')
+    result = subprocess.run(
+        ['bash', str(repo / 'tools' / 'run.sh'), 'test'],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300)
+    assert result.returncode != 0
+    assert 'pytest' not in result.stdout
+    assert ('MMRSA_TEST_WORKERS=auto: give a number of processes (0: none)'
+            in result.stderr)

@@ -12,7 +12,9 @@
 # .venv/.mmrsa-install-stamp); otherwise installation is skipped. Every pip
 # install runs with `-c requirements/constraints.txt`, the tested versions.
 # torch is the CPU build unless a GPU is present or MMRSA_TORCH=cuda
-# (MMRSA_TORCH=cpu|cuda|auto; tools/torch_choice.py).
+# (MMRSA_TORCH=cpu|cuda|auto; tools/torch_choice.py). `test` runs the test
+# files in parallel processes (pytest-xdist): one per CPU, at most 4, or
+# MMRSA_TEST_WORKERS (0: none).
 # Nothing here reads standard input.
 set -euo pipefail
 
@@ -139,6 +141,30 @@ install_env() {
   log "environment ready in $((SECONDS - started)) s (torch ${torch_version})"
 }
 
+test_workers() {
+  # pytest-xdist processes for `test`: MMRSA_TEST_WORKERS, else one per CPU
+  # this process may use, at most 4 (each worker builds the session's
+  # fixtures, e.g. a 2-epoch training run, once); 0 (no workers) on one CPU.
+  # Each test uses one intra-op thread (tests/conftest.py).
+  local cpus="${MMRSA_TEST_WORKERS:-}"
+  if [[ -n "${cpus}" ]]; then
+    [[ "${cpus}" =~ ^[0-9]+$ ]] \
+      || die "MMRSA_TEST_WORKERS=${cpus}: give a number of processes (0: none)"
+    echo "${cpus}"
+    return 0
+  fi
+  # (nproc counts the CPUs of this process's affinity mask, but reports
+  # OMP_NUM_THREADS instead where that is set)
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null \
+    || echo 1)"
+  if (( cpus > 4 )); then
+    cpus=4
+  elif (( cpus < 2 )); then
+    cpus=0
+  fi
+  echo "${cpus}"
+}
+
 ensure_env() {
   if [[ ! -x "${VENV}/bin/python" ]]; then
     create_venv
@@ -163,12 +189,16 @@ main() {
     test)
       ensure_env </dev/null
       cd "${REPO_ROOT}"
-      # A later `-m EXPR` in the arguments replaces this one (e.g. -m slow).
+      # A later `-m EXPR` or `-n N` in the arguments replaces these (e.g.
+      # -m slow, -n 0).
       if [[ $# -eq 0 ]]; then
         set -- tests
       fi
-      log "python -m pytest -m 'not slow and not gpu' $*"
-      exec "${VENV}/bin/python" -m pytest -m 'not slow and not gpu' "$@"
+      local workers
+      workers="$(test_workers)"
+      log "python -m pytest -m 'not slow and not gpu' -n ${workers} $*"
+      exec "${VENV}/bin/python" -m pytest -m 'not slow and not gpu' \
+        -n "${workers}" "$@"
       ;;
     demo)
       ensure_env </dev/null
