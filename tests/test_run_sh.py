@@ -447,5 +447,6 @@ def test_run_sh_test_names_a_bad_worker_count(stubs, tmp_path):
         timeout=300)
     assert result.returncode != 0
     assert 'pytest' not in result.stdout
+    assert 'step 1/3' not in result.stderr  # refused before any install
     assert ('MMRSA_TEST_WORKERS=auto: give a number of processes (0: none)'
             in result.stderr)

@@ -187,6 +187,8 @@ main() {
   shift
   case "${command}" in
     test)
+      local workers
+      workers="$(test_workers)"
       ensure_env </dev/null
       cd "${REPO_ROOT}"
       # A later `-m EXPR` or `-n N` in the arguments replaces these (e.g.
@@ -194,8 +196,6 @@ main() {
       if [[ $# -eq 0 ]]; then
         set -- tests
       fi
-      local workers
-      workers="$(test_workers)"
       log "python -m pytest -m 'not slow and not gpu' -n ${workers} $*"
       exec "${VENV}/bin/python" -m pytest -m 'not slow and not gpu' \
         -n "${workers}" "$@"
