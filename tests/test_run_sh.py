@@ -1,8 +1,9 @@
 # Copyright (c) mmrsa contributors. All rights reserved.
 """Which torch build ``tools/run.sh`` installs (``tools/torch_choice.py``),
 with a stubbed pip (canned ``--dry-run --report`` JSON, recorded installs)
-and a stubbed ``nvidia-smi`` on PATH. Nothing is downloaded or installed;
-one test asks the real pip of this environment, offline, with ``--dry-run``.
+and a stubbed ``nvidia-smi`` on PATH, and how many pytest workers
+``run.sh test`` asks for. Nothing is downloaded or installed; one test asks
+the real pip of this environment, offline, with ``--dry-run``.
 """
 import json
 import os
