@@ -333,6 +333,17 @@ def _fake_repo(tmp_path, stubs):
     return repo, state
 
 
+def _run_sh(repo, env, *args):
+    """``bash tools/run.sh ARGS`` of the fake repository, no stdin."""
+    return subprocess.run(
+        ['bash', str(repo / 'tools' / 'run.sh'), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300)
+
+
 @pytest.mark.parametrize('gpu,config,build', [(False, 'cpu', 'cpu'),
                                               (False, 'cuda', 'cpu'),
                                               (True, 'cpu', 'cuda')])
@@ -349,15 +360,7 @@ def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config, build):
         STUB_CONFIG=config,
         STUB_INDEX='cpu',
         STUB_STATE=state)
-    result = subprocess.run([
-        'bash',
-        str(repo / 'tools' / 'run.sh'), 'python', '-c', 'print("ran")'
-    ],
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            stdin=subprocess.DEVNULL,
-                            timeout=300)
+    result = _run_sh(repo, env, 'python', '-c', 'print("ran")')
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith('ran')
     assert 'Make a CPU wheel' not in result.stderr  # never stops for pip
@@ -377,14 +380,7 @@ def test_run_sh_installs_the_chosen_build(stubs, tmp_path, gpu, config, build):
         assert 'is a CUDA build' in result.stderr
     # a second run installs nothing
     before = len(calls)
-    again = subprocess.run(
-        ['bash',
-         str(repo / 'tools' / 'run.sh'), 'python', '-c', 'pass'],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300)
+    again = _run_sh(repo, env, 'python', '-c', 'pass')
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(Path(env['STUB_LOG']).read_text().splitlines()) == before
 
@@ -417,14 +413,7 @@ def test_run_sh_test_runs_files_in_parallel(stubs, tmp_path, cpus, variable,
         **extra)
     if variable is None:
         env.pop('MMRSA_TEST_WORKERS', None)  # the caller's setting
-    result = subprocess.run(
-        ['bash',
-         str(repo / 'tools' / 'run.sh'), 'test', '-x', 'tests/a.py'],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300)
+    result = _run_sh(repo, env, 'test', '-x', 'tests/a.py')
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == (
         f"pytest -m not slow and not gpu -n {workers} -x tests/a.py")
@@ -439,13 +428,7 @@ def test_run_sh_test_names_a_bad_worker_count(stubs, tmp_path):
         STUB_CONFIG='cpu',
         STUB_STATE=state,
         MMRSA_TEST_WORKERS='auto')
-    result = subprocess.run(
-        ['bash', str(repo / 'tools' / 'run.sh'), 'test'],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300)
+    result = _run_sh(repo, env, 'test')
     assert result.returncode != 0
     assert 'pytest' not in result.stdout
     assert 'step 1/3' not in result.stderr  # refused before any install

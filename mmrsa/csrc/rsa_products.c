@@ -619,8 +619,9 @@ static int run_parallel(const Job *job, int threads) {
 // Returns 0 on success, 1 for sizes it does not handle (the number of
 // queries must be a multiple of 8), 2 when memory is short (out is then
 // incomplete). dtypes: MMRSA_HALF_KV for bfloat16 key and value,
-// MMRSA_HALF_QY for a bfloat16 query and output; float32 otherwise. Positions are numbered (n * T + t) * HW + hw for key and
-// value. The threads are those of the OpenMP runtime PyTorch loaded: this
+// MMRSA_HALF_QY for a bfloat16 query and output; float32 otherwise.
+// Positions are numbered (n * T + t) * HW + hw for key and value. The
+// threads are those of the OpenMP runtime PyTorch loaded: this
 // library needs libgomp.so.1, which resolves to PyTorch's copy when torch is
 // imported first, so the products share PyTorch's thread pool instead of
 // competing with its spinning workers.
@@ -640,7 +641,8 @@ int mmrsa_rsa_products_f32(
                    cq,     dim,      normalize, eps,     0,      0,
                    NULL, 0, 0, 0, 0, NULL, 0, 0, 0,
                    NULL, 0, 0, 0, NULL, 0, 0, 0,
-                   (dtypes & MMRSA_HALF_KV) != 0, (dtypes & MMRSA_HALF_QY) != 0};
+                   (dtypes & MMRSA_HALF_KV) != 0,
+                   (dtypes & MMRSA_HALF_QY) != 0};
   return run_parallel(&job, threads);
 }
 
@@ -669,6 +671,7 @@ int mmrsa_rsa_products_backward_f32(
                    gq,     gq_sn,    gq_st,    gq_sc,
                    gkey,   gkey_sp,  gkey_sc,  gkey_sd,
                    gvalue, gvalue_sp, gvalue_sc, gvalue_so,
-                   (dtypes & MMRSA_HALF_KV) != 0, (dtypes & MMRSA_HALF_QY) != 0};
+                   (dtypes & MMRSA_HALF_KV) != 0,
+                   (dtypes & MMRSA_HALF_QY) != 0};
   return run_parallel(&job, threads);
 }
