@@ -135,7 +135,9 @@ def native_extensions() -> List[Extension]:
     return [
         Extension(
             'mmrsa._rsa_products',
-            sources=['mmrsa/csrc/rsa_products.c'],
+            sources=[
+                'mmrsa/csrc/rsa_products.c', 'mmrsa/csrc/channel_conv.c'
+            ],
             extra_compile_args=['-O3', '-fopenmp', '-std=gnu11'],
             extra_link_args=['-fopenmp'],
             libraries=['m'],

@@ -798,6 +798,13 @@ class RSA(nn.Module):
             return out if path == 'cpu_native' else out.float()
         if path == 'onnx':
             return export_channel_conv3d(x, filters, self.padding)
+        if path == 'cpu_native' and filters.shape[0] > 1:
+            # H1 without gradients (inference): the library's convolution,
+            # contiguous [N*THW, C, O]; None where it does not apply
+            out = rsa_native.channel_conv(
+                x, filters, self.padding, fallback=_forced_path is None)
+            if out is not None:
+                return out
         if path in ('cpu_bmm', 'cpu_native'):
             if use_taps_conv(x, filters):
                 # inference: contiguous [N*THW, C, O]

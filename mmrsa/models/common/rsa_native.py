@@ -54,8 +54,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     'native_available', 'native_status', 'native_products',
-    'native_products_backward', 'products', 'disabled', 'DISABLE_ENV',
-    'MIN_QUERIES'
+    'native_products_backward', 'products', 'channel_conv', 'disabled',
+    'DISABLE_ENV', 'MIN_QUERIES'
 ]
 
 #: Environment variable that keeps the layers on the PyTorch path.
@@ -71,7 +71,7 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 4
+ABI = 5
 
 #: The dtypes the library reads and writes: the filtered key and value (and
 #: their gradients) have one of them, the query and the output (and their
@@ -134,6 +134,12 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
         + [pointer] + [size] * 3  # gradient of key
         + [pointer] + [size] * 3  # gradient of value
         + sizes)
+    conv = library.mmrsa_channel_conv_f32
+    conv.restype = ctypes.c_int
+    conv.argtypes = ([pointer] + [size] * 2  # x and its strides (N, C)
+                     + [pointer] * 2  # filters, out
+                     + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
+                     + [ctypes.c_int])  # threads
     return library, f'built ({osp.basename(path)})'
 
 
@@ -462,3 +468,76 @@ def products(q: torch.Tensor,
         query_eps=query_eps,
         fallback=fallback)
     return out if done else None
+
+
+# ---------------------------------------------------------------------- #
+# single-channel convolutions (inference)
+# ---------------------------------------------------------------------- #
+def channel_conv(x: torch.Tensor,
+                 weight: torch.Tensor,
+                 padding: Tuple[int, int, int],
+                 *,
+                 fallback: bool = True) -> Optional[torch.Tensor]:
+    """:func:`~mmrsa.models.common.rsa_ops.channel_conv3d` in the library
+    (``mmrsa/csrc/channel_conv.c``), positions first, without autograd:
+    every channel ``c`` of ``x`` filtered by the ``O`` filters of bank
+    ``c // (C / banks)``, stride 1, zero padding of half the kernel.
+
+    The library computes the outputs in tiles of up to 8 positions times up
+    to 64 filters held in registers and skips the neighbours outside the
+    clip; for ``H1`` (one bank of ``D`` filters per channel) this is faster
+    than PyTorch's forms (docs/benchmarks.md). The sums run in another
+    order than oneDNN's: equal within float32 rounding.
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``, float32, CPU; each channel
+            of a clip contiguous (other strides are copied first).
+        weight (torch.Tensor): ``[banks, O, kt, kh, kw]``, float32, odd
+            kernel sizes, ``banks`` dividing ``C``, ``O`` a multiple of 8.
+        padding (tuple[int]): Half the kernel, ``(kt // 2, kh // 2,
+            kw // 2)``.
+        fallback (bool): On a failure of the library (memory), warn once,
+            give it up for the process and return None; otherwise raise.
+            Defaults to True.
+
+    Returns:
+        torch.Tensor | None: ``[N*T*H*W, C, O]``, contiguous; None where the
+        library is not available or does not apply (other sizes, dtypes,
+        devices, padding; gradients required), or after a failure with
+        ``fallback``.
+    """
+    if not channel_conv_applies(x, weight, padding):
+        return None
+    n, c, t, h, w = x.shape
+    banks, o, kt, kh, kw = weight.shape
+    if x.stride()[2:] != (h * w, w, 1):
+        x = x.contiguous()
+    # [banks, O, kt, kh, kw] -> [banks, kt, kh, kw, O]: a tap's O filters
+    # are one vector
+    filters = weight.detach().permute(0, 2, 3, 4, 1).contiguous()
+    out = x.new_empty(n * t * h * w, c, o)
+    status = _load()[0].mmrsa_channel_conv_f32(x.data_ptr(), x.stride(0),
+                                               x.stride(1), filters.data_ptr(),
+                                               out.data_ptr(), n, c, t, h, w,
+                                               banks, o, kt, kh, kw,
+                                               torch.get_num_threads())
+    if status != 0:
+        _give_up(status, fallback)
+        return None
+    return out
+
+
+def channel_conv_applies(x: torch.Tensor, weight: torch.Tensor,
+                         padding: Tuple[int, int, int]) -> bool:
+    """Whether :func:`channel_conv` runs on these operands (see there)."""
+    return (native_available() and x.dim() == 5 and weight.dim() == 5
+            and x.device.type == 'cpu' and weight.device.type == 'cpu'
+            and x.dtype == weight.dtype == torch.float32 and x.numel() > 0
+            and weight.numel() > 0 and x.shape[1] % weight.shape[0] == 0
+            and weight.shape[1] % 8 == 0
+            and all(k % 2 == 1 and int(p) == k // 2
+                    for k, p in zip(weight.shape[2:], padding))
+            and not (torch.is_grad_enabled() and
+                     (x.requires_grad or weight.requires_grad))
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling())

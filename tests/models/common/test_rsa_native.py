@@ -12,6 +12,10 @@
   layer's transform is float32 and takes the library;
 - a failing library warns once and the layer computes the PyTorch result
   (in a backward pass, where nothing can be recomputed, it raises);
+- in inference its single-channel convolution computes ``H1``
+  (:func:`rsa_native.channel_conv`): equal to float64 ``channel_conv3d`` for
+  any banks, filter counts, kernels, sizes and strides it takes, refused
+  (None) for the rest;
 - its threads are PyTorch's (one OpenMP runtime in the process).
 """
 import ast
@@ -28,6 +32,7 @@ from mmrsa.models.common import RSA
 from mmrsa.models.common import rsa as rsa_module
 from mmrsa.models.common import rsa_native
 from mmrsa.models.common.rsa import force_path, select_path
+from mmrsa.models.common.rsa_ops import channel_conv3d
 from mmrsa.models.common.rsa_reference import rsa_reference
 
 HAS_COMPILER = os.name == 'posix' and any(
@@ -50,15 +55,24 @@ def fresh_state(monkeypatch):
 def calls(monkeypatch):
     """Counts the layer's calls of the native products (and records the
     dtypes of their query and key)."""
-    counter = {'native': 0, 'dtypes': []}
+    counter = {'native': 0, 'dtypes': [], 'conv': []}
     original = rsa_native.native_products
+    original_conv = rsa_native.channel_conv
 
     def counting(*args, **kwargs):
         counter['native'] += 1
         counter['dtypes'].append((args[0].dtype, args[1].dtype))
         return original(*args, **kwargs)
 
+    def counting_conv(x, weight, *args, **kwargs):
+        out = original_conv(x, weight, *args, **kwargs)
+        # (banks, filters) of each convolution the library computed
+        if out is not None:
+            counter['conv'].append(tuple(weight.shape[:2]))
+        return out
+
     monkeypatch.setattr(rsa_native, 'native_products', counting)
+    monkeypatch.setattr(rsa_native, 'channel_conv', counting_conv)
     return counter
 
 
@@ -120,6 +134,11 @@ def test_inference_takes_native_and_matches(calls, channels, size, kwargs):
     assert got.shape == want.shape
     assert _rel_err(got, want.float()) <= 1e-5
     assert _rel_err(got, torch_out) <= 1e-5
+    # H1 by the library's convolution where D is a multiple of 8 (the value
+    # filters stay PyTorch's); not on the forced PyTorch path
+    banks = layer.corr_groups
+    want_conv = [] if layer.latent_dim % 8 else [(banks, layer.latent_dim)]
+    assert calls['conv'] == want_conv
 
 
 @needs_library
@@ -654,3 +673,141 @@ def test_without_the_library_the_layers_run_pytorch(monkeypatch):
                 num_queries=8)
     finally:
         rsa_native._load.cache_clear()
+
+
+# ---------------------------------------------------------------------- #
+# the single-channel convolution (inference)
+# ---------------------------------------------------------------------- #
+def _channel_conv_float64(x: torch.Tensor, weight: torch.Tensor,
+                          padding) -> torch.Tensor:
+    """float64 ``channel_conv3d``, positions first ``[N*THW, C, O]``."""
+    n, c = x.shape[:2]
+    out = channel_conv3d(x.double(), weight.double(), padding)
+    # [N, C, O, T, H, W] -> [N, T, H, W, C, O]
+    return out.permute(0, 3, 4, 5, 1, 2).reshape(-1, c, weight.shape[1])
+
+
+#: (x [N, C, T, H, W], weight [banks, O, kt, kh, kw]) of the library's
+#: convolution: every tile shape (8 filters; 16, 32 and 64 as one to four
+#: vectors; 24 and 48 filters as vectors of 8 and 16; 128 as two tiles),
+#: rows of 1 to 15 positions (tiles of 8, of 6 with four vectors, and the
+#: rest), one bank, groups and a bank per channel, frames and rows shorter
+#: than the kernel, 1x1x1 and non-square kernels.
+CONV_CASES = [
+    ((2, 8, 8, 9, 12), (8, 8, 5, 7, 7)),  # H1 at stage 1, Cq = D = 8
+    ((1, 16, 3, 5, 15), (16, 16, 5, 7, 7)),
+    ((1, 4, 4, 6, 13), (4, 32, 3, 3, 3)),
+    ((1, 4, 2, 3, 7), (2, 64, 5, 7, 7)),  # groups
+    ((1, 6, 3, 5, 9), (3, 24, 3, 3, 5)),
+    ((1, 3, 2, 4, 11), (1, 48, 5, 7, 7)),  # one bank (the value filters)
+    ((1, 2, 3, 4, 14), (2, 128, 3, 5, 3)),
+    ((1, 2, 1, 1, 1), (2, 8, 1, 1, 1)),
+    ((2, 3, 1, 2, 3), (3, 16, 5, 7, 7)),  # everything smaller than kernel
+]
+
+
+@needs_library
+@pytest.mark.parametrize('x_shape,w_shape', CONV_CASES)
+def test_channel_conv_equals_float64(x_shape, w_shape):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=gen)
+    weight = torch.randn(w_shape, generator=gen)
+    padding = tuple(k // 2 for k in w_shape[2:])
+    want = _channel_conv_float64(x, weight, padding)
+    with torch.no_grad():
+        got = rsa_native.channel_conv(x, weight, padding)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert _rel_err(got, want.float()) <= 1e-6
+    # channels of a wider tensor (the key of a key-value projection): read
+    # in place; a channels-last clip: copied first
+    wide = torch.randn(x.shape[0], 2 * x.shape[1] + 1, *x.shape[2:])
+    wide[:, 1:x.shape[1] + 1] = x
+    channels_last = x.contiguous(memory_format=torch.channels_last_3d)
+    for strided in (wide[:, 1:x.shape[1] + 1], channels_last):
+        assert torch.equal(
+            rsa_native.channel_conv(strided, weight, padding), got)
+
+
+@needs_library
+def test_channel_conv_threads_give_the_same_bits():
+    x = torch.randn(2, 8, 4, 9, 10)
+    weight = torch.randn(8, 16, 5, 7, 7)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(rsa_native.channel_conv(x, weight, (2, 3, 3)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@needs_library
+def test_channel_conv_refuses_what_it_does_not_compute(monkeypatch):
+    """None (the caller's PyTorch path) for gradients, other dtypes and
+    devices, filter counts that are not a multiple of 8, even kernels,
+    another padding, banks that do not divide the channels; the library
+    itself refuses sizes it does not handle."""
+    x = torch.randn(1, 4, 3, 5, 6)
+    weight = torch.randn(2, 8, 3, 3, 3)
+    pad = (1, 1, 1)
+    assert rsa_native.channel_conv(x, weight, pad) is not None
+    refused = [
+        (x.requires_grad_(), weight, pad),
+        (x.detach().double(), weight.double(), pad),
+        (x.detach(), torch.randn(2, 12, 3, 3, 3), pad),  # O = 12
+        (x.detach(), torch.randn(2, 8, 2, 3, 3), (1, 1, 1)),  # even kt
+        (x.detach(), weight, (0, 1, 1)),  # not half the kernel
+        (x.detach(), torch.randn(3, 8, 3, 3, 3), pad),  # 3 banks, C = 4
+        (x.detach()[:, :0], weight[:0], pad),  # nothing to compute
+    ]
+    for args in refused:
+        assert rsa_native.channel_conv(*args) is None
+    with torch.no_grad():  # no gradient recorded: computed
+        assert rsa_native.channel_conv(x, weight, pad) is not None
+    monkeypatch.setenv(rsa_native.DISABLE_ENV, '1')
+    assert rsa_native.channel_conv(x.detach(), weight, pad) is None
+    monkeypatch.delenv(rsa_native.DISABLE_ENV)
+    library = rsa_native._load()[0]
+    # the library's own checks (0 = done, 1 = not handled)
+    out = torch.empty(1 * 3 * 5 * 6, 4, 8)
+    filters = weight.permute(0, 2, 3, 4, 1).contiguous()
+
+    def call(o=8, kt=3, banks=2, c=4):
+        return library.mmrsa_channel_conv_f32(x.data_ptr(),
+                                              *x.stride()[:2],
+                                              filters.data_ptr(),
+                                              out.data_ptr(), 1, c, 3, 5, 6,
+                                              banks, o, kt, 3, 3, 1)
+
+    assert call() == 0
+    assert call(o=12) == 1 and call(kt=2) == 1 and call(banks=3) == 1
+    assert call(c=0, banks=1) == 1
+
+
+@needs_library
+def test_channel_conv_failure_warns_once_and_falls_back(calls, monkeypatch):
+    """The library's convolution out of memory: one warning, the library
+    given up for the process, the layer's PyTorch result; forced, raised."""
+    layer = _layer(128)
+    x = torch.randn(1, 128, 3, 6, 6)
+    with torch.no_grad(), force_path('cpu_bmm'):
+        want = layer(x)
+    library = rsa_native._load()[0]
+    monkeypatch.setattr(library, 'mmrsa_channel_conv_f32', lambda *args: 2)
+    with torch.no_grad():
+        with pytest.warns(RuntimeWarning, match='out of memory'):
+            got = layer(x)
+        assert calls['conv'] == []
+        assert _rel_err(got, want) <= 1e-5
+        # from then on the PyTorch path, with no other warning
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            assert select_path(x, (8, 16, 16), True) == 'cpu_bmm'
+            assert torch.equal(layer(x), want)
+    assert 'given up' in rsa_native.native_status()
+    monkeypatch.setattr(rsa_native, '_failure', None)
+    with torch.no_grad(), force_path('cpu_native'), pytest.raises(
+            RuntimeError, match='out of memory'):
+        layer(x)

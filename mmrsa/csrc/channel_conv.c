@@ -1,0 +1,221 @@
+// Copyright (c) mmrsa contributors. All rights reserved.
+//
+// Single-channel convolutions of an RSA layer on the CPU, float32, forward
+// only (inference): every channel c of x [N, C, T, H, W] is filtered by the
+// O filters [kt, kh, kw] of its bank c / (C / banks), stride 1, zero
+// padding of half the (odd) kernel, into the positions-first output
+// [N, T, H, W, C, O] that the native products read:
+//
+//   out[n, t, h, w, c, o] =
+//       sum_{i, j, k} x[n, c, t + i - pt, h + j - ph, w + k - pw]
+//                     * weight[bank(c), i, j, k, o]
+//
+// For H1 (one bank per channel, D filters each) oneDNN has no fast kernel:
+// as one grouped convolution it is slow, and the layer's alternatives (one
+// 1 -> D convolution per bank, or a grouped 2D convolution over temporal
+// taps) run at 45-75 % of the efficiency of a dense convolution. Here each
+// row of W outputs is computed in tiles of up to 8 positions times up to
+// 64 filters held in vector registers; the frames and rows of the
+// neighbourhood that fall outside the clip are skipped, and every input
+// row is copied once with zeros on both sides so that the taps along W need
+// no test. The filters are read transposed, [banks, kt, kh, kw, O], so that
+// the O filters of a tap are one vector load.
+//
+// The work is compiled for three instruction sets (AVX-512, AVX2 + FMA and
+// the baseline) where the compiler and the C library support function
+// multi-versioning (GCC 11 or newer, x86-64, glibc); the loader picks the
+// best one the CPU has. Loaded with ctypes by
+// mmrsa/models/common/rsa_native.py; the PyTorch layer is the fallback.
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__) && \
+    defined(__GNUC__) && __GNUC__ >= 11
+#define MMRSA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                               "default")))
+#else
+#define MMRSA_CLONES
+#endif
+
+typedef float f16v __attribute__((vector_size(64)));  // 16 filters
+typedef float f8v __attribute__((vector_size(32)));   // 8 filters
+
+#define MAX_POSITIONS 8  // positions of a tile
+#define MAX_VECTORS 4    // vectors of filters of a tile
+
+typedef struct {
+  const float *x;  // (n, c, t, h, w), unit strides within a clip channel
+  ptrdiff_t x_sn, x_sc;
+  const float *weight;  // [banks, kt, kh, kw, O]
+  float *out;           // [N, T, H, W, C, O]
+  ptrdiff_t n, c, t, h, w, banks, o, kt, kh, kw;
+} ConvJob;
+
+// A tile: out[p, v * LANES + j] for p < P, v < VB, j < LANES is the sum
+// over the `rows` (offsets of the input rows in `x`, of their filters in
+// `wt`) and the kw taps along W of x[row + p + k] wt[row + k * O + ...].
+#define DEFINE_TILE(NAME, VEC)                                               \
+  static inline __attribute__((always_inline)) void NAME(                   \
+      const float *x, const ptrdiff_t *x_rows, const float *wt,              \
+      const ptrdiff_t *w_rows, int rows, ptrdiff_t kw, ptrdiff_t o,          \
+      float *out, ptrdiff_t out_sp, const int P, const int VB) {             \
+    const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
+    VEC acc[MAX_POSITIONS][MAX_VECTORS];                                     \
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p)                      \
+      _Pragma("GCC unroll 4") for (int v = 0; v < VB; ++v)                   \
+        acc[p][v] = (VEC){0};                                                \
+    for (int r = 0; r < rows; ++r) {                                         \
+      const float *xr = x + x_rows[r];                                       \
+      const float *wr = wt + w_rows[r];                                      \
+      for (ptrdiff_t k = 0; k < kw; ++k) {                                   \
+        VEC wv[MAX_VECTORS];                                                 \
+        _Pragma("GCC unroll 4") for (int v = 0; v < VB; ++v)                 \
+          memcpy(&wv[v], wr + k * o + v * lanes, sizeof(VEC));               \
+        _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p) {                \
+          const float xp = xr[p + k];                                        \
+          _Pragma("GCC unroll 4") for (int v = 0; v < VB; ++v)               \
+            acc[p][v] += xp * wv[v];                                         \
+        }                                                                    \
+      }                                                                      \
+    }                                                                        \
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p)                      \
+      _Pragma("GCC unroll 4") for (int v = 0; v < VB; ++v)                   \
+        memcpy(out + p * out_sp + v * lanes, &acc[p][v], sizeof(VEC));       \
+  }
+
+DEFINE_TILE(tile16, f16v)
+DEFINE_TILE(tile8, f8v)
+
+// The tile of P positions (1 to 8, a compile-time constant in each case).
+#define BY_POSITIONS(TILE, VB)                                       \
+  switch (positions) {                                              \
+    case 1: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 1, VB); \
+      break;                                                        \
+    case 2: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 2, VB); \
+      break;                                                        \
+    case 3: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 3, VB); \
+      break;                                                        \
+    case 4: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 4, VB); \
+      break;                                                        \
+    case 5: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 5, VB); \
+      break;                                                        \
+    case 6: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 6, VB); \
+      break;                                                        \
+    case 7: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 7, VB); \
+      break;                                                        \
+    default: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 8, VB); \
+  }
+
+// One tile of `positions` outputs and `vectors` vectors of `lanes` filters.
+static inline __attribute__((always_inline)) void tile(
+    const float *x, const ptrdiff_t *x_rows, const float *wt,
+    const ptrdiff_t *w_rows, int rows, ptrdiff_t kw, ptrdiff_t o, float *out,
+    ptrdiff_t sp, int positions, int vectors, int lanes) {
+  if (lanes == 8) {
+    BY_POSITIONS(tile8, 1)
+  } else if (vectors == 4) {
+    BY_POSITIONS(tile16, 4)
+  } else if (vectors == 2) {
+    BY_POSITIONS(tile16, 2)
+  } else {
+    BY_POSITIONS(tile16, 1)
+  }
+}
+
+// Frame t of channel c of sample n: copies the kt frames around it into
+// `pad` (kt planes of H rows of W + kw - 1, zero columns on both sides:
+// set once by the caller) and writes out[n, t, :, :, c, :].
+MMRSA_CLONES
+static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
+                      ptrdiff_t t, float *pad, ptrdiff_t *x_rows) {
+  const ptrdiff_t h = job->h, w = job->w, o = job->o;
+  const ptrdiff_t kt = job->kt, kh = job->kh, kw = job->kw;
+  const ptrdiff_t pt = kt / 2, ph = kh / 2, pw = kw / 2;
+  const ptrdiff_t width = w + 2 * pw, plane = h * width;
+  ptrdiff_t *w_rows = x_rows + kt * kh;
+  const float *src = job->x + n * job->x_sn + c * job->x_sc;
+  for (ptrdiff_t i = 0; i < kt; ++i) {
+    const ptrdiff_t frame = t + i - pt;
+    if (frame < 0 || frame >= job->t) continue;
+    for (ptrdiff_t y = 0; y < h; ++y)
+      memcpy(pad + i * plane + y * width + pw, src + (frame * h + y) * w,
+             sizeof(float) * w);
+  }
+  const float *wt =
+      job->weight + c / (job->c / job->banks) * kt * kh * kw * o;
+  const int lanes = o % 16 == 0 ? 16 : 8;
+  // vectors per tile: 4, 2 or 1, whichever divides O / 16
+  const int vectors = lanes == 8 ? 1 : (o / 16) % 4 == 0 ? 4
+                                     : (o / 16) % 2 == 0 ? 2 : 1;
+  // 8 positions (6 with 4 vectors: 24 of the 32 AVX-512 registers)
+  const ptrdiff_t most = vectors == MAX_VECTORS ? 6 : MAX_POSITIONS;
+  const ptrdiff_t chunks = (w + most - 1) / most;
+  const ptrdiff_t sp = job->c * o;  // between positions of the output
+  for (ptrdiff_t y = 0; y < h; ++y) {
+    int rows = 0;  // the rows of the neighbourhood inside the clip
+    for (ptrdiff_t i = 0; i < kt; ++i) {
+      const ptrdiff_t frame = t + i - pt;
+      if (frame < 0 || frame >= job->t) continue;
+      for (ptrdiff_t j = 0; j < kh; ++j) {
+        const ptrdiff_t row = y + j - ph;
+        if (row < 0 || row >= h) continue;
+        x_rows[rows] = i * plane + row * width;
+        w_rows[rows] = (i * kh + j) * kw * o;
+        ++rows;
+      }
+    }
+    float *out_row =
+        job->out + (((n * job->t + t) * h + y) * w * job->c + c) * o;
+    for (ptrdiff_t first = 0; first < o; first += vectors * lanes) {
+      ptrdiff_t start = 0;
+      for (ptrdiff_t k = 0; k < chunks; ++k) {  // balanced chunks of W
+        const ptrdiff_t end = w * (k + 1) / chunks;
+        tile(pad + start, x_rows, wt + first, w_rows, rows, kw, o,
+             out_row + start * sp + first, sp, (int)(end - start), vectors,
+             lanes);
+        start = end;
+      }
+    }
+  }
+}
+
+// Returns 0 on success, 1 for what it does not handle (O not a multiple of
+// 8, an even kernel, banks not dividing C, empty sizes), 2 when memory is short (out is then
+// incomplete). x has unit strides within each channel of a clip
+// ([T, H, W] contiguous), x_sn and x_sc between samples and channels;
+// weight is [banks, kt, kh, kw, O] and out [N, T, H, W, C, O], both
+// contiguous. The threads are PyTorch's (see rsa_products.c).
+int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
+                           const float *weight, float *out, ptrdiff_t n,
+                           ptrdiff_t c, ptrdiff_t t, ptrdiff_t h, ptrdiff_t w,
+                           ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
+                           ptrdiff_t kh, ptrdiff_t kw, int threads) {
+  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
+      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
+      kw % 2 != 1)
+    return 1;
+  const ConvJob job = {x, x_sn, x_sc, weight, out, n, c,  t,
+                       h, w,    banks, o,   kt, kh, kw};
+  const ptrdiff_t items = n * c * t;
+  const size_t pad_floats = (size_t)(kt * h * (w + kw - 1));
+  if (threads < 1) threads = 1;
+  if (threads > items) threads = (int)items;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    float *pad = calloc(pad_floats, sizeof(float));
+    ptrdiff_t *rows = malloc(sizeof(ptrdiff_t) * 2 * kt * kh);
+    const int ready = pad != NULL && rows != NULL;
+    status = ready ? 0 : 2;
+#pragma omp for schedule(static)
+    for (ptrdiff_t item = 0; item < items; ++item)
+      if (ready) one_frame(&job, item / (c * t), item / t % c, item % t, pad,
+                           rows);
+    free(pad);
+    free(rows);
+  }
+  return status;
+}
