@@ -23,7 +23,12 @@ in their own layouts; those of ``P1`` and ``I`` are sums over the positions.
 Nothing but the operands is kept for it, fewer bytes than the PyTorch path
 keeps.
 
-It runs on the CPU, in float32, in training and inference (under CPU
+In inference the library also computes ``H1``, the key's single-channel
+convolutions (:func:`channel_conv`, ``mmrsa/csrc/channel_conv.c``): one bank
+of ``D`` filters per channel, for which oneDNN has no fast kernel. It writes
+the positions-first key the products read.
+
+The products run on the CPU, in float32, in training and inference (under CPU
 autocast too, whose RSA transform sums in float32; there the query and
 the output, and the filtered key and value, may be bfloat16, see
 :func:`~mmrsa.models.common.rsa.float32_transform`), not while tracing,
