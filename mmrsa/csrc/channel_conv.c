@@ -3,8 +3,9 @@
 // Single-channel convolutions of an RSA layer on the CPU, float32, forward
 // only (inference): every channel c of x [N, C, T, H, W] is filtered by the
 // O filters [kt, kh, kw] of its bank c / (C / banks), stride 1, zero
-// padding of half the (odd) kernel, into the positions-first output
-// [N, T, H, W, C, O] that the native products read:
+// padding of half the (odd) kernel, into an output with the O filters of
+// a position and channel consecutive, e.g. positions first [N, T, H, W, C,
+// O] (what the native products read) or channels first [C, N, T, H, W, O]:
 //
 //   out[n, t, h, w, c, o] =
 //       sum_{i, j, k} x[n, c, t + i - pt, h + j - ph, w + k - pw]
@@ -50,7 +51,8 @@ typedef struct {
   const float *x;  // (n, c, t, h, w), unit strides within a clip channel
   ptrdiff_t x_sn, x_sc;
   const float *weight;  // [banks, kt, kh, kw, O]
-  float *out;           // [N, T, H, W, C, O]
+  float *out;           // (n, t, h, w, c, o), a unit stride in o
+  ptrdiff_t out_sn, out_st, out_sh, out_sw, out_sc;
   ptrdiff_t n, c, t, h, w, banks, o, kt, kh, kw;
 } ConvJob;
 
@@ -153,7 +155,7 @@ static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
   // 8 positions (6 with 4 vectors: 24 of the 32 AVX-512 registers)
   const ptrdiff_t most = vectors == MAX_VECTORS ? 6 : MAX_POSITIONS;
   const ptrdiff_t chunks = (w + most - 1) / most;
-  const ptrdiff_t sp = job->c * o;  // between positions of the output
+  const ptrdiff_t sp = job->out_sw;  // between positions of the output
   for (ptrdiff_t y = 0; y < h; ++y) {
     int rows = 0;  // the rows of the neighbourhood inside the clip
     for (ptrdiff_t i = 0; i < kt; ++i) {
@@ -167,8 +169,8 @@ static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
         ++rows;
       }
     }
-    float *out_row =
-        job->out + (((n * job->t + t) * h + y) * w * job->c + c) * o;
+    float *out_row = job->out + n * job->out_sn + t * job->out_st +
+                     y * job->out_sh + c * job->out_sc;
     for (ptrdiff_t first = 0; first < o; first += vectors * lanes) {
       ptrdiff_t start = 0;
       for (ptrdiff_t k = 0; k < chunks; ++k) {  // balanced chunks of W
@@ -186,10 +188,13 @@ static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
 // 8, an even kernel, banks not dividing C, empty sizes), 2 when memory is short (out is then
 // incomplete). x has unit strides within each channel of a clip
 // ([T, H, W] contiguous), x_sn and x_sc between samples and channels;
-// weight is [banks, kt, kh, kw, O] and out [N, T, H, W, C, O], both
-// contiguous. The threads are PyTorch's (see rsa_products.c).
+// weight is [banks, kt, kh, kw, O], contiguous; out has the strides out_s*
+// (elements) along (n, t, h, w, c) and a unit stride along o. The threads
+// are PyTorch's (see rsa_products.c).
 int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
-                           const float *weight, float *out, ptrdiff_t n,
+                           const float *weight, float *out, ptrdiff_t out_sn,
+                           ptrdiff_t out_st, ptrdiff_t out_sh,
+                           ptrdiff_t out_sw, ptrdiff_t out_sc, ptrdiff_t n,
                            ptrdiff_t c, ptrdiff_t t, ptrdiff_t h, ptrdiff_t w,
                            ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
                            ptrdiff_t kh, ptrdiff_t kw, int threads) {
@@ -197,8 +202,10 @@ int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
       c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
       kw % 2 != 1)
     return 1;
-  const ConvJob job = {x, x_sn, x_sc, weight, out, n, c,  t,
-                       h, w,    banks, o,   kt, kh, kw};
+  const ConvJob job = {x,      x_sn,   x_sc,   weight, out, out_sn,
+                       out_st, out_sh, out_sw, out_sc, n,   c,
+                       t,      h,      w,      banks,  o,   kt,
+                       kh,     kw};
   const ptrdiff_t items = n * c * t;
   const size_t pad_floats = (size_t)(kt * h * (w + kw - 1));
   if (threads < 1) threads = 1;

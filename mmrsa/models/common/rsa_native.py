@@ -76,7 +76,7 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 5
+ABI = 6
 
 #: The dtypes the library reads and writes: the filtered key and value (and
 #: their gradients) have one of them, the query and the output (and their
@@ -142,7 +142,8 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
     conv = library.mmrsa_channel_conv_f32
     conv.restype = ctypes.c_int
     conv.argtypes = ([pointer] + [size] * 2  # x and its strides (N, C)
-                     + [pointer] * 2  # filters, out
+                     + [pointer]  # filters
+                     + [pointer] + [size] * 5  # out (N, T, H, W, C)
                      + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
                      + [ctypes.c_int])  # threads
     return library, f'built ({osp.basename(path)})'
@@ -482,9 +483,11 @@ def channel_conv(x: torch.Tensor,
                  weight: torch.Tensor,
                  padding: Tuple[int, int, int],
                  *,
+                 layout: str = 'positions',
                  fallback: bool = True) -> Optional[torch.Tensor]:
     """:func:`~mmrsa.models.common.rsa_ops.channel_conv3d` in the library
-    (``mmrsa/csrc/channel_conv.c``), positions first, without autograd:
+    (``mmrsa/csrc/channel_conv.c``), without autograd (in inference, and in
+    the forward pass of ``channel_conv3d``'s autograd function):
     every channel ``c`` of ``x`` filtered by the ``O`` filters of bank
     ``c // (C / banks)``, stride 1, zero padding of half the kernel.
 
@@ -501,12 +504,16 @@ def channel_conv(x: torch.Tensor,
             kernel sizes, ``banks`` dividing ``C``, ``O`` a multiple of 8.
         padding (tuple[int]): Half the kernel, ``(kt // 2, kh // 2,
             kw // 2)``.
+        layout (str): Of the output, see Returns: ``'positions'`` or
+            ``'channels'``. Defaults to ``'positions'``.
         fallback (bool): On a failure of the library (memory), warn once,
             give it up for the process and return None; otherwise raise.
             Defaults to True.
 
     Returns:
-        torch.Tensor | None: ``[N*T*H*W, C, O]``, contiguous; None where the
+        torch.Tensor | None: ``[N*T*H*W, C, O]`` (``'positions'``) or
+        ``[C, N, T, H, W, O]`` (``'channels'``, the ``channels_last`` output
+        of ``channel_conv3d``), contiguous; None where the
         library is not available or does not apply (other sizes, dtypes,
         devices, padding; gradients required), or after a failure with
         ``fallback``.
@@ -520,11 +527,20 @@ def channel_conv(x: torch.Tensor,
     # [banks, O, kt, kh, kw] -> [banks, kt, kh, kw, O]: a tap's O filters
     # are one vector
     filters = weight.detach().permute(0, 2, 3, 4, 1).contiguous()
-    out = x.new_empty(n * t * h * w, c, o)
+    if layout == 'positions':
+        out = x.new_empty(n * t * h * w, c, o)
+        view = out.view(n, t, h, w, c, o)
+    elif layout == 'channels':
+        out = x.new_empty(c, n, t, h, w, o)
+        view = out.permute(1, 2, 3, 4, 0, 5)
+    else:
+        raise ValueError(f"layout must be 'positions' or 'channels', got "
+                         f'{layout!r}')
     status = _load()[0].mmrsa_channel_conv_f32(x.data_ptr(), x.stride(0),
                                                x.stride(1), filters.data_ptr(),
-                                               out.data_ptr(), n, c, t, h, w,
-                                               banks, o, kt, kh, kw,
+                                               view.data_ptr(),
+                                               *view.stride()[:5], n, c, t, h,
+                                               w, banks, o, kt, kh, kw,
                                                torch.get_num_threads())
     if status != 0:
         _give_up(status, fallback)

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import rsa_native
+
 __all__ = [
     'channel_conv3d', 'per_position_matmul', 'contiguous_grad',
     'use_position_loops', 'grouped_channel_conv3d', 'export_channel_conv3d',
@@ -192,7 +194,7 @@ class _ChannelConv3d(torch.autograd.Function):
     input gradient of single-channel convolutions."""
 
     @staticmethod
-    def forward(ctx, x, weight, padding, channels_last):
+    def forward(ctx, x, weight, padding, channels_last, native):
         # the weight's own strides (of the parameter it views), which its
         # gradient is given: DDP's buckets expect them, size-1 dims included
         ctx.weight_strides = torch.empty_like(weight, device='meta').stride()
@@ -202,7 +204,17 @@ class _ChannelConv3d(torch.autograd.Function):
             dtype = torch.get_autocast_dtype(device)
             x, weight = x.to(dtype), weight.to(dtype)
         with torch.autocast(device, enabled=False):
-            out, xb = _channel_conv_forward(x, weight, padding, channels_last)
+            out = None
+            if native and channels_last:
+                # the library's convolution, [C, N, T, H, W, O] (None where
+                # it does not apply, e.g. in bfloat16)
+                out = rsa_native.channel_conv(
+                    x, weight, padding, layout='channels')
+            if out is None:
+                out, xb = _channel_conv_forward(x, weight, padding,
+                                                channels_last)
+            else:
+                xb = _conv_batch(x, channels_last)
         ctx.save_for_backward(xb, weight)
         ctx.padding, ctx.channels_last = padding, channels_last
         ctx.in_shape = x.shape
@@ -262,13 +274,14 @@ class _ChannelConv3d(torch.autograd.Function):
                 grad_x = grad_x.view(c, n, t, h, w).transpose(0, 1)
             else:  # [(N, C), T, H, W] -> [N, C, T, H, W]
                 grad_x = grad_x.view(n, c, t, h, w)
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
 def channel_conv3d(x: torch.Tensor,
                    weight: torch.Tensor,
                    padding: Sequence[int],
-                   channels_last: bool = False) -> torch.Tensor:
+                   channels_last: bool = False,
+                   native: bool = False) -> torch.Tensor:
     """Filter each channel of ``x`` with a bank of single-channel filters.
 
     Channel ``c`` is filtered by bank ``c // (C / banks)``; with one bank all
@@ -282,6 +295,12 @@ def channel_conv3d(x: torch.Tensor,
             divides ``C``.
         padding (Sequence[int]): ``(pt, ph, pw)``, usually half the kernel.
         channels_last (bool): Output layout, see Returns. Defaults to False.
+        native (bool): With ``channels_last``, compute the forward pass with
+            the native library's convolution
+            (:func:`~mmrsa.models.common.rsa_native.channel_conv`) where it
+            applies (float32, 8 filters or a multiple, odd kernel; it warns
+            and falls back on a failure); the backward pass is the same.
+            Defaults to False.
 
     Returns:
         torch.Tensor: ``[N, C, O, T, H, W]`` (positions last), or
@@ -299,7 +318,7 @@ def channel_conv3d(x: torch.Tensor,
             f'{tuple(x.shape)} and {tuple(weight.shape)}.')
     if use_taps_conv(x, weight):
         return _taps_inference(x, weight, padding, channels_last)
-    return _ChannelConv3d.apply(x, weight, padding, channels_last)
+    return _ChannelConv3d.apply(x, weight, padding, channels_last, native)
 
 
 def use_taps_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:

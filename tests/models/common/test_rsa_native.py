@@ -12,8 +12,9 @@
   layer's transform is float32 and takes the library;
 - a failing library warns once and the layer computes the PyTorch result
   (in a backward pass, where nothing can be recomputed, it raises);
-- in inference its single-channel convolution computes ``H1``
-  (:func:`rsa_native.channel_conv`): equal to float64 ``channel_conv3d`` for
+- its single-channel convolution computes ``H1`` in inference and in the
+  forward pass of training (:func:`rsa_native.channel_conv`): equal to
+  float64 ``channel_conv3d`` in both output layouts for
   any banks, filter counts, kernels, sizes and strides it takes, refused
   (None) for the rest;
 - its threads are PyTorch's (one OpenMP runtime in the process).
@@ -222,12 +223,17 @@ def test_training_takes_native_and_matches(calls, channels, size, kwargs):
     x = torch.randn(2, channels, *size, generator=gen)
     with torch.no_grad():
         grad = torch.randn(layer(x).shape, generator=gen)
-    calls['native'] = 0
+    calls['native'], calls['conv'] = 0, []
     got, got_grads = _train_step(layer, x, grad)
     assert calls['native'] == 1
+    # H1's forward pass by the library's convolution where D is a multiple
+    # of 8 (its backward pass is PyTorch's)
+    want_conv = [] if layer.latent_dim % 8 else [(layer.corr_groups,
+                                                  layer.latent_dim)]
+    assert calls['conv'] == want_conv
     with force_path('cpu_bmm'):
         want, want_grads = _train_step(layer, x, grad)
-    assert calls['native'] == 1
+    assert calls['native'] == 1 and calls['conv'] == want_conv
     assert _rel_err(got, want) <= 1e-5
     assert got_grads.keys() == want_grads.keys()
     for name, want_grad in want_grads.items():
@@ -718,6 +724,12 @@ def test_channel_conv_equals_float64(x_shape, w_shape):
         got = rsa_native.channel_conv(x, weight, padding)
     assert got.shape == want.shape and got.is_contiguous()
     assert _rel_err(got, want.float()) <= 1e-6
+    # channels first, [C, N, T, H, W, O]: the same values
+    channels = rsa_native.channel_conv(x, weight, padding, layout='channels')
+    assert channels.is_contiguous()
+    n, c, t, h, w = x.shape
+    assert torch.equal(
+        channels.permute(1, 2, 3, 4, 0, 5).reshape(got.shape), got)
     # channels of a wider tensor (the key of a key-value projection): read
     # in place; a channels-last clip: copied first
     wide = torch.randn(x.shape[0], 2 * x.shape[1] + 1, *x.shape[2:])
@@ -774,16 +786,22 @@ def test_channel_conv_refuses_what_it_does_not_compute(monkeypatch):
     out = torch.empty(1 * 3 * 5 * 6, 4, 8)
     filters = weight.permute(0, 2, 3, 4, 1).contiguous()
 
+    # [N, T, H, W, C, O]: the strides along (n, t, h, w, c)
+    out_strides = out.view(1, 3, 5, 6, 4, 8).stride()[:5]
+
     def call(o=8, kt=3, banks=2, c=4):
         return library.mmrsa_channel_conv_f32(x.data_ptr(),
                                               *x.stride()[:2],
                                               filters.data_ptr(),
-                                              out.data_ptr(), 1, c, 3, 5, 6,
-                                              banks, o, kt, 3, 3, 1)
+                                              out.data_ptr(), *out_strides, 1,
+                                              c, 3, 5, 6, banks, o, kt, 3, 3,
+                                              1)
 
     assert call() == 0
     assert call(o=12) == 1 and call(kt=2) == 1 and call(banks=3) == 1
     assert call(c=0, banks=1) == 1
+    with pytest.raises(ValueError, match="'positions' or 'channels'"):
+        rsa_native.channel_conv(x.detach(), weight, pad, layout='frames')
 
 
 @needs_library
