@@ -175,11 +175,11 @@ static inline __attribute__((always_inline)) void add_strided_any(
           widen(h[r * sr + c * sc]) + (b == NULL ? 0.0f : b[r * cols + c]);
 }
 
-// The 8 queries x[i + l * step], l < 8, into a vector in registers (eight
-// scalar stores into memory read back as one vector stall on store
-// forwarding: inference took x0.84-0.91 the time at the RSANet-R50 stages
-// built this way).
-static inline __attribute__((always_inline)) void queries(
+// x[i + l * step], l < 8 (8 queries, or the gradients of 8 queries' y),
+// into a vector in registers: eight scalar stores into memory read back as
+// one vector stall on store forwarding (inference took x0.84-0.91 the time
+// at the RSANet-R50 stages built this way).
+static inline __attribute__((always_inline)) void gather8(
     v8 *out, const void *x, ptrdiff_t i, ptrdiff_t step, int half) {
   for (int l = 0; l < 8; ++l) (*out)[l] = load(x, i + l * step, half);
 }
@@ -225,7 +225,7 @@ static inline __attribute__((always_inline)) void one_position(
     v8 sum = {0, 0, 0, 0, 0, 0, 0, 0};
     for (ptrdiff_t c = 0; c < cq; ++c) {
       v8 qc;
-      queries(&qc, qp, (l0 * cq + c) * q_sc, cq * q_sc, job->half_qy);
+      gather8(&qc, qp, (l0 * cq + c) * q_sc, cq * q_sc, job->half_qy);
       w->qt[c] = qc;
       sum += qc * qc;
     }
@@ -475,7 +475,7 @@ static inline __attribute__((always_inline)) void one_position_backward(
     v8 scale = {1, 1, 1, 1, 1, 1, 1, 1};
     for (ptrdiff_t c = 0; c < cq; ++c) {
       v8 qc;
-      queries(&qc, qp, (l0 * cq + c) * q_sc, cq * q_sc, job->half_qy);
+      gather8(&qc, qp, (l0 * cq + c) * q_sc, cq * q_sc, job->half_qy);
       w->qt[c] = qc;
       sum += qc * qc;
     }
@@ -484,11 +484,10 @@ static inline __attribute__((always_inline)) void one_position_backward(
       for (ptrdiff_t c = 0; c < cq; ++c) w->qt[c] *= scale;
     }
     for (ptrdiff_t c = 0; c < cq; ++c) {
-      float *gc = (float *)&w->gy[c];
-      for (int l = 0; l < 8; ++l) {
-        gc[l] = load(gyp, (c * nq + l0 + l) * gy_sc, job->half_qy);
-        w->gyT[l * cq + c] = gc[l];
-      }
+      v8 gc;
+      gather8(&gc, gyp, (c * nq + l0) * gy_sc, gy_sc, job->half_qy);
+      w->gy[c] = gc;
+      for (int l = 0; l < 8; ++l) w->gyT[l * cq + c] = gc[l];
     }
     // the forward's kernel and t again
     product(w->key, 1, dim, w->qt, cq, w->kern, dim);
