@@ -22,6 +22,16 @@
 // no test. The filters are read transposed, [banks, kt, kh, kw, O], so that
 // the O filters of a tap are one vector load.
 //
+// mmrsa_channel_conv_wgrad_f32 computes the gradient of the filters from
+// x and the gradient of out (the backward pass of training):
+//
+//   dweight[b, i, j, k, o] = sum over the channels c of bank b and over
+//       n, t, h, w of x[n, c, t + i - pt, h + j - ph, w + k - pw]
+//                     * dout[n, t, h, w, c, o]
+//
+// in tiles of up to 7 taps along W times up to 32 filters held in vector
+// registers, one row (i, j) of taps of one bank per task.
+//
 // The work is compiled for three instruction sets (AVX-512, AVX2 + FMA and
 // the baseline) where the compiler and the C library support function
 // multi-versioning (GCC 11 or newer, x86-64, glibc); the loader picks the
@@ -223,6 +233,174 @@ int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
                            rows);
     free(pad);
     free(rows);
+  }
+  return status;
+}
+
+
+// ---------------------------------------------------------------------- //
+// the gradient of the filters
+// ---------------------------------------------------------------------- //
+#define MAX_TAPS 7  // taps along W of a tile of the filters' gradient
+
+typedef struct {
+  const float *x;  // (n, c, t, h, w), unit strides within a clip channel
+  ptrdiff_t x_sn, x_sc;
+  const float *dout;  // (n, t, h, w, c, o), a unit stride in o
+  ptrdiff_t d_sn, d_st, d_sh, d_sw, d_sc;
+  float *dweight;  // [banks, kt, kh, kw, O]
+  ptrdiff_t n, c, t, h, w, banks, o, kt, kh, kw;
+} GradJob;
+
+// acc[k][v] += sum over the rows (t, y) and the W positions of
+// x[row + p + k] * dout[p, v * LANES ...] for K taps and VB vectors; the
+// tile is then added to dw[k * O + v * LANES ...].
+#define DEFINE_WGRAD_TILE(NAME, VEC)                                         \
+  static inline __attribute__((always_inline)) void NAME(                   \
+      const float *const *x_rows, const float *const *d_rows, int rows,      \
+      ptrdiff_t w, ptrdiff_t d_sw, float *dw, ptrdiff_t o, const int K,      \
+      const int VB) {                                                        \
+    const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
+    VEC acc[MAX_TAPS][2];                                                    \
+    _Pragma("GCC unroll 7") for (int k = 0; k < K; ++k)                      \
+      _Pragma("GCC unroll 2") for (int v = 0; v < VB; ++v)                   \
+        acc[k][v] = (VEC){0};                                                \
+    for (int r = 0; r < rows; ++r) {                                         \
+      const float *xr = x_rows[r], *dr = d_rows[r];                          \
+      for (ptrdiff_t p = 0; p < w; ++p) {                                    \
+        VEC dv[2];                                                           \
+        _Pragma("GCC unroll 2") for (int v = 0; v < VB; ++v)                 \
+          memcpy(&dv[v], dr + p * d_sw + v * lanes, sizeof(VEC));            \
+        _Pragma("GCC unroll 7") for (int k = 0; k < K; ++k) {                \
+          const float xk = xr[p + k];                                        \
+          _Pragma("GCC unroll 2") for (int v = 0; v < VB; ++v)               \
+            acc[k][v] += xk * dv[v];                                         \
+        }                                                                    \
+      }                                                                      \
+    }                                                                        \
+    _Pragma("GCC unroll 7") for (int k = 0; k < K; ++k)                      \
+      _Pragma("GCC unroll 2") for (int v = 0; v < VB; ++v) {                 \
+        VEC sum;                                                             \
+        memcpy(&sum, dw + k * o + v * lanes, sizeof(VEC));                   \
+        sum += acc[k][v];                                                    \
+        memcpy(dw + k * o + v * lanes, &sum, sizeof(VEC));                   \
+      }                                                                      \
+  }
+
+DEFINE_WGRAD_TILE(wgrad16, f16v)
+DEFINE_WGRAD_TILE(wgrad8, f8v)
+
+// The tile of K taps (1 to 7, a compile-time constant in each case).
+#define BY_TAPS(TILE, VB)                                             \
+  switch (taps) {                                                    \
+    case 1: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 1, VB); break; \
+    case 2: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 2, VB); break; \
+    case 3: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 3, VB); break; \
+    case 4: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 4, VB); break; \
+    case 5: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 5, VB); break; \
+    case 6: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 6, VB); break; \
+    default: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 7, VB);       \
+  }
+
+static inline __attribute__((always_inline)) void wgrad_tile(
+    const float *const *x_rows, const float *const *d_rows, int rows,
+    ptrdiff_t w, ptrdiff_t d_sw, float *dw, ptrdiff_t o, int taps,
+    int vectors, int lanes) {
+  if (lanes == 8) {
+    BY_TAPS(wgrad8, 1)
+  } else if (vectors == 2) {
+    BY_TAPS(wgrad16, 2)
+  } else {
+    BY_TAPS(wgrad16, 1)
+  }
+}
+
+// Row (i, j) of the taps of bank b: dweight[b, i, j, :, :], summed over
+// the bank's channels and the samples. `pad` has room for a channel's T * H
+// rows of W + kw - 1 (zero columns on both sides: set once by the caller),
+// into which the input rows this tap row reads are copied; `x_rows` and
+// `d_rows` T * H pointers each.
+MMRSA_CLONES
+static void one_tap_row(const GradJob *job, ptrdiff_t b, ptrdiff_t i,
+                        ptrdiff_t j, float *pad, const float **x_rows,
+                        const float **d_rows) {
+  const ptrdiff_t h = job->h, w = job->w, o = job->o;
+  const ptrdiff_t kt = job->kt, kh = job->kh, kw = job->kw;
+  const ptrdiff_t pt = kt / 2, ph = kh / 2, pw = kw / 2;
+  const ptrdiff_t width = w + 2 * pw;
+  const ptrdiff_t per_bank = job->c / job->banks;
+  // the output frames and rows whose neighbour (i, j) is inside the clip
+  const ptrdiff_t t0 = pt - i > 0 ? pt - i : 0;
+  const ptrdiff_t t1 = job->t + pt - i < job->t ? job->t + pt - i : job->t;
+  const ptrdiff_t y0 = ph - j > 0 ? ph - j : 0;
+  const ptrdiff_t y1 = h + ph - j < h ? h + ph - j : h;
+  float *dw = job->dweight + ((b * kt + i) * kh + j) * kw * o;
+  const int lanes = o % 16 == 0 ? 16 : 8;
+  const int vectors = lanes == 16 && (o / 16) % 2 == 0 ? 2 : 1;
+  memset(dw, 0, sizeof(float) * kw * o);
+  for (ptrdiff_t c = b * per_bank; c < (b + 1) * per_bank; ++c)
+    for (ptrdiff_t n = 0; n < job->n; ++n) {
+      const float *src = job->x + n * job->x_sn + c * job->x_sc;
+      int rows = 0;
+      for (ptrdiff_t t = t0; t < t1; ++t)
+        for (ptrdiff_t y = y0; y < y1; ++y) {
+          const ptrdiff_t at = (t + i - pt) * h + y + j - ph;
+          memcpy(pad + rows * width + pw, src + at * w, sizeof(float) * w);
+          x_rows[rows] = pad + rows * width;
+          d_rows[rows] = job->dout + n * job->d_sn + t * job->d_st +
+                         y * job->d_sh + c * job->d_sc;
+          ++rows;
+        }
+      for (ptrdiff_t k0 = 0; k0 < kw; k0 += MAX_TAPS) {
+        const int taps = (int)(kw - k0 < MAX_TAPS ? kw - k0 : MAX_TAPS);
+        for (ptrdiff_t first = 0; first < o; first += vectors * lanes) {
+          // the rows from tap k0 and filter `first` on
+          for (int r = 0; r < rows; ++r) x_rows[r] += k0, d_rows[r] += first;
+          wgrad_tile(x_rows, d_rows, rows, w, job->d_sw,
+                     dw + k0 * o + first, o, taps, vectors, lanes);
+          for (int r = 0; r < rows; ++r) x_rows[r] -= k0, d_rows[r] -= first;
+        }
+      }
+    }
+}
+
+// Returns 0 on success, 1 for what it does not handle (as
+// mmrsa_channel_conv_f32), 2 when memory is short. x as for
+// mmrsa_channel_conv_f32; dout has the strides d_s* along (n, t, h, w, c)
+// and a unit stride along o; dweight [banks, kt, kh, kw, O], contiguous,
+// written. Each thread takes whole rows (i, j) of one bank's taps, so the
+// sums do not depend on the number of threads.
+int mmrsa_channel_conv_wgrad_f32(
+    const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc, const float *dout,
+    ptrdiff_t d_sn, ptrdiff_t d_st, ptrdiff_t d_sh, ptrdiff_t d_sw,
+    ptrdiff_t d_sc, float *dweight, ptrdiff_t n, ptrdiff_t c, ptrdiff_t t,
+    ptrdiff_t h, ptrdiff_t w, ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
+    ptrdiff_t kh, ptrdiff_t kw, int threads) {
+  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
+      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
+      kw % 2 != 1)
+    return 1;
+  const GradJob job = {x,    x_sn, x_sc, dout, d_sn,  d_st, d_sh, d_sw,
+                       d_sc, dweight, n, c,  t,    h,     w,    banks,
+                       o,    kt,   kh,   kw};
+  const ptrdiff_t items = banks * kt * kh;
+  const size_t pad_floats = (size_t)(t * h * (w + kw - 1));
+  if (threads < 1) threads = 1;
+  if (threads > items) threads = (int)items;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    float *pad = calloc(pad_floats, sizeof(float));
+    const float **rows = malloc(sizeof(float *) * 2 * t * h);
+    const int ready = pad != NULL && rows != NULL;
+    status = ready ? 0 : 2;
+#pragma omp for schedule(static)
+    for (ptrdiff_t item = 0; item < items; ++item)
+      if (ready)
+        one_tap_row(&job, item / (kt * kh), item / kh % kt, item % kh, pad,
+                    rows, rows + t * h);
+    free(pad);
+    free((void *)rows);
   }
   return status;
 }

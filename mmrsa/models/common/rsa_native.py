@@ -59,8 +59,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     'native_available', 'native_status', 'native_products',
-    'native_products_backward', 'products', 'channel_conv', 'disabled',
-    'DISABLE_ENV', 'MIN_QUERIES'
+    'native_products_backward', 'products', 'channel_conv',
+    'channel_conv_weight_grad', 'disabled', 'DISABLE_ENV', 'MIN_QUERIES'
 ]
 
 #: Environment variable that keeps the layers on the PyTorch path.
@@ -76,7 +76,7 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 6
+ABI = 7
 
 #: The dtypes the library reads and writes: the filtered key and value (and
 #: their gradients) have one of them, the query and the output (and their
@@ -146,6 +146,13 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
                      + [pointer] + [size] * 5  # out (N, T, H, W, C)
                      + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
                      + [ctypes.c_int])  # threads
+    wgrad = library.mmrsa_channel_conv_wgrad_f32
+    wgrad.restype = ctypes.c_int
+    wgrad.argtypes = ([pointer] + [size] * 2  # x and its strides (N, C)
+                      + [pointer] + [size] * 5  # dout (N, T, H, W, C)
+                      + [pointer]  # dweight
+                      + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
+                      + [ctypes.c_int])  # threads
     return library, f'built ({osp.basename(path)})'
 
 
@@ -562,3 +569,50 @@ def channel_conv_applies(x: torch.Tensor, weight: torch.Tensor,
                      (x.requires_grad or weight.requires_grad))
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling())
+
+
+def channel_conv_weight_grad(x: torch.Tensor, grad: torch.Tensor,
+                             weight_shape: Tuple[int, ...]) -> torch.Tensor:
+    """The gradient of the filters of :func:`channel_conv` (``'channels'``
+    layout) in the library, given the input ``x`` and the gradient of the
+    output ``grad``; the backward pass of ``channel_conv3d`` on the native
+    path calls it where :func:`channel_conv` computed the forward pass.
+
+    Each thread sums whole rows of one bank's taps over the bank's channels
+    and the positions, so the result does not depend on the number of
+    threads; the order of the sums is not oneDNN's (equal within float32
+    rounding).
+
+    Args:
+        x (torch.Tensor): ``[N, C, T, H, W]``, float32, each channel of a
+            clip contiguous.
+        grad (torch.Tensor): ``[C, N, T, H, W, O]``, float32, a unit stride
+            along ``O``.
+        weight_shape (tuple[int]): ``(banks, O, kt, kh, kw)``.
+
+    Returns:
+        torch.Tensor: ``[banks, O, kt, kh, kw]``.
+
+    Raises:
+        RuntimeError: If the library is not available or fails.
+    """
+    banks, o, kt, kh, kw = (int(size) for size in weight_shape)
+    n, c, t, h, w = x.shape
+    library = _load()[0]
+    if library is None or grad.stride(-1) != 1 or x.stride()[2:] != (h * w, w,
+                                                                     1):
+        raise RuntimeError(
+            f'channel_conv_weight_grad needs the native library (it is '
+            f'{native_status()}), x with contiguous channels and a gradient '
+            f'with a unit stride along O')
+    view = grad.permute(1, 2, 3, 4, 0, 5)  # (n, t, h, w, c, o)
+    dweight = x.new_empty(banks, kt, kh, kw, o)
+    status = library.mmrsa_channel_conv_wgrad_f32(x.data_ptr(), x.stride(0),
+                                                  x.stride(1), view.data_ptr(),
+                                                  *view.stride()[:5],
+                                                  dweight.data_ptr(), n, c, t,
+                                                  h, w, banks, o, kt, kh, kw,
+                                                  torch.get_num_threads())
+    if status != 0:
+        _give_up(status, fallback=False)
+    return dweight.permute(0, 4, 1, 2, 3)

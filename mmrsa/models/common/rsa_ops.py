@@ -210,6 +210,9 @@ class _ChannelConv3d(torch.autograd.Function):
                 # it does not apply, e.g. in bfloat16)
                 out = rsa_native.channel_conv(
                     x, weight, padding, layout='channels')
+            # the library computes the filters' gradient where it computed
+            # the forward pass
+            ctx.native = out is not None
             if out is None:
                 out, xb = _channel_conv_forward(x, weight, padding,
                                                 channels_last)
@@ -227,7 +230,7 @@ class _ChannelConv3d(torch.autograd.Function):
         padding, channels_last = ctx.padding, ctx.channels_last
         n, c, t, h, w = ctx.in_shape
         banks, o = weight.shape[:2]
-        grad = grad.to(xb.dtype)
+        grad = grad_out = grad.to(xb.dtype)
         if channels_last:
             # [C, N, T, H, W, O] -> [(C, N), O, T, H, W], channels-last
             grad = grad.reshape(c * n, t, h, w, o).permute(0, 4, 1, 2, 3)
@@ -236,7 +239,14 @@ class _ChannelConv3d(torch.autograd.Function):
             grad = grad.reshape(n * c, o, t, h, w)
 
         grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and ctx.native:
+            # [(C, N), 1, T, H, W] (C outer) -> [N, C, T, H, W]; the
+            # gradient [C, N, T, H, W, O]
+            if grad_out.stride(-1) != 1:
+                grad_out = grad_out.contiguous()
+            grad_w = rsa_native.channel_conv_weight_grad(
+                xb.view(c, n, t, h, w).transpose(0, 1), grad_out, weight.shape)
+        elif ctx.needs_input_grad[1]:
             # oneDNN's weight gradient of a 1 -> O convolution is fast, but
             # in bfloat16 with fewer than 16 filters (H1 at Cq = 8) it is
             # 5-100x slower than in float32: compute those in float32
@@ -251,12 +261,12 @@ class _ChannelConv3d(torch.autograd.Function):
                     list(padding), [1, 1, 1], False, [0, 0, 0], 1,
                     [False, True, False])[1].squeeze(1) for g in range(banks)
             ]).to(weight.dtype)  # [banks, O, kt, kh, kw]
-            if grad_w.stride() != ctx.weight_strides:
-                grad_w = torch.empty_strided(
-                    grad_w.shape,
-                    ctx.weight_strides,
-                    dtype=grad_w.dtype,
-                    device=grad_w.device).copy_(grad_w)
+        if grad_w is not None and grad_w.stride() != ctx.weight_strides:
+            grad_w = torch.empty_strided(
+                grad_w.shape,
+                ctx.weight_strides,
+                dtype=grad_w.dtype,
+                device=grad_w.device).copy_(grad_w)
         if ctx.needs_input_grad[0]:
             # dx = sum_o corr(dy_o, flip(w_o)): a depthwise convolution of
             # the O gradient maps (fast in channels-last), then a sum
@@ -295,12 +305,14 @@ def channel_conv3d(x: torch.Tensor,
             divides ``C``.
         padding (Sequence[int]): ``(pt, ph, pw)``, usually half the kernel.
         channels_last (bool): Output layout, see Returns. Defaults to False.
-        native (bool): With ``channels_last``, compute the forward pass with
-            the native library's convolution
+        native (bool): With ``channels_last``, compute the forward pass
+            with the native library's convolution
             (:func:`~mmrsa.models.common.rsa_native.channel_conv`) where it
             applies (float32, 8 filters or a multiple, odd kernel; it warns
-            and falls back on a failure); the backward pass is the same.
-            Defaults to False.
+            and falls back on a failure), and then the filters' gradient
+            too (:func:`rsa_native.channel_conv_weight_grad
+            <mmrsa.models.common.rsa_native.channel_conv_weight_grad>`); the
+            input's gradient is the same. Defaults to False.
 
     Returns:
         torch.Tensor: ``[N, C, O, T, H, W]`` (positions last), or

@@ -12,9 +12,10 @@
   layer's transform is float32 and takes the library;
 - a failing library warns once and the layer computes the PyTorch result
   (in a backward pass, where nothing can be recomputed, it raises);
-- its single-channel convolution computes ``H1`` in inference and in the
-  forward pass of training (:func:`rsa_native.channel_conv`): equal to
-  float64 ``channel_conv3d`` in both output layouts for
+- its single-channel convolution computes ``H1`` in inference and in
+  training (:func:`rsa_native.channel_conv`, the filters' gradient
+  :func:`rsa_native.channel_conv_weight_grad`): equal to float64
+  ``channel_conv3d`` (and its autograd) in both output layouts for
   any banks, filter counts, kernels, sizes and strides it takes, refused
   (None) for the rest;
 - its threads are PyTorch's (one OpenMP runtime in the process).
@@ -738,6 +739,38 @@ def test_channel_conv_equals_float64(x_shape, w_shape):
     for strided in (wide[:, 1:x.shape[1] + 1], channels_last):
         assert torch.equal(
             rsa_native.channel_conv(strided, weight, padding), got)
+
+
+@needs_library
+@pytest.mark.parametrize('x_shape,w_shape', CONV_CASES)
+def test_channel_conv_weight_grad_equals_float64(x_shape, w_shape):
+    """The filters' gradient of the library (the backward pass of H1 in
+    training) against float64 autograd of ``channel_conv3d``; read from a
+    key whose channels are the outer dimension, as the layer saves it."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(w_shape, generator=gen, dtype=torch.float64)
+    padding = tuple(k // 2 for k in w_shape[2:])
+    weight.requires_grad_()
+    out = channel_conv3d(x, weight, padding, channels_last=True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    out.backward(grad)
+    # [N, C, T, H, W] with C the outer dimension in memory
+    x_saved = x.float().transpose(0, 1).contiguous().transpose(0, 1)
+    got = rsa_native.channel_conv_weight_grad(x_saved, grad.float(), w_shape)
+    assert got.shape == weight.shape
+    assert _rel_err(got.double(), weight.grad) <= 1e-5
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = rsa_native.channel_conv_weight_grad(x_saved, grad.float(),
+                                                  w_shape)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, got)
+    every_other = torch.randn(*grad.shape[:-1], 2 * grad.shape[-1])[..., ::2]
+    with pytest.raises(RuntimeError, match='unit stride along O'):
+        rsa_native.channel_conv_weight_grad(x_saved, every_other, w_shape)
 
 
 @needs_library
