@@ -58,6 +58,14 @@ MAX_LOOP_CONTRACTION = 16
 #: on a 2-core AVX512-BF16 CPU), so it runs in float32.
 MIN_HALF_WGRAD_FILTERS = 16
 
+#: Fewest filters per bank for which :func:`channel_conv3d` on the native
+#: path (``native=True``) computes the filters' gradient in the library: at
+#: the RSANet-R50 shapes (batch 2, T = 8, 2 threads) it took 6.8 and 6.5 ms
+#: against oneDNN's 7.8 and 11.6 ms with 32 and 64 filters, but 12.2 and
+#: 8.0 ms against 10.9 and 6.2 ms with 8 and 16 (its tiles of one vector of
+#: filters are bound by the loads).
+MIN_NATIVE_WGRAD_FILTERS = 32
+
 #: Filters per bank from which :func:`channel_conv3d` computes a
 #: multi-bank convolution (``H1``) without gradients (inference, float32) as
 #: one grouped 2D convolution over temporal taps
@@ -239,7 +247,8 @@ class _ChannelConv3d(torch.autograd.Function):
             grad = grad.reshape(n * c, o, t, h, w)
 
         grad_x = grad_w = None
-        if ctx.needs_input_grad[1] and ctx.native:
+        if ctx.needs_input_grad[1] and ctx.native and (
+                o >= MIN_NATIVE_WGRAD_FILTERS):
             # [(C, N), 1, T, H, W] (C outer) -> [N, C, T, H, W]; the
             # gradient [C, N, T, H, W, O]
             if grad_out.stride(-1) != 1:
@@ -309,8 +318,9 @@ def channel_conv3d(x: torch.Tensor,
             with the native library's convolution
             (:func:`~mmrsa.models.common.rsa_native.channel_conv`) where it
             applies (float32, 8 filters or a multiple, odd kernel; it warns
-            and falls back on a failure), and then the filters' gradient
-            too (:func:`rsa_native.channel_conv_weight_grad
+            and falls back on a failure), and then, with
+            :data:`MIN_NATIVE_WGRAD_FILTERS` filters or more, the filters'
+            gradient too (:func:`rsa_native.channel_conv_weight_grad
             <mmrsa.models.common.rsa_native.channel_conv_weight_grad>`); the
             input's gradient is the same. Defaults to False.
 

@@ -32,7 +32,7 @@ import torch
 
 from mmrsa.models.common import RSA
 from mmrsa.models.common import rsa as rsa_module
-from mmrsa.models.common import rsa_native
+from mmrsa.models.common import rsa_native, rsa_ops
 from mmrsa.models.common.rsa import force_path, select_path
 from mmrsa.models.common.rsa_ops import channel_conv3d
 from mmrsa.models.common.rsa_reference import rsa_reference
@@ -57,9 +57,14 @@ def fresh_state(monkeypatch):
 def calls(monkeypatch):
     """Counts the layer's calls of the native products (and records the
     dtypes of their query and key)."""
-    counter = {'native': 0, 'dtypes': [], 'conv': []}
+    counter = {'native': 0, 'dtypes': [], 'conv': [], 'wgrad': 0}
     original = rsa_native.native_products
     original_conv = rsa_native.channel_conv
+    original_wgrad = rsa_native.channel_conv_weight_grad
+
+    def counting_wgrad(*args, **kwargs):
+        counter['wgrad'] += 1
+        return original_wgrad(*args, **kwargs)
 
     def counting(*args, **kwargs):
         counter['native'] += 1
@@ -75,6 +80,7 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(rsa_native, 'native_products', counting)
     monkeypatch.setattr(rsa_native, 'channel_conv', counting_conv)
+    monkeypatch.setattr(rsa_native, 'channel_conv_weight_grad', counting_wgrad)
     return counter
 
 
@@ -232,9 +238,14 @@ def test_training_takes_native_and_matches(calls, channels, size, kwargs):
     want_conv = [] if layer.latent_dim % 8 else [(layer.corr_groups,
                                                   layer.latent_dim)]
     assert calls['conv'] == want_conv
+    # and its filters' gradient from 32 filters on
+    native_wgrad = bool(want_conv) and (layer.latent_dim
+                                        >= rsa_ops.MIN_NATIVE_WGRAD_FILTERS)
+    assert calls['wgrad'] == int(native_wgrad)
     with force_path('cpu_bmm'):
         want, want_grads = _train_step(layer, x, grad)
     assert calls['native'] == 1 and calls['conv'] == want_conv
+    assert calls['wgrad'] == int(native_wgrad)
     assert _rel_err(got, want) <= 1e-5
     assert got_grads.keys() == want_grads.keys()
     for name, want_grad in want_grads.items():
