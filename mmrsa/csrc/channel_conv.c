@@ -1,11 +1,12 @@
 // Copyright (c) mmrsa contributors. All rights reserved.
 //
-// Single-channel convolutions of an RSA layer on the CPU, float32, forward
-// only (inference): every channel c of x [N, C, T, H, W] is filtered by the
-// O filters [kt, kh, kw] of its bank c / (C / banks), stride 1, zero
-// padding of half the (odd) kernel, into an output with the O filters of
-// a position and channel consecutive, e.g. positions first [N, T, H, W, C,
-// O] (what the native products read) or channels first [C, N, T, H, W, O]:
+// Single-channel convolutions of an RSA layer on the CPU, float32 (the
+// forward pass, in inference and training, and the filters' gradient):
+// every channel c of x [N, C, T, H, W] is filtered by the O filters
+// [kt, kh, kw] of its bank c / (C / banks), stride 1, zero padding of half
+// the (odd) kernel, into an output with the O filters of a position and
+// channel consecutive, e.g. positions first [N, T, H, W, C, O] (what the
+// native products read) or channels first [C, N, T, H, W, O]:
 //
 //   out[n, t, h, w, c, o] =
 //       sum_{i, j, k} x[n, c, t + i - pt, h + j - ph, w + k - pw]

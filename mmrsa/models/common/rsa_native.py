@@ -23,10 +23,13 @@ in their own layouts; those of ``P1`` and ``I`` are sums over the positions.
 Nothing but the operands is kept for it, fewer bytes than the PyTorch path
 keeps.
 
-In inference the library also computes ``H1``, the key's single-channel
-convolutions (:func:`channel_conv`, ``mmrsa/csrc/channel_conv.c``): one bank
-of ``D`` filters per channel, for which oneDNN has no fast kernel. It writes
-the positions-first key the products read.
+The library also computes ``H1``, the key's single-channel convolutions
+(:func:`channel_conv`, ``mmrsa/csrc/channel_conv.c``): one bank of ``D``
+filters per channel, for which oneDNN has no fast kernel. In inference it
+writes the positions-first key the products read; in training it computes
+the forward pass, and from 32 filters per bank the filters' gradient
+(:func:`channel_conv_weight_grad`) in the backward pass of
+:func:`~mmrsa.models.common.rsa_ops.channel_conv3d`.
 
 The products run on the CPU, in float32, in training and inference (under CPU
 autocast too, whose RSA transform sums in float32; there the query and
