@@ -487,7 +487,7 @@ def products(q: torch.Tensor,
 
 
 # ---------------------------------------------------------------------- #
-# single-channel convolutions (inference)
+# single-channel convolutions (forward pass, filters' gradient)
 # ---------------------------------------------------------------------- #
 def channel_conv(x: torch.Tensor,
                  weight: torch.Tensor,
