@@ -772,13 +772,16 @@ def test_channel_conv_weight_grad_equals_float64(x_shape, w_shape):
     assert got.shape == weight.shape
     assert _rel_err(got.double(), weight.grad) <= 1e-5
     threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = rsa_native.channel_conv_weight_grad(x_saved, grad.float(),
-                                                  w_shape)
+    try:  # rows of taps shared out among 1 or 3 threads: the same sums
+        sums = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            sums.append(
+                rsa_native.channel_conv_weight_grad(x_saved, grad.float(),
+                                                    w_shape))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, got)
+    assert torch.equal(sums[0], got) and torch.equal(sums[1], got)
     every_other = torch.randn(*grad.shape[:-1], 2 * grad.shape[-1])[..., ::2]
     with pytest.raises(RuntimeError, match='unit stride along O'):
         rsa_native.channel_conv_weight_grad(x_saved, every_other, w_shape)
