@@ -303,23 +303,37 @@ def test_traced_graph_keeps_pytorch(calls):
 
 
 @needs_library
-def test_failure_warns_once_and_falls_back(monkeypatch):
-    layer = _layer(64)
-    x = torch.randn(1, 64, 3, 6, 6)
+@pytest.mark.parametrize(
+    'function,channels', [('mmrsa_rsa_products_f32', 64),
+                          ('mmrsa_channel_conv_f32', 128)],
+    ids=['products', 'conv'])
+def test_failure_warns_once_and_falls_back(calls, monkeypatch, function,
+                                           channels):
+    """The library out of memory (the products, or the convolution of H1):
+    one warning, the library given up for the process, the layer's PyTorch
+    result (exactly when the products failed: the layer computes them again
+    on the PyTorch path; within rounding when the convolution failed and the
+    products still ran); forced, the failure is raised, not hidden."""
+    layer = _layer(channels)
+    x = torch.randn(1, channels, 3, 6, 6)
+    sizes = (8, channels // 8, channels // 8)
     with torch.no_grad(), force_path('cpu_bmm'):
         want = layer(x)
     library = rsa_native._load()[0]
-    monkeypatch.setattr(library, 'mmrsa_rsa_products_f32', lambda *args: 2)
+    monkeypatch.setattr(library, function, lambda *args: 2)
     with torch.no_grad():
         with pytest.warns(RuntimeWarning, match='out of memory'):
             got = layer(x)
-        assert torch.equal(got, want)
+        if function == 'mmrsa_rsa_products_f32':
+            assert torch.equal(got, want)
+        else:
+            assert calls['conv'] == [] and _rel_err(got, want) <= 1e-5
+        # from then on the PyTorch path, with no other warning
         with warnings.catch_warnings():
             warnings.simplefilter('error')
-            assert select_path(x, (8, 8, 8), True) == 'cpu_bmm'
+            assert select_path(x, sizes, True) == 'cpu_bmm'
             assert torch.equal(layer(x), want)
     assert 'given up' in rsa_native.native_status()
-    # forced, the failure is raised, not hidden
     monkeypatch.setattr(rsa_native, '_failure', None)
     with torch.no_grad(), force_path('cpu_native'), pytest.raises(
             RuntimeError, match='out of memory'):
@@ -849,30 +863,3 @@ def test_channel_conv_refuses_what_it_does_not_compute(monkeypatch):
     assert call(c=0, banks=1) == 1
     with pytest.raises(ValueError, match="'positions' or 'channels'"):
         rsa_native.channel_conv(x.detach(), weight, pad, layout='frames')
-
-
-@needs_library
-def test_channel_conv_failure_warns_once_and_falls_back(calls, monkeypatch):
-    """The library's convolution out of memory: one warning, the library
-    given up for the process, the layer's PyTorch result; forced, raised."""
-    layer = _layer(128)
-    x = torch.randn(1, 128, 3, 6, 6)
-    with torch.no_grad(), force_path('cpu_bmm'):
-        want = layer(x)
-    library = rsa_native._load()[0]
-    monkeypatch.setattr(library, 'mmrsa_channel_conv_f32', lambda *args: 2)
-    with torch.no_grad():
-        with pytest.warns(RuntimeWarning, match='out of memory'):
-            got = layer(x)
-        assert calls['conv'] == []
-        assert _rel_err(got, want) <= 1e-5
-        # from then on the PyTorch path, with no other warning
-        with warnings.catch_warnings():
-            warnings.simplefilter('error')
-            assert select_path(x, (8, 16, 16), True) == 'cpu_bmm'
-            assert torch.equal(layer(x), want)
-    assert 'given up' in rsa_native.native_status()
-    monkeypatch.setattr(rsa_native, '_failure', None)
-    with torch.no_grad(), force_path('cpu_native'), pytest.raises(
-            RuntimeError, match='out of memory'):
-        layer(x)
