@@ -40,7 +40,7 @@ __all__ = [
     'EXPORTERS', 'ClipClassifier', 'build_clip_classifier',
     'default_input_shape', 'export_onnx', 'check_onnx', 'onnx_session',
     'time_onnx', 'benchmark_onnx', 'summarize_times', 'export_config',
-    'profile_onnx'
+    'profile_onnx', 'store_shapes'
 ]
 
 #: The exporters of :func:`export_onnx`.
@@ -241,6 +241,7 @@ def export_onnx(module: ClipClassifier,
                 verbose=False,
                 **kwargs)
             program.save(path)
+    store_shapes(path)
     if metadata:
         import onnx
         model = onnx.load(path)
@@ -249,6 +250,30 @@ def export_onnx(module: ClipClassifier,
             entry.key, entry.value = key, value
         onnx.save(model, path)
     return path
+
+
+def store_shapes(path: str) -> None:
+    """Write the shape of every tensor of the graph into the ``.onnx``
+    file, batch axis included (ONNX shape inference with data propagation,
+    which follows the sizes through ``Shape``, ``Concat`` and ``Reshape``).
+
+    The TorchScript-based exporter leaves the shapes after a reshape
+    unknown. onnxruntime can then not tell that a residual block's two
+    branches have the same batch size, and neither adds them in its
+    convolution nor plans their memory (see docs/benchmarks.md, "onnxruntime:
+    the shapes in the file"). Where inference fails the file is left as it
+    is, with a warning: it runs, only slower.
+
+    Args:
+        path (str): The ``.onnx`` file, rewritten in place.
+    """
+    import onnx
+    try:
+        onnx.shape_inference.infer_shapes_path(path, path, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as error:
+        warnings.warn(
+            f'the shapes of {path} could not be inferred ({error}); the '
+            f'file is correct, but onnxruntime may run it slower.')
 
 
 def onnx_session(path: str,

@@ -97,6 +97,58 @@ def test_onnx_export_matches_eager(small, exporter, tmp_path):
     assert max(diffs.values()) < TOL, diffs
 
 
+def _known_shapes(model) -> dict:
+    """The shapes the file states, ``None`` for an unknown size."""
+    return {
+        info.name: [
+            dim.dim_param or dim.dim_value or None
+            for dim in info.type.tensor_type.shape.dim
+        ]
+        for info in list(model.graph.value_info) + list(model.graph.input)
+    }
+
+
+@pytest.mark.parametrize('exporter', ['legacy', 'dynamo'])
+def test_exported_residual_sums_have_known_equal_shapes(
+        small, exporter, tmp_path):
+    """The file states every block's shapes, batch axis included, so that
+    onnxruntime can tell that a residual sum adds two tensors of one shape
+    (it then adds them inside the convolution, and plans their memory)."""
+    module, _ = small
+    path = str(tmp_path / f'small_{exporter}.onnx')
+    export_onnx(module, path, SHAPE, exporter)
+    model = onnx.load(path)
+    shapes = _known_shapes(model)
+    sums = [
+        node for node in model.graph.node if node.op_type == 'Add' and all(
+            len(shapes.get(name) or ()) == 4 for name in node.input)
+    ]
+    assert len(sums) == 8  # the 8 blocks of RSANet-R18
+    for node in sums:
+        first, second = (shapes[name] for name in node.input)
+        assert None not in first and first == second, node.name
+
+
+def test_store_shapes_leaves_a_file_it_cannot_infer(small, tmp_path,
+                                                    monkeypatch):
+    """Where shape inference fails the exported file is kept as it is,
+    with a warning that names it."""
+    from mmrsa.deployment.onnx import store_shapes
+    module, _ = small
+    path = str(tmp_path / 'small.onnx')
+    export_onnx(module, path, SHAPE, 'legacy')
+    before = open(path, 'rb').read()
+
+    def fail(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError('[ShapeInferenceError] x')
+
+    monkeypatch.setattr(onnx.shape_inference, 'infer_shapes_path', fail)
+    with pytest.warns(UserWarning, match='could not be inferred'):
+        store_shapes(path)
+    assert open(path, 'rb').read() == before
+    assert max(check_onnx(path, module, SHAPE).values()) < TOL
+
+
 def test_legacy_export_of_the_frames_layout(small, tmp_path):
     module, _ = small
     shape = (4, 3, 32, 32)  # [N*T, C, H, W], one clip

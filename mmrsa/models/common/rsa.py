@@ -780,13 +780,33 @@ class RSA(nn.Module):
         # [N, Cq, D, THW] @ [N, D, L, THW] -> [N, Cq, L, THW]
         return per_position_matmul(context, kernel.transpose(1, 2))
 
-    def _filter_channels(self, x: torch.Tensor, filters: torch.Tensor,
-                         path: str) -> torch.Tensor:
+    def _filter_channels(
+        self,
+        x: torch.Tensor,
+        filters: torch.Tensor,
+        path: str,
+        bias: Optional[torch.Tensor] = None,
+        sizes: Optional[Sequence[int]] = None
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """Single-channel convolutions of ``x`` ``[N, C, T, H, W]`` with
         ``filters`` ``[banks, O, k...]``, positions first: ``[N*THW, C, O]``
         (a strided view on the CPU paths, where C is the outer dimension),
         float32 except for ``'cpu_native'`` in a transform with bfloat16
-        filters (:func:`float32_transform`)."""
+        filters (:func:`float32_transform`); with ``sizes``, split along O
+        into one such output per size. ``bias`` ``[C, O]`` is for the
+        exported graph (``path='onnx'``), where it is the convolution's own
+        bias."""
+        if path == 'onnx':
+            return export_channel_conv3d(x, filters, self.padding, bias, sizes)
+        if bias is not None:
+            raise ValueError(f'a bias is exported only, got path {path!r}')
+        out = self._filter_positions_first(x, filters, path)
+        return out if sizes is None else torch.split(out, list(sizes), dim=2)
+
+    def _filter_positions_first(self, x: torch.Tensor, filters: torch.Tensor,
+                                path: str) -> torch.Tensor:
+        """:meth:`_filter_channels` off the exported graph, ``[N*THW, C,
+        O]``."""
         channels = x.shape[1]
         if _filter_dtype is not None and path in ('cpu_bmm', 'cpu_native'):
             # a float32 transform under bf16 autocast with AMX: the taps
@@ -796,8 +816,6 @@ class RSA(nn.Module):
             out = taps_channel_conv(
                 x.to(dtype), filters.to(dtype), self.padding)
             return out if path == 'cpu_native' else out.float()
-        if path == 'onnx':
-            return export_channel_conv3d(x, filters, self.padding)
         if path == 'cpu_native' and filters.shape[0] > 1:
             # H1 without gradients (inference): the library's convolution,
             # contiguous [N*THW, C, O]; None where it does not apply
@@ -939,9 +957,11 @@ class RSA(nn.Module):
             # channel-wise convolution of the key (Eq. 10):
             # [N, Cq, T, H, W] -> [N*THW, Cq, D]; P1 added after the
             # transpose (a contiguous operand for bmm and sum for the
-            # gradient of P1)
-            key_h1 = self._filter_channels(k, self._key_filters(), path)
-            if self.P1 is not None:
+            # gradient of P1); exported, as the convolution's bias
+            exported = path == 'onnx'
+            key_h1 = self._filter_channels(k, self._key_filters(), path,
+                                           self.P1 if exported else None)
+            if self.P1 is not None and not exported:
                 key_h1 = key_h1 + self.P1
             # [N*THW, L, Cq] @ [N*THW, Cq, D] -> [N*THW, L, D] (fused:
             # below)
@@ -950,12 +970,11 @@ class RSA(nn.Module):
             kernel = torch.matmul(q, self.P1)  # [N*THW, L, D]
 
         # ---- context: (H2^T XV)(I + XV^T G), [N*THW, Cq, D] ------------ #
-        # [N, Cq, T, H, W] -> [N*THW, Cq, D (+ Cq)]
-        value = self._filter_channels(v, self._value_filters(), path)
         if self.G is not None:
-            # H2^T XV (transposed) [N*THW, Cq, D] and XV^T G
-            # [N*THW, Cq(c), Cq(c')]
-            value_h2, value_g = torch.split(value, [dim, cq], dim=2)
+            # [N, Cq, T, H, W] -> H2^T XV (transposed) [N*THW, Cq, D] and
+            # XV^T G [N*THW, Cq(c), Cq(c')]
+            value_h2, value_g = self._filter_channels(
+                v, self._value_filters(), path, sizes=(dim, cq))
             # (I + XV^T G)^T [N*THW, Cq(c'), Cq(c)], I added after the
             # transpose (a contiguous sum for its gradient); exported, before
             # it (onnxruntime fuses a transpose that feeds a product)
@@ -976,7 +995,8 @@ class RSA(nn.Module):
             # sum_c (I + XV^T G)[c, c'] (H2^T XV)^T[c, d]: [N*THW, Cq, D]
             context = torch.bmm(value_g, value_h2)
         else:
-            context = value  # [N*THW, Cq, D]
+            # [N, Cq, T, H, W] -> [N*THW, Cq, D]
+            context = self._filter_channels(v, self._value_filters(), path)
 
         # ---- aggregate: y[c, l] = sum_d context[c, d] kernel[l, d] ----- #
         return torch.bmm(context, kernel.transpose(1, 2))  # [N*THW, Cq, L]

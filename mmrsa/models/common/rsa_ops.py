@@ -32,7 +32,7 @@ FLOP count, is that of the plain formulation, with the same result.
 """
 import contextlib
 import warnings
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -510,10 +510,12 @@ def contiguous_grad(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- #
 # the plain formulation (devices other than the CPU)
 # ---------------------------------------------------------------------- #
-def grouped_channel_conv3d(x: torch.Tensor,
-                           weight: torch.Tensor,
-                           padding: Sequence[int],
-                           layout: str = 'positions_first') -> torch.Tensor:
+def grouped_channel_conv3d(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        padding: Sequence[int],
+        layout: str = 'positions_first',
+        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`channel_conv3d` as one grouped ``conv3d`` (autograd's own
     backward), the formulation cuDNN is built for.
 
@@ -527,6 +529,8 @@ def grouped_channel_conv3d(x: torch.Tensor,
         padding (Sequence[int]): ``(pt, ph, pw)``.
         layout (str): ``'positions_first'`` or ``'conv'`` (see Returns).
             Defaults to ``'positions_first'``.
+        bias (torch.Tensor, optional): ``[C, O]``, added to every position
+            (the convolution's bias). Defaults to None.
 
     Returns:
         torch.Tensor: ``[N, T, H, W, C, O]`` (a view of the convolution's
@@ -550,6 +554,7 @@ def grouped_channel_conv3d(x: torch.Tensor,
     out = F.conv3d(
         x,
         per_channel.reshape(c * o, 1, *kernel),
+        None if bias is None else bias.reshape(c * o),
         padding=tuple(int(p) for p in padding),
         groups=c)
     if layout == 'conv':
@@ -561,8 +566,13 @@ def grouped_channel_conv3d(x: torch.Tensor,
 # ---------------------------------------------------------------------- #
 # the exported formulation (onnxruntime)
 # ---------------------------------------------------------------------- #
-def export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
-                          padding: Sequence[int]) -> torch.Tensor:
+def export_channel_conv3d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    padding: Sequence[int],
+    bias: Optional[torch.Tensor] = None,
+    sizes: Optional[Sequence[int]] = None
+) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
     """:func:`channel_conv3d` in the form onnxruntime runs fastest, for
     ONNX export; positions first.
 
@@ -580,26 +590,39 @@ def export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
         weight (torch.Tensor): ``[banks, O, kt, kh, kw]``; ``banks``
             divides ``C``.
         padding (Sequence[int]): ``(pt, ph, pw)``, half the kernel.
+        bias (torch.Tensor, optional): ``[C, O]``, added to every position:
+            the grouped convolution's own bias with several banks (``P1``
+            added to ``H1`` at no cost). Defaults to None.
+        sizes (Sequence[int], optional): Split the filters into parts of
+            these sizes (``H2`` and ``G``), one output each; with one bank
+            the split is made on the convolution's output, where each
+            part is contiguous (a cheaper copy than after the transpose).
+            Defaults to None.
 
     Returns:
-        torch.Tensor: ``[N*T*H*W, C, O]``.
+        torch.Tensor | tuple[torch.Tensor]: ``[N*T*H*W, C, O]``, or with
+        ``sizes`` one ``[N*T*H*W, C, size]`` per size.
     """
     with _static_structure():
-        return _export_channel_conv3d(x, weight, padding)
+        return _export_channel_conv3d(x, weight, padding, bias, sizes)
 
 
-def _export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
-                           padding: Sequence[int]) -> torch.Tensor:
+def _export_channel_conv3d(
+    x: torch.Tensor, weight: torch.Tensor, padding: Sequence[int],
+    bias: Optional[torch.Tensor], sizes: Optional[Sequence[int]]
+) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
     # static sizes as Python ints, the batch left dynamic (-1)
     c, t, h, w = (int(size) for size in x.shape[1:])
     banks, o, kt = (int(size) for size in weight.shape[:3])
     pt, ph, pw = (int(p) for p in padding)
     if banks > 1:
         # [N, C, T, H, W] -> [N, C*O, T, H, W] -> [N, C*O, THW]
-        out = grouped_channel_conv3d(x, weight, padding, layout='conv')
+        out = grouped_channel_conv3d(
+            x, weight, padding, layout='conv', bias=bias)
         out = out.reshape(-1, c * o, t * h * w)
         # [N, C*O, THW] -> [N, THW, C*O] -> [N*THW, C, O]
-        return out.transpose(1, 2).reshape(-1, c, o)
+        out = out.transpose(1, 2).reshape(-1, c, o)
+        return out if sizes is None else torch.split(out, list(sizes), 2)
     # [N, C, T, H, W] -> [N, T, C, H, W], zero frames around T
     frames = F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, 0, pt, pt))
     # kt shifted clips: [N, T, C, kt, H, W] -> [N*T*C, kt, H, W]
@@ -607,6 +630,16 @@ def _export_channel_conv3d(x: torch.Tensor, weight: torch.Tensor,
     stacked = stacked.reshape(-1, kt, h, w)
     # [N*T*C, kt, H, W] -> [N*T*C, O, H, W]
     out = F.conv2d(stacked, weight[0], padding=(ph, pw))
-    # [N*T, C*O, HW] -> [N*T, HW, C*O] -> [N*THW, C, O]
-    out = out.reshape(-1, c * o, h * w).transpose(1, 2)
-    return out.reshape(-1, c, o)
+    # [N*T*C, O, H, W] -> parts [N*T*C, O_i, H, W]
+    parts = (out, ) if sizes is None else torch.split(out, list(sizes), 1)
+    outs = []
+    for part in parts:
+        o = int(part.shape[1])
+        # [N*T, C*O, HW] -> [N*T, HW, C*O] -> [N*THW, C, O]
+        part = part.reshape(-1, c * o, h * w).transpose(1, 2)
+        outs.append(part.reshape(-1, c, o))
+    if bias is not None:
+        biases = (bias, ) if sizes is None else torch.split(
+            bias, list(sizes), 1)
+        outs = [out + b for out, b in zip(outs, biases)]
+    return outs[0] if sizes is None else tuple(outs)

@@ -171,6 +171,13 @@ def test_export_channel_conv3d_equals_channel_conv3d(banks, kernel):
     expected = expected.permute(0, 3, 4, 5, 1, 2).reshape(-1, 8, 3)
     got = export_channel_conv3d(x, weight, padding)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # a bias [C, O] on every position, and the filters in two parts
+    bias = torch.randn(8, 3)
+    got = export_channel_conv3d(x, weight, padding, bias, sizes=(1, 2))
+    assert [part.shape for part in got] == [(2 * 4 * 6 * 5, 8, 1),
+                                            (2 * 4 * 6 * 5, 8, 2)]
+    torch.testing.assert_close(
+        torch.cat(got, dim=2), expected + bias, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
@@ -260,11 +267,20 @@ def test_exported_graph_form(corr_groups, context_type, tmp_path):
     x, x3 = _inputs(64, 2, 3)
     path = str(tmp_path / 'rsa.onnx')
     _export_legacy(layer, x, path)
-    convs = [
-        node for node in onnx.load(path).graph.node if node.op_type == 'Conv'
-    ]
+    graph = onnx.load(path).graph
+    convs = [node for node in graph.node if node.op_type == 'Conv']
     # projection, H1, value (H2 and G)
     assert len(convs) == 3
+    projection, h1, value = convs
+    # P1 is H1's bias, no Add of its own
+    assert len(h1.input) == 3 and len(value.input) == 2
+    # with G, the value's convolution output is cut into H2 and G before
+    # its transpose (onnxruntime copies contiguous parts)
+    cuts = {
+        node.op_type
+        for node in graph.node if value.output[0] in node.input
+    }
+    assert cuts == ({'Slice'} if context_type == 'VR' else {'Reshape'})
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     for inp in (x, x3):
         with torch.no_grad():
