@@ -1,7 +1,8 @@
 // Copyright (c) mmrsa contributors. All rights reserved.
 //
 // Single-channel convolutions of an RSA layer on the CPU, float32 (the
-// forward pass, in inference and training, and the filters' gradient):
+// forward pass, in inference and training, and the filters' and the
+// input's gradients):
 // every channel c of x [N, C, T, H, W] is filtered by the O filters
 // [kt, kh, kw] of its bank c / (C / banks), stride 1, zero padding of half
 // the (odd) kernel, into an output with the O filters of a position and
@@ -32,6 +33,15 @@
 //
 // in tiles of up to 7 taps along W times up to 32 filters held in vector
 // registers, one row (i, j) of taps of one bank per task.
+//
+// mmrsa_channel_conv_dgrad_f32 computes the gradient of x:
+//
+//   dx[n, c, t, h, w] = sum over i, j, k, o of
+//       dout[n, t - i + pt, h - j + ph, w - k + pw, c, o]
+//       * weight[bank(c), i, j, k, o]
+//
+// in tiles of up to 8 positions, each gradient vector of a row loaded once
+// for the kw taps that read it, one channel of a sample per task.
 //
 // The work is compiled for three instruction sets (AVX-512, AVX2 + FMA and
 // the baseline) where the compiler and the C library support function
@@ -403,5 +413,216 @@ int mmrsa_channel_conv_wgrad_f32(
     free(pad);
     free((void *)rows);
   }
+  return status;
+}
+
+// ---------------------------------------------------------------------- //
+// the gradient of the input
+// ---------------------------------------------------------------------- //
+typedef struct {
+  const float *dout;  // (n, t, h, w, c, o), a unit stride in o
+  ptrdiff_t d_sn, d_st, d_sh, d_sw, d_sc;
+  const float *weight;  // [banks, kt, kh, kw, O]
+  float *dx;            // (n, c, t, h, w), unit strides within a channel
+  ptrdiff_t dx_sn, dx_sc;
+  ptrdiff_t n, c, t, h, w, banks, o, kt, kh, kw;
+} InputGradJob;
+
+// dx[p] for the P positions of a tile: the sum over the `rows` (offsets of
+// the zero-padded gradient rows in `d`, of their filters in `wt`), the KW
+// taps along W and the O filters of the gradient at position p + KW - 1 - k
+// times filter tap k. Rows and filters are stored by vectors of LANES
+// filters ([row][O / LANES][position][LANES], [taps][O / LANES][kw][LANES]),
+// so that a tile addresses everything from one pointer with constant
+// offsets. Each gradient vector is loaded once for every tap that reads it,
+// with the KW filter vectors in registers (KW is a compile-time 7 for
+// RSANet's kernels; other widths up to MAX_DGRAD_TAPS take the same code
+// with loops). The lanes are added last, in halves (a fixed order).
+#define MAX_DGRAD_TAPS 7
+#define DEFINE_DGRAD_TILE(NAME, VEC)                                         \
+  static inline __attribute__((always_inline)) void NAME(                   \
+      const float *d, const ptrdiff_t *d_rows, ptrdiff_t d_chunk,            \
+      const float *wt, const ptrdiff_t *w_rows, int rows, ptrdiff_t chunks,  \
+      float *dx, const int P, const int KW) {                                \
+    const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
+    VEC acc[MAX_POSITIONS];                                                  \
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p) acc[p] = (VEC){0};   \
+    for (int r = 0; r < rows; ++r)                                           \
+      for (ptrdiff_t v = 0; v < chunks; ++v) {                               \
+        const float *dr = d + d_rows[r] + v * d_chunk;                       \
+        const float *wr = wt + w_rows[r] + v * KW * lanes;                   \
+        VEC wv[MAX_DGRAD_TAPS];                                              \
+        _Pragma("GCC unroll 7") for (int k = 0; k < KW; ++k)                 \
+          memcpy(&wv[k], wr + k * lanes, sizeof(VEC));                       \
+        _Pragma("GCC unroll 14") for (int s = 0; s < P + KW - 1; ++s) {      \
+          VEC dv;                                                            \
+          memcpy(&dv, dr + s * lanes, sizeof(VEC));                          \
+          _Pragma("GCC unroll 7") for (int k = 0; k < KW; ++k) {             \
+            const int p = s - (KW - 1) + k;                                  \
+            if (p >= 0 && p < P) acc[p] += dv * wv[k];                       \
+          }                                                                  \
+        }                                                                    \
+      }                                                                      \
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p) {                    \
+      float sum[16];                                                         \
+      memcpy(sum, &acc[p], sizeof(VEC));                                     \
+      _Pragma("GCC unroll 4") for (int half = lanes / 2; half; half /= 2)    \
+        _Pragma("GCC unroll 8") for (int j = 0; j < half; ++j)               \
+          sum[j] += sum[j + half];                                           \
+      dx[p] = sum[0];                                                        \
+    }                                                                        \
+  }
+
+DEFINE_DGRAD_TILE(dgrad16, f16v)
+DEFINE_DGRAD_TILE(dgrad8, f8v)
+
+// The tile of P positions (1 to 8) and KW taps (7, or any other odd
+// number up to MAX_DGRAD_TAPS), compile-time constants for KW = 7.
+#define DGRAD_BY_POSITIONS(TILE, KW)                                        \
+  switch (positions) {                                                     \
+    case 1: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 1, KW); \
+      break;                                                               \
+    case 2: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 2, KW); \
+      break;                                                               \
+    case 3: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 3, KW); \
+      break;                                                               \
+    case 4: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 4, KW); \
+      break;                                                               \
+    case 5: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 5, KW); \
+      break;                                                               \
+    case 6: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 6, KW); \
+      break;                                                               \
+    case 7: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 7, KW); \
+      break;                                                               \
+    default: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 8, KW); \
+  }
+
+static inline __attribute__((always_inline)) void dgrad_tile(
+    const float *d, const ptrdiff_t *d_rows, ptrdiff_t d_chunk,
+    const float *wt, const ptrdiff_t *w_rows, int rows, ptrdiff_t chunks,
+    float *dx, int positions, int kw, int lanes) {
+  if (lanes == 16 && kw == 7) {
+    DGRAD_BY_POSITIONS(dgrad16, 7)
+  } else if (kw == 7) {
+    DGRAD_BY_POSITIONS(dgrad8, 7)
+  } else if (lanes == 16) {
+    DGRAD_BY_POSITIONS(dgrad16, kw)
+  } else {
+    DGRAD_BY_POSITIONS(dgrad8, kw)
+  }
+}
+
+// Channel c of sample n: copies the gradient of its T * H rows into `pad`
+// (rows of W + kw - 1 positions, zero positions on both sides: set once by
+// the caller, stored by vectors of `lanes` filters as the tile reads them)
+// and writes dx[n, c, :, :, :].
+MMRSA_CLONES
+static void one_input_channel(const InputGradJob *job, ptrdiff_t n,
+                              ptrdiff_t c, float *pad, ptrdiff_t *d_rows) {
+  const ptrdiff_t t = job->t, h = job->h, w = job->w, o = job->o;
+  const ptrdiff_t kt = job->kt, kh = job->kh, kw = job->kw;
+  const ptrdiff_t pt = kt / 2, ph = kh / 2, pw = kw / 2;
+  const int lanes = o % 16 == 0 ? 16 : 8;
+  const ptrdiff_t chunks = o / lanes, d_chunk = (w + kw - 1) * lanes;
+  const ptrdiff_t row_floats = chunks * d_chunk;
+  ptrdiff_t *w_rows = d_rows + kt * kh;
+  const float *src = job->dout + n * job->d_sn + c * job->d_sc;
+  for (ptrdiff_t f = 0; f < t; ++f)
+    for (ptrdiff_t y = 0; y < h; ++y) {
+      float *row = pad + (f * h + y) * row_floats + pw * lanes;
+      const float *from = src + f * job->d_st + y * job->d_sh;
+      for (ptrdiff_t v = 0; v < chunks; ++v)
+        for (ptrdiff_t x = 0; x < w; ++x) {
+          float *to = row + v * d_chunk + x * lanes;
+          const float *at = from + x * job->d_sw + v * lanes;
+          if (lanes == 16)
+            memcpy(to, at, sizeof(f16v));
+          else
+            memcpy(to, at, sizeof(f8v));
+        }
+    }
+  const float *wt =
+      job->weight + c / (job->c / job->banks) * kt * kh * kw * o;
+  const ptrdiff_t tiles = (w + MAX_POSITIONS - 1) / MAX_POSITIONS;
+  float *dx = job->dx + n * job->dx_sn + c * job->dx_sc;
+  for (ptrdiff_t f = 0; f < t; ++f)
+    for (ptrdiff_t y = 0; y < h; ++y) {
+      int rows = 0;  // the gradient rows inside the clip: frame f - i + pt
+      for (ptrdiff_t i = 0; i < kt; ++i) {
+        const ptrdiff_t frame = f - i + pt;
+        if (frame < 0 || frame >= t) continue;
+        for (ptrdiff_t j = 0; j < kh; ++j) {
+          const ptrdiff_t row = y - j + ph;
+          if (row < 0 || row >= h) continue;
+          d_rows[rows] = (frame * h + row) * row_floats;
+          w_rows[rows] = (i * kh + j) * kw * o;
+          ++rows;
+        }
+      }
+      float *dx_row = dx + (f * h + y) * w;
+      ptrdiff_t start = 0;
+      for (ptrdiff_t k = 0; k < tiles; ++k) {  // balanced tiles of W
+        const ptrdiff_t end = w * (k + 1) / tiles;
+        dgrad_tile(pad + start * lanes, d_rows, d_chunk, wt, w_rows, rows,
+                   chunks, dx_row + start, (int)(end - start), (int)kw,
+                   lanes);
+        start = end;
+      }
+    }
+}
+
+// Returns 0 on success, 1 for what it does not handle (as
+// mmrsa_channel_conv_f32, and kw above MAX_DGRAD_TAPS), 2 when memory is
+// short. dout as for mmrsa_channel_conv_wgrad_f32; weight as for
+// mmrsa_channel_conv_f32; dx [N, C, T, H, W] with the strides dx_sn, dx_sc
+// and unit strides within a channel, written:
+//
+//   dx[n, c, t, h, w] = sum_{i, j, k, o}
+//       dout[n, t - i + pt, h - j + ph, w - k + pw, c, o]
+//       * weight[bank(c), i, j, k, o]
+//
+// (positions outside the clip left out). Each thread takes whole channels
+// of a sample, so the sums do not depend on the number of threads.
+int mmrsa_channel_conv_dgrad_f32(
+    const float *dout, ptrdiff_t d_sn, ptrdiff_t d_st, ptrdiff_t d_sh,
+    ptrdiff_t d_sw, ptrdiff_t d_sc, const float *weight, float *dx,
+    ptrdiff_t dx_sn, ptrdiff_t dx_sc, ptrdiff_t n, ptrdiff_t c, ptrdiff_t t,
+    ptrdiff_t h, ptrdiff_t w, ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
+    ptrdiff_t kh, ptrdiff_t kw, int threads) {
+  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
+      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
+      kw % 2 != 1 || kw > MAX_DGRAD_TAPS)
+    return 1;
+  // the filters by vectors of `lanes`: [banks, kt, kh, O / lanes, kw, lanes]
+  const int lanes = o % 16 == 0 ? 16 : 8;
+  const ptrdiff_t taps = banks * kt * kh;
+  float *filters = malloc(sizeof(float) * taps * kw * o);
+  if (filters == NULL) return 2;
+  for (ptrdiff_t r = 0; r < taps; ++r)
+    for (ptrdiff_t k = 0; k < kw; ++k)
+      for (ptrdiff_t f = 0; f < o; ++f)
+        filters[(r * o + f / lanes * lanes) * kw + k * lanes + f % lanes] =
+            weight[(r * kw + k) * o + f];
+  const InputGradJob job = {dout, d_sn,  d_st,  d_sh, d_sw, d_sc, filters,
+                            dx,   dx_sn, dx_sc, n,    c,    t,    h,
+                            w,    banks, o,     kt,   kh,   kw};
+  const ptrdiff_t items = n * c;
+  const size_t pad_floats = (size_t)(t * h * (w + kw - 1) * o);
+  if (threads < 1) threads = 1;
+  if (threads > items) threads = (int)items;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    float *pad = calloc(pad_floats, sizeof(float));
+    ptrdiff_t *rows = malloc(sizeof(ptrdiff_t) * 2 * kt * kh);
+    const int ready = pad != NULL && rows != NULL;
+    status = ready ? 0 : 2;
+#pragma omp for schedule(static)
+    for (ptrdiff_t item = 0; item < items; ++item)
+      if (ready) one_input_channel(&job, item / c, item % c, pad, rows);
+    free(pad);
+    free(rows);
+  }
+  free(filters);
   return status;
 }

@@ -346,7 +346,7 @@ static void *scratch_alloc(const Job *job, Scratch *w) {
 // channel_conv.c, mmrsa_channel_conv_f32 and mmrsa_channel_conv_wgrad_f32);
 // rsa_native.py refuses a library built from other versions of these files
 // (a stale editable build).
-#define MMRSA_RSA_PRODUCTS_ABI 7
+#define MMRSA_RSA_PRODUCTS_ABI 8
 
 int mmrsa_rsa_products_abi(void) { return MMRSA_RSA_PRODUCTS_ABI; }
 

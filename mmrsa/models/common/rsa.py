@@ -827,14 +827,15 @@ class RSA(nn.Module):
             if use_taps_conv(x, filters):
                 # inference: contiguous [N*THW, C, O]
                 return taps_channel_conv(x, filters, self.padding)
-            # [N, C, T, H, W] -> [C, N, T, H, W, O] -> [N*THW, C, O]; H1's
-            # forward pass by the library on the native path
+            # [N, C, T, H, W] -> [C, N, T, H, W, O] -> [N*THW, C, O]; on the
+            # native path H1's forward pass and the input's gradients by the
+            # library
             out = channel_conv3d(
                 x,
                 filters,
                 self.padding,
                 channels_last=True,
-                native=path == 'cpu_native' and filters.shape[0] > 1)
+                native=path == 'cpu_native')
             return out.reshape(channels, -1, out.shape[-1]).transpose(0, 1)
         # [N, C, T, H, W] -> [N, T, H, W, C, O] -> [N*THW, C, O]
         out = grouped_channel_conv3d(x, filters, self.padding)

@@ -63,7 +63,8 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     'native_available', 'native_status', 'native_products',
     'native_products_backward', 'products', 'channel_conv',
-    'channel_conv_weight_grad', 'disabled', 'DISABLE_ENV', 'MIN_QUERIES'
+    'channel_conv_weight_grad', 'channel_conv_input_grad',
+    'channel_conv_input_grad_applies', 'disabled', 'DISABLE_ENV', 'MIN_QUERIES'
 ]
 
 #: Environment variable that keeps the layers on the PyTorch path.
@@ -79,7 +80,7 @@ _LIBRARY_STEM = '_rsa_products'
 
 #: The calling convention this module speaks (``MMRSA_RSA_PRODUCTS_ABI`` in
 #: the C source); a library that reports another one is not used.
-ABI = 7
+ABI = 8
 
 #: The dtypes the library reads and writes: the filtered key and value (and
 #: their gradients) have one of them, the query and the output (and their
@@ -154,6 +155,13 @@ def _load() -> 'tuple[Optional[ctypes.CDLL], str]':
     wgrad.argtypes = ([pointer] + [size] * 2  # x and its strides (N, C)
                       + [pointer] + [size] * 5  # dout (N, T, H, W, C)
                       + [pointer]  # dweight
+                      + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
+                      + [ctypes.c_int])  # threads
+    dgrad = library.mmrsa_channel_conv_dgrad_f32
+    dgrad.restype = ctypes.c_int
+    dgrad.argtypes = ([pointer] + [size] * 5  # dout (N, T, H, W, C)
+                      + [pointer]  # filters
+                      + [pointer] + [size] * 2  # dx and its strides (N, C)
                       + [size] * 10  # N, C, T, H, W, banks, O, kt, kh, kw
                       + [ctypes.c_int])  # threads
     return library, f'built ({osp.basename(path)})'
@@ -619,3 +627,79 @@ def channel_conv_weight_grad(x: torch.Tensor, grad: torch.Tensor,
     if status != 0:
         _give_up(status, fallback=False)
     return dweight.permute(0, 4, 1, 2, 3)
+
+
+#: The widest kernel along W of :func:`channel_conv_input_grad`.
+MAX_INPUT_GRAD_TAPS = 7
+
+
+def channel_conv_input_grad_applies(grad: torch.Tensor, weight: torch.Tensor,
+                                    padding: Tuple[int, int, int]) -> bool:
+    """Whether :func:`channel_conv_input_grad` computes the input's
+    gradient for this output gradient ``[C, N, T, H, W, O]`` and these
+    filters: as :func:`channel_conv_applies`, with kernels at most
+    :data:`MAX_INPUT_GRAD_TAPS` wide."""
+    return (native_available() and grad.dim() == 6 and weight.dim() == 5
+            and grad.device.type == weight.device.type == 'cpu'
+            and grad.dtype == weight.dtype == torch.float32
+            and grad.numel() > 0 and weight.numel() > 0
+            and grad.shape[0] % weight.shape[0] == 0
+            and grad.shape[-1] == weight.shape[1] and weight.shape[1] % 8 == 0
+            and weight.shape[-1] <= MAX_INPUT_GRAD_TAPS
+            and all(k % 2 == 1 and int(p) == k // 2
+                    for k, p in zip(weight.shape[2:], padding)))
+
+
+def channel_conv_input_grad(grad: torch.Tensor,
+                            weight: torch.Tensor) -> torch.Tensor:
+    """The gradient of the input of :func:`channel_conv` (``'channels'``
+    layout) in the library, given the filters and the gradient of the
+    output; the backward pass of ``channel_conv3d`` on the native path
+    calls it where :func:`channel_conv_input_grad_applies`.
+
+    Each gradient vector of O values is loaded once for the 7 taps along W
+    that read it, with their filters in registers; PyTorch computes the same
+    gradient as a depthwise convolution of the O gradient maps and a sum
+    over them (an intermediate O times the input's size). Each thread sums
+    whole channels of a sample, so the result does not depend on the number
+    of threads; equal to PyTorch's within float32 rounding.
+
+    Args:
+        grad (torch.Tensor): ``[C, N, T, H, W, O]``, float32, a unit stride
+            along ``O``.
+        weight (torch.Tensor): ``[banks, O, kt, kh, kw]``.
+
+    Returns:
+        torch.Tensor: ``[N, C, T, H, W]`` (a view of a contiguous
+        ``[C, N, T, H, W]``).
+
+    Raises:
+        RuntimeError: If the library is not available, does not apply or
+            fails.
+    """
+    library = _load()[0]
+    padding = tuple(k // 2 for k in weight.shape[2:])
+    if (library is None or grad.stride(-1) != 1
+            or not channel_conv_input_grad_applies(grad, weight, padding)):
+        raise RuntimeError(
+            f'channel_conv_input_grad needs the native library (it is '
+            f'{native_status()}), a float32 gradient [C, N, T, H, W, O] '
+            f'with a unit stride along O and filters it computes (see '
+            f'channel_conv_input_grad_applies), got {tuple(grad.shape)}, '
+            f'{tuple(grad.stride())} and {tuple(weight.shape)}')
+    c, n, t, h, w, o = grad.shape
+    banks, _, kt, kh, kw = weight.shape
+    # [banks, O, kt, kh, kw] -> [banks, kt, kh, kw, O], as channel_conv
+    filters = weight.detach().permute(0, 2, 3, 4, 1).contiguous()
+    view = grad.permute(1, 2, 3, 4, 0, 5)  # (n, t, h, w, c, o)
+    dx = grad.new_empty(c, n, t, h, w)
+    status = library.mmrsa_channel_conv_dgrad_f32(view.data_ptr(),
+                                                  *view.stride()[:5],
+                                                  filters.data_ptr(),
+                                                  dx.data_ptr(), dx.stride(1),
+                                                  dx.stride(0), n, c, t, h, w,
+                                                  banks, o, kt, kh, kw,
+                                                  torch.get_num_threads())
+    if status != 0:
+        _give_up(status, fallback=False)
+    return dx.transpose(0, 1)

@@ -66,6 +66,15 @@ MIN_HALF_WGRAD_FILTERS = 16
 #: filters are bound by the loads).
 MIN_NATIVE_WGRAD_FILTERS = 32
 
+#: Fewest filters of a single bank (the value filters ``H2`` and ``G``) for
+#: which :func:`channel_conv3d` on the native path computes the input's
+#: gradient in the library; with several banks (``H1``) it always does. At
+#: the RSANet-R50 shapes (batch 2, T = 8, 2 threads; forward + input
+#: gradient, oneDNN's depthwise form against the library) one bank of 64
+#: and 128 filters took 29.7 -> 26.1 and 29.2 -> 25.2 ms, but 16 and 32
+#: filters 28.5 -> 30.3 and 29.5 -> 30.1 ms; ``H1`` 18.4-29.2 -> 16.2-21.5 ms.
+MIN_NATIVE_DGRAD_FILTERS = 64
+
 #: Filters per bank from which :func:`channel_conv3d` computes a
 #: multi-bank convolution (``H1``) without gradients (inference, float32) as
 #: one grouped 2D convolution over temporal taps
@@ -213,14 +222,16 @@ class _ChannelConv3d(torch.autograd.Function):
             x, weight = x.to(dtype), weight.to(dtype)
         with torch.autocast(device, enabled=False):
             out = None
-            if native and channels_last:
-                # the library's convolution, [C, N, T, H, W, O] (None where
-                # it does not apply, e.g. in bfloat16)
+            if native and channels_last and weight.shape[0] > 1:
+                # H1: the library's convolution, [C, N, T, H, W, O] (None
+                # where it does not apply, e.g. in bfloat16); oneDNN's is as
+                # fast for one bank (the value filters)
                 out = rsa_native.channel_conv(
                     x, weight, padding, layout='channels')
             # the library computes the filters' gradient where it computed
-            # the forward pass
-            ctx.native = out is not None
+            # the forward pass, and the input's wherever it applies
+            ctx.native_forward = out is not None
+            ctx.native = native and channels_last
             if out is None:
                 out, xb = _channel_conv_forward(x, weight, padding,
                                                 channels_last)
@@ -247,7 +258,7 @@ class _ChannelConv3d(torch.autograd.Function):
             grad = grad.reshape(n * c, o, t, h, w)
 
         grad_x = grad_w = None
-        if ctx.needs_input_grad[1] and ctx.native and (
+        if ctx.needs_input_grad[1] and ctx.native_forward and (
                 o >= MIN_NATIVE_WGRAD_FILTERS):
             # [(C, N), 1, T, H, W] (C outer) -> [N, C, T, H, W]; the
             # gradient [C, N, T, H, W, O]
@@ -276,7 +287,15 @@ class _ChannelConv3d(torch.autograd.Function):
                 ctx.weight_strides,
                 dtype=grad_w.dtype,
                 device=grad_w.device).copy_(grad_w)
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ctx.native and (
+                banks > 1 or o >= MIN_NATIVE_DGRAD_FILTERS) and (
+                    rsa_native.channel_conv_input_grad_applies(
+                        grad_out, weight, padding)):
+            # [C, N, T, H, W, O] -> [N, C, T, H, W], C outer as below
+            if grad_out.stride(-1) != 1:
+                grad_out = grad_out.contiguous()
+            grad_x = rsa_native.channel_conv_input_grad(grad_out, weight)
+        elif ctx.needs_input_grad[0]:
             # dx = sum_o corr(dy_o, flip(w_o)): a depthwise convolution of
             # the O gradient maps (fast in channels-last), then a sum
             grad = grad.contiguous(memory_format=torch.channels_last_3d)
@@ -314,15 +333,19 @@ def channel_conv3d(x: torch.Tensor,
             divides ``C``.
         padding (Sequence[int]): ``(pt, ph, pw)``, usually half the kernel.
         channels_last (bool): Output layout, see Returns. Defaults to False.
-        native (bool): With ``channels_last``, compute the forward pass
-            with the native library's convolution
-            (:func:`~mmrsa.models.common.rsa_native.channel_conv`) where it
-            applies (float32, 8 filters or a multiple, odd kernel; it warns
-            and falls back on a failure), and then, with
-            :data:`MIN_NATIVE_WGRAD_FILTERS` filters or more, the filters'
-            gradient too (:func:`rsa_native.channel_conv_weight_grad
-            <mmrsa.models.common.rsa_native.channel_conv_weight_grad>`); the
-            input's gradient is the same. Defaults to False.
+        native (bool): With ``channels_last``, use the native library
+            where it applies (float32, 8 filters or a multiple, odd kernel):
+            with several banks (``H1``) for the forward pass
+            (:func:`~mmrsa.models.common.rsa_native.channel_conv`; it warns
+            and falls back on a failure) and then, with
+            :data:`MIN_NATIVE_WGRAD_FILTERS` filters or more, for the
+            filters' gradient (:func:`rsa_native.channel_conv_weight_grad
+            <mmrsa.models.common.rsa_native.channel_conv_weight_grad>`); with
+            several banks, or one of :data:`MIN_NATIVE_DGRAD_FILTERS`
+            filters or more, for the input's gradient
+            (:func:`rsa_native.channel_conv_input_grad
+            <mmrsa.models.common.rsa_native.channel_conv_input_grad>`, kernels
+            up to 7 wide). Defaults to False.
 
     Returns:
         torch.Tensor: ``[N, C, O, T, H, W]`` (positions last), or

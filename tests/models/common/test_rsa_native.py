@@ -57,14 +57,20 @@ def fresh_state(monkeypatch):
 def calls(monkeypatch):
     """Counts the layer's calls of the native products (and records the
     dtypes of their query and key)."""
-    counter = {'native': 0, 'dtypes': [], 'conv': [], 'wgrad': 0}
+    counter = {'native': 0, 'dtypes': [], 'conv': [], 'wgrad': 0, 'dgrad': []}
     original = rsa_native.native_products
     original_conv = rsa_native.channel_conv
     original_wgrad = rsa_native.channel_conv_weight_grad
+    original_dgrad = rsa_native.channel_conv_input_grad
 
     def counting_wgrad(*args, **kwargs):
         counter['wgrad'] += 1
         return original_wgrad(*args, **kwargs)
+
+    def counting_dgrad(grad, weight):
+        # (banks, filters) of each input gradient the library computed
+        counter['dgrad'].append(tuple(weight.shape[:2]))
+        return original_dgrad(grad, weight)
 
     def counting(*args, **kwargs):
         counter['native'] += 1
@@ -81,6 +87,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(rsa_native, 'native_products', counting)
     monkeypatch.setattr(rsa_native, 'channel_conv', counting_conv)
     monkeypatch.setattr(rsa_native, 'channel_conv_weight_grad', counting_wgrad)
+    monkeypatch.setattr(rsa_native, 'channel_conv_input_grad', counting_dgrad)
     return counter
 
 
@@ -242,10 +249,17 @@ def test_training_takes_native_and_matches(calls, channels, size, kwargs):
     native_wgrad = bool(want_conv) and (layer.latent_dim
                                         >= rsa_ops.MIN_NATIVE_WGRAD_FILTERS)
     assert calls['wgrad'] == int(native_wgrad)
+    # the input's gradient of H1 (D a multiple of 8), and of the value
+    # filters from 64 of them (value first: backward runs in reverse)
+    value = tuple(layer._value_filters().shape[:2])
+    want_dgrad = ([value] if value[1] >= rsa_ops.MIN_NATIVE_DGRAD_FILTERS
+                  and value[1] % 8 == 0 else []) + want_conv
+    assert calls['dgrad'] == want_dgrad
     with force_path('cpu_bmm'):
         want, want_grads = _train_step(layer, x, grad)
     assert calls['native'] == 1 and calls['conv'] == want_conv
     assert calls['wgrad'] == int(native_wgrad)
+    assert calls['dgrad'] == want_dgrad
     assert _rel_err(got, want) <= 1e-5
     assert got_grads.keys() == want_grads.keys()
     for name, want_grad in want_grads.items():
@@ -799,6 +813,88 @@ def test_channel_conv_weight_grad_equals_float64(x_shape, w_shape):
     every_other = torch.randn(*grad.shape[:-1], 2 * grad.shape[-1])[..., ::2]
     with pytest.raises(RuntimeError, match='unit stride along O'):
         rsa_native.channel_conv_weight_grad(x_saved, every_other, w_shape)
+
+
+@needs_library
+@pytest.mark.parametrize('x_shape,w_shape', CONV_CASES)
+def test_channel_conv_input_grad_equals_float64(x_shape, w_shape):
+    """The input's gradient of the library (the backward pass of H1 and of
+    the value filters in training) against float64 autograd of
+    ``channel_conv3d``, from a gradient in the layer's [C, N, T, H, W, O]
+    layout; the same sums with 1 and 3 threads."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(w_shape, generator=gen, dtype=torch.float64)
+    padding = tuple(k // 2 for k in w_shape[2:])
+    x.requires_grad_()
+    out = channel_conv3d(x, weight, padding, channels_last=True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    out.backward(grad)
+    assert rsa_native.channel_conv_input_grad_applies(grad.float(),
+                                                      weight.float(), padding)
+    got = rsa_native.channel_conv_input_grad(grad.float(), weight.float())
+    assert got.shape == x.shape
+    assert _rel_err(got.double(), x.grad) <= 1e-5
+    threads = torch.get_num_threads()
+    try:  # whole channels shared out among 1 or 3 threads: the same sums
+        sums = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            sums.append(
+                rsa_native.channel_conv_input_grad(grad.float(),
+                                                   weight.float()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(sums[0], got) and torch.equal(sums[1], got)
+    # a gradient whose positions are not contiguous rows: the same values
+    wide = torch.zeros(*grad.shape[:-2], 2 * grad.shape[-2], grad.shape[-1])
+    wide[..., ::2, :] = grad.float()
+    assert torch.equal(
+        rsa_native.channel_conv_input_grad(wide[..., ::2, :], weight.float()),
+        got)
+    every_other = torch.randn(*grad.shape[:-1], 2 * grad.shape[-1])[..., ::2]
+    with pytest.raises(RuntimeError, match='unit stride along O'):
+        rsa_native.channel_conv_input_grad(every_other, weight.float())
+
+
+@needs_library
+def test_channel_conv_input_grad_refuses_what_it_does_not_compute():
+    """Not applicable (the PyTorch backward pass) to kernels wider than 7,
+    even kernels, other padding, other dtypes, O not a multiple of 8 or
+    different from the gradient's; the library itself refuses them too."""
+    grad = torch.randn(4, 1, 3, 5, 6, 8)
+    weight = torch.randn(2, 8, 3, 3, 3)
+    pad = (1, 1, 1)
+    assert rsa_native.channel_conv_input_grad_applies(grad, weight, pad)
+    refused = [
+        (grad, torch.randn(2, 8, 3, 3, 9), (1, 1, 4)),  # 9 taps along W
+        (grad, torch.randn(2, 8, 2, 3, 3), pad),  # even kt
+        (grad, weight, (0, 1, 1)),  # not half the kernel
+        (grad.double(), weight.double(), pad),
+        (torch.randn(4, 1, 3, 5, 6, 12), torch.randn(2, 12, 3, 3, 3), pad),
+        (torch.randn(4, 1, 3, 5, 6, 16), weight, pad),  # O differs
+        (torch.randn(3, 1, 3, 5, 6, 8), weight, pad),  # 2 banks, C = 3
+    ]
+    for args in refused:
+        assert not rsa_native.channel_conv_input_grad_applies(*args)
+    with pytest.raises(RuntimeError, match='filters it computes'):
+        rsa_native.channel_conv_input_grad(grad, torch.randn(2, 8, 3, 3, 9))
+    library = rsa_native._load()[0]
+    dx = torch.empty(4, 1, 3, 5, 6)
+    filters = weight.permute(0, 2, 3, 4, 1).contiguous()
+    strides = grad.permute(1, 2, 3, 4, 0, 5).stride()[:5]
+
+    def call(o=8, kw=3, banks=2):
+        return library.mmrsa_channel_conv_dgrad_f32(grad.data_ptr(), *strides,
+                                                    filters.data_ptr(),
+                                                    dx.data_ptr(),
+                                                    dx.stride(1), dx.stride(0),
+                                                    1, 4, 3, 5, 6, banks, o, 3,
+                                                    3, kw, 1)
+
+    assert call() == 0
+    assert call(o=12) == 1 and call(kw=9) == 1 and call(kw=2) == 1
+    assert call(banks=3) == 1
 
 
 @needs_library
