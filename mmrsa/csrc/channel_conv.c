@@ -68,6 +68,20 @@ typedef float f8v __attribute__((vector_size(32)));   // 8 filters
 #define MAX_POSITIONS 8  // positions of a tile
 #define MAX_VECTORS 4    // vectors of filters of a tile
 
+// TILE(..., n) with n a compile-time constant: `count` if it is 1 to 7,
+// `last` otherwise (the tiles' positions or taps).
+#define BY_COUNT(count, last, TILE, ...)    \
+  switch (count) {                          \
+    case 1: TILE(__VA_ARGS__, 1); break;    \
+    case 2: TILE(__VA_ARGS__, 2); break;    \
+    case 3: TILE(__VA_ARGS__, 3); break;    \
+    case 4: TILE(__VA_ARGS__, 4); break;    \
+    case 5: TILE(__VA_ARGS__, 5); break;    \
+    case 6: TILE(__VA_ARGS__, 6); break;    \
+    case 7: TILE(__VA_ARGS__, 7); break;    \
+    default: TILE(__VA_ARGS__, last);       \
+  }
+
 typedef struct {
   const float *x;  // (n, c, t, h, w), unit strides within a clip channel
   ptrdiff_t x_sn, x_sc;
@@ -84,7 +98,7 @@ typedef struct {
   static inline __attribute__((always_inline)) void NAME(                   \
       const float *x, const ptrdiff_t *x_rows, const float *wt,              \
       const ptrdiff_t *w_rows, int rows, ptrdiff_t kw, ptrdiff_t o,          \
-      float *out, ptrdiff_t out_sp, const int P, const int VB) {             \
+      float *out, ptrdiff_t out_sp, const int VB, const int P) {             \
     const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
     VEC acc[MAX_POSITIONS][MAX_VECTORS];                                     \
     _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p)                      \
@@ -112,39 +126,23 @@ typedef struct {
 DEFINE_TILE(tile16, f16v)
 DEFINE_TILE(tile8, f8v)
 
-// The tile of P positions (1 to 8, a compile-time constant in each case).
-#define BY_POSITIONS(TILE, VB)                                       \
-  switch (positions) {                                              \
-    case 1: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 1, VB); \
-      break;                                                        \
-    case 2: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 2, VB); \
-      break;                                                        \
-    case 3: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 3, VB); \
-      break;                                                        \
-    case 4: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 4, VB); \
-      break;                                                        \
-    case 5: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 5, VB); \
-      break;                                                        \
-    case 6: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 6, VB); \
-      break;                                                        \
-    case 7: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 7, VB); \
-      break;                                                        \
-    default: TILE(x, x_rows, wt, w_rows, rows, kw, o, out, sp, 8, VB); \
-  }
-
 // One tile of `positions` outputs and `vectors` vectors of `lanes` filters.
 static inline __attribute__((always_inline)) void tile(
     const float *x, const ptrdiff_t *x_rows, const float *wt,
     const ptrdiff_t *w_rows, int rows, ptrdiff_t kw, ptrdiff_t o, float *out,
     ptrdiff_t sp, int positions, int vectors, int lanes) {
   if (lanes == 8) {
-    BY_POSITIONS(tile8, 1)
+    BY_COUNT(positions, 8, tile8, x, x_rows, wt, w_rows, rows, kw, o, out, sp,
+             1)
   } else if (vectors == 4) {
-    BY_POSITIONS(tile16, 4)
+    BY_COUNT(positions, 8, tile16, x, x_rows, wt, w_rows, rows, kw, o, out, sp,
+             4)
   } else if (vectors == 2) {
-    BY_POSITIONS(tile16, 2)
+    BY_COUNT(positions, 8, tile16, x, x_rows, wt, w_rows, rows, kw, o, out, sp,
+             2)
   } else {
-    BY_POSITIONS(tile16, 1)
+    BY_COUNT(positions, 8, tile16, x, x_rows, wt, w_rows, rows, kw, o, out, sp,
+             1)
   }
 }
 
@@ -205,9 +203,58 @@ static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
   }
 }
 
-// Returns 0 on success, 1 for what it does not handle (O not a multiple of
-// 8, an even kernel, banks not dividing C, empty sizes), 2 when memory is short (out is then
-// incomplete). x has unit strides within each channel of a clip
+// Whether the functions below handle these sizes: at least one of each,
+// banks dividing C, O a multiple of 8, odd kernels.
+static int handled(ptrdiff_t n, ptrdiff_t c, ptrdiff_t t, ptrdiff_t h,
+                   ptrdiff_t w, ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
+                   ptrdiff_t kh, ptrdiff_t kw) {
+  return n >= 1 && c >= 1 && t >= 1 && h >= 1 && w >= 1 && banks >= 1 &&
+         c % banks == 0 && o >= 8 && o % 8 == 0 && kt % 2 == 1 &&
+         kh % 2 == 1 && kw % 2 == 1;
+}
+
+// One task of a parallel loop: item `item` of `job`, with the thread's
+// scratch, `pad` (zeroed once) and `slots` (offsets or pointers).
+typedef void (*Task)(const void *job, ptrdiff_t item, float *pad,
+                     void *slots);
+
+// Runs task(job, item) for every item < items on up to `threads` OpenMP
+// threads (PyTorch's, see rsa_products.c), static shares of consecutive
+// items, each thread with pad_floats zeroed floats and `slots` slots of
+// scratch. Returns 0, or 2 when memory is short (the output is then
+// incomplete).
+static int run_tasks(Task task, const void *job, ptrdiff_t items,
+                     size_t pad_floats, size_t slots, int threads) {
+  const size_t slot = sizeof(ptrdiff_t) > sizeof(void *) ? sizeof(ptrdiff_t)
+                                                         : sizeof(void *);
+  if (threads < 1) threads = 1;
+  if (threads > items) threads = (int)items;
+  int status = 0;
+#pragma omp parallel num_threads(threads) reduction(max : status)
+  {
+    float *pad = calloc(pad_floats, sizeof(float));
+    void *scratch = malloc(slot * slots);
+    const int ready = pad != NULL && scratch != NULL;
+    status = ready ? 0 : 2;
+#pragma omp for schedule(static)
+    for (ptrdiff_t item = 0; item < items; ++item)
+      if (ready) task(job, item, pad, scratch);
+    free(pad);
+    free(scratch);
+  }
+  return status;
+}
+
+// Item (n, c, t) of the forward pass.
+static void frame_task(const void *job, ptrdiff_t item, float *pad,
+                       void *slots) {
+  const ConvJob *conv = job;
+  const ptrdiff_t c = conv->c, t = conv->t;
+  one_frame(conv, item / (c * t), item / t % c, item % t, pad, slots);
+}
+
+// Returns 0 on success, 1 for what it does not handle (see handled()), 2
+// when memory is short (out is then incomplete). x has unit strides within each channel of a clip
 // ([T, H, W] contiguous), x_sn and x_sc between samples and channels;
 // weight is [banks, kt, kh, kw, O], contiguous; out has the strides out_s*
 // (elements) along (n, t, h, w, c) and a unit stride along o. The threads
@@ -219,33 +266,14 @@ int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
                            ptrdiff_t c, ptrdiff_t t, ptrdiff_t h, ptrdiff_t w,
                            ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
                            ptrdiff_t kh, ptrdiff_t kw, int threads) {
-  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
-      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
-      kw % 2 != 1)
-    return 1;
+  if (!handled(n, c, t, h, w, banks, o, kt, kh, kw)) return 1;
   const ConvJob job = {x,      x_sn,   x_sc,   weight, out, out_sn,
                        out_st, out_sh, out_sw, out_sc, n,   c,
                        t,      h,      w,      banks,  o,   kt,
                        kh,     kw};
-  const ptrdiff_t items = n * c * t;
-  const size_t pad_floats = (size_t)(kt * h * (w + kw - 1));
-  if (threads < 1) threads = 1;
-  if (threads > items) threads = (int)items;
-  int status = 0;
-#pragma omp parallel num_threads(threads) reduction(max : status)
-  {
-    float *pad = calloc(pad_floats, sizeof(float));
-    ptrdiff_t *rows = malloc(sizeof(ptrdiff_t) * 2 * kt * kh);
-    const int ready = pad != NULL && rows != NULL;
-    status = ready ? 0 : 2;
-#pragma omp for schedule(static)
-    for (ptrdiff_t item = 0; item < items; ++item)
-      if (ready) one_frame(&job, item / (c * t), item / t % c, item % t, pad,
-                           rows);
-    free(pad);
-    free(rows);
-  }
-  return status;
+  return run_tasks(frame_task, &job, n * c * t,
+                   (size_t)(kt * h * (w + kw - 1)), (size_t)(2 * kt * kh),
+                   threads);
 }
 
 
@@ -269,8 +297,8 @@ typedef struct {
 #define DEFINE_WGRAD_TILE(NAME, VEC)                                         \
   static inline __attribute__((always_inline)) void NAME(                   \
       const float *const *x_rows, const float *const *d_rows, int rows,      \
-      ptrdiff_t w, ptrdiff_t d_sw, float *dw, ptrdiff_t o, const int K,      \
-      const int VB) {                                                        \
+      ptrdiff_t w, ptrdiff_t d_sw, float *dw, ptrdiff_t o, const int VB,     \
+      const int K) {                                                        \
     const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
     VEC acc[MAX_TAPS][2];                                                    \
     _Pragma("GCC unroll 7") for (int k = 0; k < K; ++k)                      \
@@ -301,28 +329,16 @@ typedef struct {
 DEFINE_WGRAD_TILE(wgrad16, f16v)
 DEFINE_WGRAD_TILE(wgrad8, f8v)
 
-// The tile of K taps (1 to 7, a compile-time constant in each case).
-#define BY_TAPS(TILE, VB)                                             \
-  switch (taps) {                                                    \
-    case 1: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 1, VB); break; \
-    case 2: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 2, VB); break; \
-    case 3: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 3, VB); break; \
-    case 4: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 4, VB); break; \
-    case 5: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 5, VB); break; \
-    case 6: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 6, VB); break; \
-    default: TILE(x_rows, d_rows, rows, w, d_sw, dw, o, 7, VB);       \
-  }
-
 static inline __attribute__((always_inline)) void wgrad_tile(
     const float *const *x_rows, const float *const *d_rows, int rows,
     ptrdiff_t w, ptrdiff_t d_sw, float *dw, ptrdiff_t o, int taps,
     int vectors, int lanes) {
   if (lanes == 8) {
-    BY_TAPS(wgrad8, 1)
+    BY_COUNT(taps, 7, wgrad8, x_rows, d_rows, rows, w, d_sw, dw, o, 1)
   } else if (vectors == 2) {
-    BY_TAPS(wgrad16, 2)
+    BY_COUNT(taps, 7, wgrad16, x_rows, d_rows, rows, w, d_sw, dw, o, 2)
   } else {
-    BY_TAPS(wgrad16, 1)
+    BY_COUNT(taps, 7, wgrad16, x_rows, d_rows, rows, w, d_sw, dw, o, 1)
   }
 }
 
@@ -375,6 +391,16 @@ static void one_tap_row(const GradJob *job, ptrdiff_t b, ptrdiff_t i,
     }
 }
 
+// Item (b, i, j) of the filters' gradient.
+static void tap_row_task(const void *job, ptrdiff_t item, float *pad,
+                         void *slots) {
+  const GradJob *grad = job;
+  const ptrdiff_t kt = grad->kt, kh = grad->kh;
+  const float **rows = slots;
+  one_tap_row(grad, item / (kt * kh), item / kh % kt, item % kh, pad, rows,
+              rows + grad->t * grad->h);
+}
+
 // Returns 0 on success, 1 for what it does not handle (as
 // mmrsa_channel_conv_f32), 2 when memory is short. x as for
 // mmrsa_channel_conv_f32; dout has the strides d_s* along (n, t, h, w, c)
@@ -387,33 +413,13 @@ int mmrsa_channel_conv_wgrad_f32(
     ptrdiff_t d_sc, float *dweight, ptrdiff_t n, ptrdiff_t c, ptrdiff_t t,
     ptrdiff_t h, ptrdiff_t w, ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
     ptrdiff_t kh, ptrdiff_t kw, int threads) {
-  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
-      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
-      kw % 2 != 1)
-    return 1;
+  if (!handled(n, c, t, h, w, banks, o, kt, kh, kw)) return 1;
   const GradJob job = {x,    x_sn, x_sc, dout, d_sn,  d_st, d_sh, d_sw,
                        d_sc, dweight, n, c,  t,    h,     w,    banks,
                        o,    kt,   kh,   kw};
-  const ptrdiff_t items = banks * kt * kh;
-  const size_t pad_floats = (size_t)(t * h * (w + kw - 1));
-  if (threads < 1) threads = 1;
-  if (threads > items) threads = (int)items;
-  int status = 0;
-#pragma omp parallel num_threads(threads) reduction(max : status)
-  {
-    float *pad = calloc(pad_floats, sizeof(float));
-    const float **rows = malloc(sizeof(float *) * 2 * t * h);
-    const int ready = pad != NULL && rows != NULL;
-    status = ready ? 0 : 2;
-#pragma omp for schedule(static)
-    for (ptrdiff_t item = 0; item < items; ++item)
-      if (ready)
-        one_tap_row(&job, item / (kt * kh), item / kh % kt, item % kh, pad,
-                    rows, rows + t * h);
-    free(pad);
-    free((void *)rows);
-  }
-  return status;
+  return run_tasks(tap_row_task, &job, banks * kt * kh,
+                   (size_t)(t * h * (w + kw - 1)), (size_t)(2 * t * h),
+                   threads);
 }
 
 // ---------------------------------------------------------------------- //
@@ -443,7 +449,7 @@ typedef struct {
   static inline __attribute__((always_inline)) void NAME(                   \
       const float *d, const ptrdiff_t *d_rows, ptrdiff_t d_chunk,            \
       const float *wt, const ptrdiff_t *w_rows, int rows, ptrdiff_t chunks,  \
-      float *dx, const int P, const int KW) {                                \
+      float *dx, const int KW, const int P) {                                \
     const int lanes = (int)(sizeof(VEC) / sizeof(float));                    \
     VEC acc[MAX_POSITIONS];                                                  \
     _Pragma("GCC unroll 8") for (int p = 0; p < P; ++p) acc[p] = (VEC){0};   \
@@ -476,39 +482,24 @@ typedef struct {
 DEFINE_DGRAD_TILE(dgrad16, f16v)
 DEFINE_DGRAD_TILE(dgrad8, f8v)
 
-// The tile of P positions (1 to 8) and KW taps (7, or any other odd
-// number up to MAX_DGRAD_TAPS), compile-time constants for KW = 7.
-#define DGRAD_BY_POSITIONS(TILE, KW)                                        \
-  switch (positions) {                                                     \
-    case 1: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 1, KW); \
-      break;                                                               \
-    case 2: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 2, KW); \
-      break;                                                               \
-    case 3: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 3, KW); \
-      break;                                                               \
-    case 4: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 4, KW); \
-      break;                                                               \
-    case 5: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 5, KW); \
-      break;                                                               \
-    case 6: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 6, KW); \
-      break;                                                               \
-    case 7: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 7, KW); \
-      break;                                                               \
-    default: TILE(d, d_rows, d_chunk, wt, w_rows, rows, chunks, dx, 8, KW); \
-  }
-
+// The tile of `positions` (1 to 8) and KW taps (a compile-time 7, or any
+// other odd number up to MAX_DGRAD_TAPS).
 static inline __attribute__((always_inline)) void dgrad_tile(
     const float *d, const ptrdiff_t *d_rows, ptrdiff_t d_chunk,
     const float *wt, const ptrdiff_t *w_rows, int rows, ptrdiff_t chunks,
     float *dx, int positions, int kw, int lanes) {
   if (lanes == 16 && kw == 7) {
-    DGRAD_BY_POSITIONS(dgrad16, 7)
+    BY_COUNT(positions, 8, dgrad16, d, d_rows, d_chunk, wt, w_rows, rows,
+             chunks, dx, 7)
   } else if (kw == 7) {
-    DGRAD_BY_POSITIONS(dgrad8, 7)
+    BY_COUNT(positions, 8, dgrad8, d, d_rows, d_chunk, wt, w_rows, rows,
+             chunks, dx, 7)
   } else if (lanes == 16) {
-    DGRAD_BY_POSITIONS(dgrad16, kw)
+    BY_COUNT(positions, 8, dgrad16, d, d_rows, d_chunk, wt, w_rows, rows,
+             chunks, dx, kw)
   } else {
-    DGRAD_BY_POSITIONS(dgrad8, kw)
+    BY_COUNT(positions, 8, dgrad8, d, d_rows, d_chunk, wt, w_rows, rows,
+             chunks, dx, kw)
   }
 }
 
@@ -571,6 +562,13 @@ static void one_input_channel(const InputGradJob *job, ptrdiff_t n,
     }
 }
 
+// Item (n, c) of the input's gradient.
+static void input_channel_task(const void *job, ptrdiff_t item, float *pad,
+                               void *slots) {
+  const InputGradJob *grad = job;
+  one_input_channel(grad, item / grad->c, item % grad->c, pad, slots);
+}
+
 // Returns 0 on success, 1 for what it does not handle (as
 // mmrsa_channel_conv_f32, and kw above MAX_DGRAD_TAPS), 2 when memory is
 // short. dout as for mmrsa_channel_conv_wgrad_f32; weight as for
@@ -589,9 +587,7 @@ int mmrsa_channel_conv_dgrad_f32(
     ptrdiff_t dx_sn, ptrdiff_t dx_sc, ptrdiff_t n, ptrdiff_t c, ptrdiff_t t,
     ptrdiff_t h, ptrdiff_t w, ptrdiff_t banks, ptrdiff_t o, ptrdiff_t kt,
     ptrdiff_t kh, ptrdiff_t kw, int threads) {
-  if (n < 1 || c < 1 || t < 1 || h < 1 || w < 1 || banks < 1 ||
-      c % banks != 0 || o < 8 || o % 8 != 0 || kt % 2 != 1 || kh % 2 != 1 ||
-      kw % 2 != 1 || kw > MAX_DGRAD_TAPS)
+  if (!handled(n, c, t, h, w, banks, o, kt, kh, kw) || kw > MAX_DGRAD_TAPS)
     return 1;
   // the filters by vectors of `lanes`: [banks, kt, kh, O / lanes, kw, lanes]
   const int lanes = o % 16 == 0 ? 16 : 8;
@@ -606,23 +602,9 @@ int mmrsa_channel_conv_dgrad_f32(
   const InputGradJob job = {dout, d_sn,  d_st,  d_sh, d_sw, d_sc, filters,
                             dx,   dx_sn, dx_sc, n,    c,    t,    h,
                             w,    banks, o,     kt,   kh,   kw};
-  const ptrdiff_t items = n * c;
-  const size_t pad_floats = (size_t)(t * h * (w + kw - 1) * o);
-  if (threads < 1) threads = 1;
-  if (threads > items) threads = (int)items;
-  int status = 0;
-#pragma omp parallel num_threads(threads) reduction(max : status)
-  {
-    float *pad = calloc(pad_floats, sizeof(float));
-    ptrdiff_t *rows = malloc(sizeof(ptrdiff_t) * 2 * kt * kh);
-    const int ready = pad != NULL && rows != NULL;
-    status = ready ? 0 : 2;
-#pragma omp for schedule(static)
-    for (ptrdiff_t item = 0; item < items; ++item)
-      if (ready) one_input_channel(&job, item / c, item % c, pad, rows);
-    free(pad);
-    free(rows);
-  }
+  const int status = run_tasks(input_channel_task, &job, n * c,
+                               (size_t)(t * h * (w + kw - 1) * o),
+                               (size_t)(2 * kt * kh), threads);
   free(filters);
   return status;
 }

@@ -103,6 +103,20 @@ def _layer(channels: int, seed: int = 0, **kwargs) -> RSA:
     return layer
 
 
+def _with_threads(counts, fn):
+    """``fn()`` computed with each of the thread counts ``counts``; the
+    thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(fn())
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -163,19 +177,15 @@ def test_threads_give_the_same_bits():
     are PyTorch's, as are the convolutions' gradients)."""
     layer = _layer(128)
     x = torch.randn(2, 128, 3, 10, 9)
-    threads = torch.get_num_threads()
     operands = _operands(2, 3, 37, 8, 16, 16)
-    try:
-        outs, grads = [], []
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                outs.append(layer(x))
-            grads.append(
-                rsa_native.native_products_backward(
-                    *operands, num_queries=8, query_eps=1e-6))
-    finally:
-        torch.set_num_threads(threads)
+
+    def run():
+        with torch.no_grad():
+            out = layer(x)
+        return out, rsa_native.native_products_backward(
+            *operands, num_queries=8, query_eps=1e-6)
+
+    outs, grads = zip(*_with_threads((1, 2, 3), run))
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
     for other in grads[1:]:  # the backward pass: every gradient
         assert all(torch.equal(a, b) for a, b in zip(other, grads[0]))
@@ -799,16 +809,9 @@ def test_channel_conv_weight_grad_equals_float64(x_shape, w_shape):
     got = rsa_native.channel_conv_weight_grad(x_saved, grad.float(), w_shape)
     assert got.shape == weight.shape
     assert _rel_err(got.double(), weight.grad) <= 1e-5
-    threads = torch.get_num_threads()
-    try:  # rows of taps shared out among 1 or 3 threads: the same sums
-        sums = []
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            sums.append(
-                rsa_native.channel_conv_weight_grad(x_saved, grad.float(),
-                                                    w_shape))
-    finally:
-        torch.set_num_threads(threads)
+    # rows of taps shared out among 1 or 3 threads: the same sums
+    sums = _with_threads((1, 3), lambda: rsa_native.channel_conv_weight_grad(
+        x_saved, grad.float(), w_shape))
     assert torch.equal(sums[0], got) and torch.equal(sums[1], got)
     every_other = torch.randn(*grad.shape[:-1], 2 * grad.shape[-1])[..., ::2]
     with pytest.raises(RuntimeError, match='unit stride along O'):
@@ -835,16 +838,9 @@ def test_channel_conv_input_grad_equals_float64(x_shape, w_shape):
     got = rsa_native.channel_conv_input_grad(grad.float(), weight.float())
     assert got.shape == x.shape
     assert _rel_err(got.double(), x.grad) <= 1e-5
-    threads = torch.get_num_threads()
-    try:  # whole channels shared out among 1 or 3 threads: the same sums
-        sums = []
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            sums.append(
-                rsa_native.channel_conv_input_grad(grad.float(),
-                                                   weight.float()))
-    finally:
-        torch.set_num_threads(threads)
+    # whole channels shared out among 1 or 3 threads: the same sums
+    sums = _with_threads((1, 3), lambda: rsa_native.channel_conv_input_grad(
+        grad.float(), weight.float()))
     assert torch.equal(sums[0], got) and torch.equal(sums[1], got)
     # a gradient whose positions are not contiguous rows: the same values
     wide = torch.zeros(*grad.shape[:-2], 2 * grad.shape[-2], grad.shape[-1])
@@ -901,14 +897,8 @@ def test_channel_conv_input_grad_refuses_what_it_does_not_compute():
 def test_channel_conv_threads_give_the_same_bits():
     x = torch.randn(2, 8, 4, 9, 10)
     weight = torch.randn(8, 16, 5, 7, 7)
-    threads = torch.get_num_threads()
-    try:
-        outs = []
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            outs.append(rsa_native.channel_conv(x, weight, (2, 3, 3)))
-    finally:
-        torch.set_num_threads(threads)
+    outs = _with_threads((1, 2, 3),
+                         lambda: rsa_native.channel_conv(x, weight, (2, 3, 3)))
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
