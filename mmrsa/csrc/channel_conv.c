@@ -89,6 +89,7 @@ typedef struct {
   float *out;           // (n, t, h, w, c, o), a unit stride in o
   ptrdiff_t out_sn, out_st, out_sh, out_sw, out_sc;
   ptrdiff_t n, c, t, h, w, banks, o, kt, kh, kw;
+  int along_w;  // tile_along_w for O = 8, 24, ... (along_w())
 } ConvJob;
 
 // A tile: out[p, v * LANES + j] for p < P, v < VB, j < LANES is the sum
@@ -146,6 +147,61 @@ static inline __attribute__((always_inline)) void tile(
   }
 }
 
+// A tile along W for filters in groups of 8 (O = 8, 24, ...): out[p, f]
+// for p < count <= 16 * PV and f < 8, with the positions in the lanes of
+// PV vectors. Each tap reads PV vectors of x and broadcasts 8 filters,
+// 16 PV multiply-adds to PV + 8 loads where the tiles above broadcast one
+// input per vector of 8 filters (x1.0 loads per multiply-add). Reads up to
+// 16 PV + kw - 1 floats from each row offset (past the row end into the
+// next row, or the slack after `pad`: lanes that are not stored). Every
+// output sums the same products in the same order as tile(): the same bits.
+static inline __attribute__((always_inline)) void tile_along_w(
+    const float *x, const ptrdiff_t *x_rows, const float *wt,
+    const ptrdiff_t *w_rows, int rows, ptrdiff_t kw, ptrdiff_t o, float *out,
+    ptrdiff_t out_sp, ptrdiff_t count, const int PV) {
+  f16v acc[8][2];
+  _Pragma("GCC unroll 8") for (int f = 0; f < 8; ++f)
+    _Pragma("GCC unroll 2") for (int v = 0; v < PV; ++v)
+      acc[f][v] = (f16v){0};
+  for (int r = 0; r < rows; ++r) {
+    const float *xr = x + x_rows[r];
+    const float *wr = wt + w_rows[r];
+    for (ptrdiff_t k = 0; k < kw; ++k) {
+      f16v xv[2];
+      _Pragma("GCC unroll 2") for (int v = 0; v < PV; ++v)
+        memcpy(&xv[v], xr + k + v * 16, sizeof(f16v));
+      const float *wk = wr + k * o;
+      _Pragma("GCC unroll 8") for (int f = 0; f < 8; ++f) {
+        const float wf = wk[f];
+        _Pragma("GCC unroll 2") for (int v = 0; v < PV; ++v)
+          acc[f][v] += wf * xv[v];
+      }
+    }
+  }
+  float lanes[8][32];
+  _Pragma("GCC unroll 8") for (int f = 0; f < 8; ++f)
+    _Pragma("GCC unroll 2") for (int v = 0; v < PV; ++v)
+      memcpy(&lanes[f][v * 16], &acc[f][v], sizeof(f16v));
+  for (ptrdiff_t p = 0; p < count; ++p)
+    _Pragma("GCC unroll 8") for (int f = 0; f < 8; ++f)
+      out[p * out_sp + f] = lanes[f][p];
+}
+
+// Floats read past the end of `pad` by tile_along_w (zeros).
+#define PAD_SLACK 32
+
+// Whether tile_along_w runs: the CPU has AVX-512, which the loader then
+// picks (16 float lanes, 32 vector registers; in the other versions the
+// tile would not fit the registers).
+static int along_w(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl");
+#else
+  return 0;
+#endif
+}
+
 // Frame t of channel c of sample n: copies the kt frames around it into
 // `pad` (kt planes of H rows of W + kw - 1, zero columns on both sides:
 // set once by the caller) and writes out[n, t, :, :, c, :].
@@ -190,6 +246,20 @@ static void one_frame(const ConvJob *job, ptrdiff_t n, ptrdiff_t c,
     }
     float *out_row = job->out + n * job->out_sn + t * job->out_st +
                      y * job->out_sh + c * job->out_sc;
+    if (lanes == 8 && job->along_w) {
+      for (ptrdiff_t first = 0; first < o; first += 8)
+        for (ptrdiff_t start = 0; start < w; start += 32) {
+          const ptrdiff_t count = w - start < 32 ? w - start : 32;
+          float *out = out_row + start * sp + first;
+          if (count > 16)
+            tile_along_w(pad + start, x_rows, wt + first, w_rows, rows, kw,
+                         o, out, sp, count, 2);
+          else
+            tile_along_w(pad + start, x_rows, wt + first, w_rows, rows, kw,
+                         o, out, sp, count, 1);
+        }
+      continue;
+    }
     for (ptrdiff_t first = 0; first < o; first += vectors * lanes) {
       ptrdiff_t start = 0;
       for (ptrdiff_t k = 0; k < chunks; ++k) {  // balanced chunks of W
@@ -270,9 +340,10 @@ int mmrsa_channel_conv_f32(const float *x, ptrdiff_t x_sn, ptrdiff_t x_sc,
   const ConvJob job = {x,      x_sn,   x_sc,   weight, out, out_sn,
                        out_st, out_sh, out_sw, out_sc, n,   c,
                        t,      h,      w,      banks,  o,   kt,
-                       kh,     kw};
+                       kh,     kw,     along_w()};
   return run_tasks(frame_task, &job, n * c * t,
-                   (size_t)(kt * h * (w + kw - 1)), (size_t)(2 * kt * kh),
+                   (size_t)(kt * h * (w + kw - 1)) + PAD_SLACK,
+                   (size_t)(2 * kt * kh),
                    threads);
 }
 

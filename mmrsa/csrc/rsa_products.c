@@ -150,14 +150,26 @@ typedef struct {
 } Scratch;
 
 // out[r, c] = a[r * sr + c * sc] + b[r, c] for a [rows, cols] matrix
-// (out and b contiguous; b NULL: a copy).
+// (out and b contiguous; b NULL: a copy). Rows with a unit stride (the
+// layer's, where a row is a channel's filter outputs) are summed in
+// vectors: element by element, these sums took a quarter of the time of
+// the products at the RSANet-R50 stages.
 static inline __attribute__((always_inline)) void add_strided(
-    float *out, const float *a, ptrdiff_t sr, ptrdiff_t sc, const float *b,
-    ptrdiff_t rows, ptrdiff_t cols) {
-  for (ptrdiff_t r = 0; r < rows; ++r)
-    for (ptrdiff_t c = 0; c < cols; ++c)
-      out[r * cols + c] =
-          a[r * sr + c * sc] + (b == NULL ? 0.0f : b[r * cols + c]);
+    float *restrict out, const float *restrict a, ptrdiff_t sr, ptrdiff_t sc,
+    const float *restrict b, ptrdiff_t rows, ptrdiff_t cols) {
+  for (ptrdiff_t r = 0; r < rows; ++r) {
+    float *restrict outr = out + r * cols;
+    const float *restrict ar = a + r * sr;
+    const float *restrict br = b == NULL ? NULL : b + r * cols;
+    if (sc == 1 && br != NULL) {
+      for (ptrdiff_t c = 0; c < cols; ++c) outr[c] = ar[c] + br[c];
+    } else if (sc == 1) {
+      memcpy(outr, ar, sizeof(float) * cols);
+    } else {
+      for (ptrdiff_t c = 0; c < cols; ++c)
+        outr[c] = ar[c * sc] + (br == NULL ? 0.0f : br[c]);
+    }
+  }
 }
 
 // add_strided from a bfloat16 (half) or float32 matrix a.

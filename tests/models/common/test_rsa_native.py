@@ -748,7 +748,9 @@ def _channel_conv_float64(x: torch.Tensor, weight: torch.Tensor,
 #: vectors; 24 and 48 filters as vectors of 8 and 16; 128 as two tiles),
 #: rows of 1 to 15 positions (tiles of 8, of 6 with four vectors, and the
 #: rest), one bank, groups and a bank per channel, frames and rows shorter
-#: than the kernel, 1x1x1 and non-square kernels.
+#: than the kernel, 1x1x1 and non-square kernels; with AVX-512, 8 and 24
+#: filters in tiles along W of one or two vectors of 16 positions (rows of
+#: 1 to 37: full, partial and several tiles).
 CONV_CASES = [
     ((2, 8, 8, 9, 12), (8, 8, 5, 7, 7)),  # H1 at stage 1, Cq = D = 8
     ((1, 16, 3, 5, 15), (16, 16, 5, 7, 7)),
@@ -759,6 +761,9 @@ CONV_CASES = [
     ((1, 2, 3, 4, 14), (2, 128, 3, 5, 3)),
     ((1, 2, 1, 1, 1), (2, 8, 1, 1, 1)),
     ((2, 3, 1, 2, 3), (3, 16, 5, 7, 7)),  # everything smaller than kernel
+    ((1, 2, 3, 4, 37), (2, 8, 5, 7, 7)),  # along W: 32 + 5 positions
+    ((1, 3, 2, 3, 16), (3, 24, 3, 5, 7)),  # along W: one full vector
+    ((1, 2, 2, 3, 20), (1, 24, 3, 3, 5)),  # along W: 20 of 32, one bank
 ]
 
 
