@@ -203,8 +203,9 @@ def iter_layer_section(
         ``saved_mb`` (MiB saved for backward) per candidate (``'conv'``,
         ``'rsa'``, then ``'ref'``, ``'rev'`` and the forced paths; ``ms``
         also ``'rsa_torch'``, see below);
-        ``infer_ms``: inference (``torch.no_grad``) of ``'conv'`` and
-        ``'rsa'``, and where the layer runs the native products
+        ``infer_ms``: inference (``torch.no_grad``) of ``'conv'``,
+        ``'rsa'`` and, with ``compare``, ``'rev'``; where the layer runs the
+        native products
         (:attr:`Bench.native`) ``'rsa_torch'``, the layer without them;
         ``peak_mb`` (the RSA layer's CUDA peak, None off CUDA) and ``path``
         (the RSA layer's automatic implementation).
@@ -260,7 +261,7 @@ def iter_layer_section(
             times = bench.time(steps)
             inference = {
                 k: layer_inference(bench, models[k], x)
-                for k in ('conv', 'rsa')
+                for k in ('conv', 'rsa', 'rev') if k in models
             }
             if native:
                 inference['rsa_torch'] = without_native(inference['rsa'])

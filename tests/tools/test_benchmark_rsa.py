@@ -477,6 +477,23 @@ def test_layer_table_formats_a_measured_result():
         f'{infer["rsa_torch"]:.1f}',
         f'{infer["rsa_torch"] / infer["conv"]:.2f}'
     ]
+    # beside another RSA class (--compare-impl): its inference too
+    from mmrsa.models.common import RSA
+    (result, ) = benchmark.layer_section(
+        bench, [(16, 8)], frames=2, batches=[1], compare=RSA)
+    assert set(result['infer_ms']) == {'conv', 'rsa', 'rev', 'rsa_torch'}
+    columns = dict(reference=False, compare=True, cuda=False, native=True)
+    header = tool.layer_header([], **columns)
+    row = tool.layer_row(result, [], **columns)
+    assert header.split('|')[2].split() == [
+        'inf', 'conv', 'inf', 'RSA', '/conv', 'no', 'native', '/conv', 'inf',
+        'rev', 'rev/RSA'
+    ]
+    assert len(row) == len(header)
+    infer = result['infer_ms']
+    assert _row(row, "   16@8  T2 ")[13:15] == [
+        f'{infer["rev"]:.1f}', f'{infer["rev"] / infer["rsa"]:.2f}'
+    ]
     title = tool.layer_title(['plain'], frames=2, compare_rev='HEAD~1')
     assert title[0] == 'rev = the RSA layer at git revision HEAD~1'
     assert title[1].endswith(', beside it forced through plain')

@@ -48,8 +48,9 @@ choice, ``plain`` (grouped ``conv3d`` + ``bmm``).
 ``--compare-impl REV`` loads the layer (``rsa.py`` and, where they exist,
 ``rsa_ops.py``, ``rsa_triton.py``, ``rsa_native.py`` with its library built
 by that revision's ``setup.py``) as committed at git revision ``REV`` and
-times it beside the working tree's, with the same weights, to measure a
-change of the layer.
+times it beside the working tree's, with the same weights, in training
+(``rev ms``) and in inference (``inf rev``), to measure a change of the
+layer.
 """
 import argparse
 import contextlib
@@ -347,6 +348,8 @@ def layer_header(paths: Sequence[str],
     header += f' | {"inf conv":>8} {"inf RSA":>8} {"/conv":>5}'
     if native:
         header += f' {"no native":>9} {"/conv":>5}'
+    if compare:
+        header += f' {"inf rev":>8} {"rev/RSA":>7}'
     header += f' | {"conv MB":>7} {"RSA MB":>7}'
     if reference:
         header += f' {"ref MB":>7}'
@@ -408,6 +411,8 @@ def layer_row(result: Dict[str, Any],
     if native:
         row += (f' {infer["rsa_torch"]:9.1f} '
                 f'{infer["rsa_torch"] / infer["conv"]:5.2f}')
+    if compare:
+        row += f' {infer["rev"]:8.1f} {infer["rev"] / infer["rsa"]:7.2f}'
     row += f' | {mem["conv"]:7.1f} {mem["rsa"]:7.1f}'
     if reference:
         row += f' {mem["ref"]:7.1f}'
