@@ -18,11 +18,12 @@
 // 1 -> D convolution per bank, or a grouped 2D convolution over temporal
 // taps) run at 45-75 % of the efficiency of a dense convolution. Here each
 // row of W outputs is computed in tiles of up to 8 positions times up to
-// 64 filters held in vector registers; the frames and rows of the
-// neighbourhood that fall outside the clip are skipped, and every input
-// row is copied once with zeros on both sides so that the taps along W need
-// no test. The filters are read transposed, [banks, kt, kh, kw, O], so that
-// the O filters of a tap are one vector load.
+// 64 filters held in vector registers (with AVX-512 and 8 filters a bank,
+// tiles of 16 or 32 positions along W times the 8 filters); the frames and
+// rows of the neighbourhood that fall outside the clip are skipped, and
+// every input row is copied once with zeros on both sides so that the taps
+// along W need no test. The filters are read transposed, [banks, kt, kh,
+// kw, O], so that the O filters of a tap are one vector load.
 //
 // mmrsa_channel_conv_wgrad_f32 computes the gradient of the filters from
 // x and the gradient of out (the backward pass of training):
@@ -149,9 +150,9 @@ static inline __attribute__((always_inline)) void tile(
 
 // A tile along W for filters in groups of 8 (O = 8, 24, ...): out[p, f]
 // for p < count <= 16 * PV and f < 8, with the positions in the lanes of
-// PV vectors. Each tap reads PV vectors of x and broadcasts 8 filters,
-// 16 PV multiply-adds to PV + 8 loads where the tiles above broadcast one
-// input per vector of 8 filters (x1.0 loads per multiply-add). Reads up to
+// PV vectors. Each tap loads PV input vectors and broadcasts the 8 filters
+// for 8 PV vector multiply-adds of 16 lanes, where tile() with one vector
+// of 8 filters loads an input for every 8 products. Reads up to
 // 16 PV + kw - 1 floats from each row offset (past the row end into the
 // next row, or the slack after `pad`: lanes that are not stored). Every
 // output sums the same products in the same order as tile(): the same bits.
@@ -324,8 +325,9 @@ static void frame_task(const void *job, ptrdiff_t item, float *pad,
 }
 
 // Returns 0 on success, 1 for what it does not handle (see handled()), 2
-// when memory is short (out is then incomplete). x has unit strides within each channel of a clip
-// ([T, H, W] contiguous), x_sn and x_sc between samples and channels;
+// when memory is short (out is then incomplete). x has unit strides within
+// each channel of a clip ([T, H, W] contiguous), x_sn and x_sc between
+// samples and channels;
 // weight is [banks, kt, kh, kw, O], contiguous; out has the strides out_s*
 // (elements) along (n, t, h, w, c) and a unit stride along o. The threads
 // are PyTorch's (see rsa_products.c).

@@ -152,8 +152,8 @@ typedef struct {
 // out[r, c] = a[r * sr + c * sc] + b[r, c] for a [rows, cols] matrix
 // (out and b contiguous; b NULL: a copy). Rows with a unit stride (the
 // layer's, where a row is a channel's filter outputs) are summed in
-// vectors: element by element, these sums took a quarter of the time of
-// the products at the RSANet-R50 stages.
+// vectors (the forward pass took x0.95-0.98 the time of the sums element by
+// element at the RSANet-R50 stages).
 static inline __attribute__((always_inline)) void add_strided(
     float *restrict out, const float *restrict a, ptrdiff_t sr, ptrdiff_t sc,
     const float *restrict b, ptrdiff_t rows, ptrdiff_t cols) {
