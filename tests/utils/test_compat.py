@@ -270,12 +270,6 @@ def test_torchrun_two_cpu_processes(tmp_path):
     ]
 
 
-def _single_process_group(tmp_path):
-    import torch.distributed as dist
-    dist.init_process_group(
-        'gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
-
-
 def test_cpu_ddp_patch_is_idempotent():
     from mmengine.model.wrappers import distributed
     init_fn = distributed.MMDistributedDataParallel.__init__
@@ -296,30 +290,56 @@ def test_cpu_ddp_patch_is_a_noop_with_an_accelerator(monkeypatch):
             is original.__wrapped__)
 
 
-def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path, monkeypatch):
-    """What ``Runner.wrap_model`` does under torchrun, on a CPU model with
-    SyncBN layers (the CPU path, forced on any machine)."""
+_CPU_DDP = textwrap.dedent("""
+    import sys
     import mmengine.device
     import torch
     import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
+    from mmrsa.utils import compat
 
-    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    mmengine.device.get_device = lambda: 'cpu'
     init = MMDistributedDataParallel.__init__
-    init = getattr(init, '__wrapped__', init)
-    monkeypatch.setattr(MMDistributedDataParallel, '__init__',
-                        compat._cpu_safe_ddp_init(init))
+    MMDistributedDataParallel.__init__ = compat._cpu_safe_ddp_init(
+        getattr(init, '__wrapped__', init))
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.SyncBatchNorm(4))
-    _single_process_group(tmp_path)
+    dist.init_process_group('gloo', init_method=f'file://{sys.argv[1]}/store',
+                            rank=0, world_size=1)
     try:
         wrapped = MMDistributedDataParallel(module=model, device_ids=[0])
-        assert wrapped.device_ids is None
-        assert not any(
-            isinstance(m, torch.nn.SyncBatchNorm) for m in wrapped.modules())
         wrapped(torch.randn(2, 3, 8, 8)).sum().backward()
+        print('device_ids', wrapped.device_ids)
+        print('sync_bn', any(
+            isinstance(m, torch.nn.SyncBatchNorm) for m in wrapped.modules()))
+        print('grad', model[0].weight.grad is not None)
     finally:
         dist.destroy_process_group()
+""")
+
+
+def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path):
+    """What ``Runner.wrap_model`` does under torchrun, on a CPU model with
+    SyncBN layers (the CPU path, forced on any machine). In a fresh
+    interpreter, as a training process runs it: in a test worker, the end
+    of the process group once hung (its gloo thread, releasing a finished
+    collective, waited for the GIL that the main thread held while it
+    joined that thread)."""
+    script = tmp_path / 'ddp.py'
+    script.write_text(_CPU_DDP)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
+    result = subprocess.run(
+        [sys.executable, str(script),
+         str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-3:] == [
+        'device_ids None', 'sync_bn False', 'grad True'
+    ], result.stdout + result.stderr
 
 
 def test_apply_compat_fixes_lists_every_fix():
