@@ -3,7 +3,8 @@
 
 The tests use small tensors, for which one intra-op thread is fastest and
 keeps parallel test runs on a shared CPU from oversubscribing it. Set
-``MMRSA_TEST_THREADS`` to change the number.
+``MMRSA_TEST_THREADS`` to change the number. A test that hangs fails after
+``MMRSA_TEST_TIMEOUT`` seconds (``hang_watchdog.py``).
 """
 import os
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 import torch
 from run_helpers import (DEMO_CONFIG, NUM_TRAIN, NUM_VAL, REPO_ROOT, SMALL_RUN,
                          run_tool)
+
+# a hung test fails and prints every thread's stack (see the module)
+pytest_plugins = ('hang_watchdog', )
 
 
 def pytest_configure(config):
