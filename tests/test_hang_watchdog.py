@@ -3,10 +3,10 @@
 outlives ``MMRSA_TEST_TIMEOUT`` ends its process with every thread's stack
 printed; a quick test is not touched."""
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from run_helpers import run_tool, tool_env
 
 TESTS = Path(__file__).resolve().parent
 
@@ -30,22 +30,21 @@ def test_after():
 '''
 
 
-def _pytest(tmp_path, *args, timeout='3'):
-    (tmp_path / 'test_case.py').write_text(HANGS)
-    env = dict(os.environ, MMRSA_TEST_TIMEOUT=timeout)
-    env['PYTHONPATH'] = os.pathsep.join(
-        filter(None, [str(TESTS), env.get('PYTHONPATH')]))
+def _pytest(tmp_path, *args, timeout='3', test=HANGS):
+    """pytest with only the watchdog plugin on ``test`` (a file's text) in
+    ``tmp_path``, ``MMRSA_TEST_TIMEOUT=timeout``: the result and seconds."""
+    (tmp_path / 'test_case.py').write_text(test)
+    # this folder (the plugin) before what the tools get
+    path = os.pathsep.join([str(TESTS), tool_env()['PYTHONPATH']])
+    env = dict(MMRSA_TEST_TIMEOUT=timeout, PYTHONPATH=path)
     start = time.monotonic()
-    result = subprocess.run([
-        sys.executable, '-m', 'pytest', '-p', 'hang_watchdog', '-p',
-        'no:cacheprovider', '-q', *args,
-        str(tmp_path / 'test_case.py')
+    result = run_tool([
+        '-m', 'pytest', '-p', 'hang_watchdog', '-p', 'no:cacheprovider', '-q',
+        *args, tmp_path / 'test_case.py'
     ],
-                            cwd=tmp_path,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=120)
+                      cwd=tmp_path,
+                      env=env,
+                      timeout=120)
     return result, time.monotonic() - start
 
 
@@ -67,19 +66,8 @@ def test_a_hung_test_fails_and_the_run_goes_on_with_xdist(tmp_path):
 
 
 def test_zero_turns_it_off(tmp_path):
-    (tmp_path / 'test_case.py'
-     ).write_text('import time\n\ndef test_slow():\n    time.sleep(2)\n')
-    env = dict(os.environ, MMRSA_TEST_TIMEOUT='0')
-    env['PYTHONPATH'] = os.pathsep.join(
-        filter(None, [str(TESTS), env.get('PYTHONPATH')]))
-    result = subprocess.run([
-        sys.executable, '-m', 'pytest', '-p', 'hang_watchdog', '-p',
-        'no:cacheprovider', '-q',
-        str(tmp_path / 'test_case.py')
-    ],
-                            cwd=tmp_path,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=120)
+    result, _ = _pytest(
+        tmp_path,
+        timeout='0',
+        test='import time\n\ndef test_slow():\n    time.sleep(2)\n')
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import run_tool
 
 import mmrsa  # noqa: F401  (applies the fixes, as users get them)
 from mmrsa.utils import compat
@@ -246,22 +247,13 @@ def test_torchrun_two_cpu_processes(tmp_path):
     """The CPU start-up path, forced on any machine (no GPU visible)."""
     script = tmp_path / 'worker.py'
     script.write_text(_TORCHRUN_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
-    env['PYTHONPATH'] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
-    command = [
-        sys.executable, '-m', 'torch.distributed.run', '--standalone',
-        '--nproc_per_node', '2',
-        str(script),
-        str(tmp_path)
-    ]
-    result = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120)
+    result = run_tool([
+        '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+        script, tmp_path
+    ],
+                      cwd=tmp_path,
+                      env={'CUDA_VISIBLE_DEVICES': ''},
+                      timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     results = [(tmp_path / f'rank{rank}.txt').read_text() for rank in (0, 1)]
     assert results == [
@@ -327,15 +319,10 @@ def test_cpu_ddp_drops_device_ids_and_reverts_sync_bn(tmp_path):
     joined that thread)."""
     script = tmp_path / 'ddp.py'
     script.write_text(_CPU_DDP)
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
-    result = subprocess.run(
-        [sys.executable, str(script),
-         str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120)
+    result = run_tool([script, tmp_path],
+                      cwd=tmp_path,
+                      env={'CUDA_VISIBLE_DEVICES': ''},
+                      timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-3:] == [
         'device_ids None', 'sync_bn False', 'grad True'

@@ -795,20 +795,29 @@ def test_channel_conv_equals_float64(x_shape, w_shape):
             rsa_native.channel_conv(strided, weight, padding), got)
 
 
+def _float64_conv_backward(x_shape, w_shape, wrt: str):
+    """float64 ``channel_conv3d`` (channels last, ``[C, N, T, H, W, O]``)
+    of random ``x`` and ``weight``, differentiated with respect to ``wrt``
+    (``'x'`` or ``'weight'``) for a random gradient: ``x``, ``weight``,
+    ``padding`` and that gradient."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(w_shape, generator=gen, dtype=torch.float64)
+    padding = tuple(k // 2 for k in w_shape[2:])
+    dict(x=x, weight=weight)[wrt].requires_grad_()
+    out = channel_conv3d(x, weight, padding, channels_last=True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    out.backward(grad)
+    return x, weight, padding, grad
+
+
 @needs_library
 @pytest.mark.parametrize('x_shape,w_shape', CONV_CASES)
 def test_channel_conv_weight_grad_equals_float64(x_shape, w_shape):
     """The filters' gradient of the library (the backward pass of H1 in
     training) against float64 autograd of ``channel_conv3d``; read from a
     key whose channels are the outer dimension, as the layer saves it."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
-    weight = torch.randn(w_shape, generator=gen, dtype=torch.float64)
-    padding = tuple(k // 2 for k in w_shape[2:])
-    weight.requires_grad_()
-    out = channel_conv3d(x, weight, padding, channels_last=True)
-    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    out.backward(grad)
+    x, weight, _, grad = _float64_conv_backward(x_shape, w_shape, 'weight')
     # [N, C, T, H, W] with C the outer dimension in memory
     x_saved = x.float().transpose(0, 1).contiguous().transpose(0, 1)
     got = rsa_native.channel_conv_weight_grad(x_saved, grad.float(), w_shape)
@@ -830,14 +839,7 @@ def test_channel_conv_input_grad_equals_float64(x_shape, w_shape):
     the value filters in training) against float64 autograd of
     ``channel_conv3d``, from a gradient in the layer's [C, N, T, H, W, O]
     layout; the same sums with 1 and 3 threads."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
-    weight = torch.randn(w_shape, generator=gen, dtype=torch.float64)
-    padding = tuple(k // 2 for k in w_shape[2:])
-    x.requires_grad_()
-    out = channel_conv3d(x, weight, padding, channels_last=True)
-    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    out.backward(grad)
+    x, weight, padding, grad = _float64_conv_backward(x_shape, w_shape, 'x')
     assert rsa_native.channel_conv_input_grad_applies(grad.float(),
                                                       weight.float(), padding)
     got = rsa_native.channel_conv_input_grad(grad.float(), weight.float())
