@@ -12,20 +12,21 @@ does not sit until the CI job's own limit.
 """
 import faulthandler
 import os
+from typing import Iterator, Optional
 
 import pytest
 
-_stderr_fd = None  # a copy of the process's standard error
+_stderr_fd: Optional[int] = None  # a copy of the process's standard error
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     """Keep a copy of the standard error as it is here, outside the capture
     of the tests' output (which would lose the stacks with the process)."""
     global _stderr_fd
     _stderr_fd = os.dup(2)
 
 
-def pytest_unconfigure(config):
+def pytest_unconfigure(config: pytest.Config) -> None:
     global _stderr_fd
     if _stderr_fd is not None:
         os.close(_stderr_fd)
@@ -38,7 +39,7 @@ def timeout_seconds() -> float:
 
 
 @pytest.fixture(autouse=True)
-def hang_watchdog():
+def hang_watchdog() -> Iterator[None]:
     """Arm the watchdog for the test (its own fixtures included, not the
     session's) and disarm it after."""
     seconds = timeout_seconds()
