@@ -566,16 +566,27 @@ def channel_conv(x: torch.Tensor,
     return out
 
 
+def _conv_operands_apply(data: torch.Tensor, channels: int,
+                         weight: torch.Tensor, padding: Tuple[int, int,
+                                                              int]) -> bool:
+    """What the library's convolutions need of ``data`` (the input or the
+    output's gradient) with ``channels`` channels and of the filters
+    ``weight`` ``[banks, O, kt, kh, kw]``: float32 on the CPU, ``banks``
+    dividing the channels, O a multiple of 8, odd kernels padded by half."""
+    return (native_available() and weight.dim() == 5
+            and data.device.type == weight.device.type == 'cpu'
+            and data.dtype == weight.dtype == torch.float32
+            and data.numel() > 0 and weight.numel() > 0
+            and channels % weight.shape[0] == 0 and weight.shape[1] % 8 == 0
+            and all(k % 2 == 1 and int(p) == k // 2
+                    for k, p in zip(weight.shape[2:], padding)))
+
+
 def channel_conv_applies(x: torch.Tensor, weight: torch.Tensor,
                          padding: Tuple[int, int, int]) -> bool:
     """Whether :func:`channel_conv` runs on these operands (see there)."""
-    return (native_available() and x.dim() == 5 and weight.dim() == 5
-            and x.device.type == 'cpu' and weight.device.type == 'cpu'
-            and x.dtype == weight.dtype == torch.float32 and x.numel() > 0
-            and weight.numel() > 0 and x.shape[1] % weight.shape[0] == 0
-            and weight.shape[1] % 8 == 0
-            and all(k % 2 == 1 and int(p) == k // 2
-                    for k, p in zip(weight.shape[2:], padding))
+    return (x.dim() == 5
+            and _conv_operands_apply(x, x.shape[1], weight, padding)
             and not (torch.is_grad_enabled() and
                      (x.requires_grad or weight.requires_grad))
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
@@ -639,15 +650,10 @@ def channel_conv_input_grad_applies(grad: torch.Tensor, weight: torch.Tensor,
     gradient for this output gradient ``[C, N, T, H, W, O]`` and these
     filters: as :func:`channel_conv_applies`, with kernels at most
     :data:`MAX_INPUT_GRAD_TAPS` wide."""
-    return (native_available() and grad.dim() == 6 and weight.dim() == 5
-            and grad.device.type == weight.device.type == 'cpu'
-            and grad.dtype == weight.dtype == torch.float32
-            and grad.numel() > 0 and weight.numel() > 0
-            and grad.shape[0] % weight.shape[0] == 0
-            and grad.shape[-1] == weight.shape[1] and weight.shape[1] % 8 == 0
-            and weight.shape[-1] <= MAX_INPUT_GRAD_TAPS
-            and all(k % 2 == 1 and int(p) == k // 2
-                    for k, p in zip(weight.shape[2:], padding)))
+    return (grad.dim() == 6
+            and _conv_operands_apply(grad, grad.shape[0], weight, padding)
+            and grad.shape[-1] == weight.shape[1]
+            and weight.shape[-1] <= MAX_INPUT_GRAD_TAPS)
 
 
 def channel_conv_input_grad(grad: torch.Tensor,
